@@ -1,0 +1,187 @@
+import Crypto
+import Foundation
+
+/// One packed artifact as the store records it.
+public struct ArtifactRecord: Sendable, Codable, Equatable {
+    /// The source identity (remote URL without credentials, or absolute local path).
+    public var source: String
+    /// Flux revision string, e.g. `main@sha1:<commit>`.
+    public var revision: String
+    public var commit: String
+    /// `sha256:<64 lowercase hex>` of the exact file bytes.
+    public var digest: String
+    public var size: UInt64
+    /// Regular files archived.
+    public var files: Int
+    /// Paths left out as symlinks, submodules or unusable names.
+    public var skipped: [SkippedPath]
+    /// Fingerprint of the user's extra ignore patterns (part of the cache key).
+    public var ignoreKey: String
+    public var createdAt: Date
+    public var lastUsedAt: Date
+}
+
+/// Content-addressed artifact storage with an index of (source, revision, ignore rules) →
+/// digest and a per-source retention limit.
+///
+/// Layout under `root`:
+/// ```
+/// artifacts/sha256/<hex>.tar.gz   immutable, named by digest
+/// index/<source-key>.json         records of one source, most recently used first
+/// tmp/                            artifacts being written
+/// .lock                           serialises index updates and garbage collection
+/// ```
+/// Writes go to `tmp/`, are fsynced and renamed into place; the index is replaced
+/// atomically; so a crash leaves either the old state or the new one.
+public final class ArtifactStore: Sendable {
+    public let root: URL
+    /// Artifacts kept per source; older ones are deleted unless another source uses them.
+    public let retention: Int
+
+    public init(root: URL, retention: Int = 10) throws(ArtifactMirrorError) {
+        guard retention >= 1 else { throw .invalidArgument("retention must be at least 1 (got \(retention))") }
+        self.root = root.standardizedFileURL
+        self.retention = retention
+        for dir in ["artifacts/sha256", "index", "tmp"] {
+            try FileSystem.createDirectory(self.root.appendingPathComponent(dir).path)
+        }
+    }
+
+    /// Where the artifact with this digest lives (whether or not it exists).
+    public func path(forDigest digest: String) -> URL {
+        let hex = digest.hasPrefix("sha256:") ? String(digest.dropFirst(7)) : digest
+        return root.appendingPathComponent("artifacts/sha256/\(hex).tar.gz")
+    }
+
+    /// The record for this key if its file is present and complete; marks it used.
+    public func lookup(source: String, revision: String, ignoreKey: String) throws(ArtifactMirrorError) -> ArtifactRecord? {
+        let lock = try FileLock(path: lockPath)
+        defer { lock.unlock() }
+        var records = try readIndex(source: source)
+        guard let index = records.firstIndex(where: { $0.revision == revision && $0.ignoreKey == ignoreKey }) else {
+            return nil
+        }
+        var record = records[index]
+        guard FileSystem.fileSize(path(forDigest: record.digest).path) == record.size else {
+            records.remove(at: index)  // the file is gone or damaged: forget it and re-pack
+            try writeIndex(records, source: source)
+            return nil
+        }
+        record.lastUsedAt = Date()
+        records.remove(at: index)
+        records.insert(record, at: 0)
+        try writeIndex(records, source: source)
+        return record
+    }
+
+    /// A fresh temporary file for an artifact being written.
+    func temporaryFile() throws(ArtifactMirrorError) -> OutputFile {
+        let name = "pack-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).tar.gz.tmp"
+        return try OutputFile(creating: root.appendingPathComponent("tmp/\(name)").path)
+    }
+
+    /// Moves a completed (closed, fsynced) temporary file into place under its digest,
+    /// records it, and applies retention. Returns the stored record.
+    func commit(temporaryPath: String, record: ArtifactRecord) throws(ArtifactMirrorError) -> ArtifactRecord {
+        let lock = try FileLock(path: lockPath)
+        defer { lock.unlock() }
+        let final = path(forDigest: record.digest).path
+        if FileSystem.fileSize(final) == record.size {
+            unlink(temporaryPath)  // identical content already stored
+        } else {
+            try FileSystem.rename(temporaryPath, to: final)
+        }
+        var records = try readIndex(source: record.source)
+        records.removeAll { $0.revision == record.revision && $0.ignoreKey == record.ignoreKey }
+        records.insert(record, at: 0)
+        let evicted = records.count > retention ? Array(records[retention...]) : []
+        records = Array(records.prefix(retention))
+        try writeIndex(records, source: record.source)
+        try collectGarbage(candidates: Set(evicted.map(\.digest)).subtracting(records.map(\.digest)))
+        return record
+    }
+
+    /// Every record in the store, for listings.
+    public func allRecords() throws(ArtifactMirrorError) -> [ArtifactRecord] {
+        var all: [ArtifactRecord] = []
+        for file in indexFiles() { all += try decodeIndex(at: file) }
+        return all
+    }
+
+    /// Removes temporary files left behind by killed processes (older than `age`).
+    public func removeStaleTemporaryFiles(olderThan age: TimeInterval = 3600) {
+        let tmp = root.appendingPathComponent("tmp")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: tmp.path)) ?? []
+        for name in names {
+            let file = tmp.appendingPathComponent(name).path
+            let modified = (try? FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date) ?? nil
+            if let modified, Date().timeIntervalSince(modified) > age { unlink(file) }
+        }
+    }
+
+    // MARK: - Index files
+
+    private var lockPath: String { root.appendingPathComponent(".lock").path }
+
+    /// A readable, collision-free file name for a source.
+    static func indexKey(for source: String) -> String {
+        let readable = source.unicodeScalars.map { scalar -> Character in
+            CharacterSet.alphanumerics.contains(scalar) && scalar.isASCII ? Character(scalar) : "_"
+        }
+        let hash = SHA256.hash(data: Data(source.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+        return String(String(readable).suffix(60)) + "-" + hash
+    }
+
+    private func indexPath(source: String) -> String {
+        root.appendingPathComponent("index/\(Self.indexKey(for: source)).json").path
+    }
+
+    private func indexFiles() -> [String] {
+        let dir = root.appendingPathComponent("index")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        return names.filter { $0.hasSuffix(".json") }.sorted().map { dir.appendingPathComponent($0).path }
+    }
+
+    private func readIndex(source: String) throws(ArtifactMirrorError) -> [ArtifactRecord] {
+        let path = indexPath(source: source)
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        return try decodeIndex(at: path).filter { $0.source == source }
+    }
+
+    private func decodeIndex(at path: String) throws(ArtifactMirrorError) -> [ArtifactRecord] {
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            return try Self.decoder.decode([ArtifactRecord].self, from: data)
+        } catch {
+            throw .storage(path: path, detail: "unreadable index (\(error)); delete it to rebuild the cache")
+        }
+    }
+
+    private func writeIndex(_ records: [ArtifactRecord], source: String) throws(ArtifactMirrorError) {
+        let data: Data
+        do { data = try Self.encoder.encode(records) } catch {
+            throw .storage(path: indexPath(source: source), detail: "cannot encode index: \(error)")
+        }
+        try FileSystem.writeAtomically(data, to: indexPath(source: source))
+    }
+
+    private func collectGarbage(candidates: Set<String>) throws(ArtifactMirrorError) {
+        guard !candidates.isEmpty else { return }
+        var stillUsed = Set<String>()
+        for file in indexFiles() { stillUsed.formUnion(try decodeIndex(at: file).map(\.digest)) }
+        for digest in candidates.subtracting(stillUsed) { unlink(path(forDigest: digest).path) }
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }()
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+}
