@@ -58,7 +58,7 @@ let package = Package(
                 "ArtifactMirrorCLI",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            resources: [.copy("Fixtures")]
+            exclude: ["Fixtures"]
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
     ],

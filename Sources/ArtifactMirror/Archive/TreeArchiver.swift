@@ -68,8 +68,8 @@ final class TreeArchiver {
     private func collectSourceIgnorePatterns(in tree: GitTree, domain: [String], into patterns: inout [IgnorePattern]) throws {
         let entries = tree.entriesInWalkOrder()
         if let file = entries.first(where: { $0.name == Array(IgnoreRules.ignoreFileName.utf8) && $0.isRegularFile }) {
-            let text = try repository.withBlob(file.oid) { String(decoding: $0, as: UTF8.self) }
-            patterns += IgnorePattern.parse(text, domain: domain)
+            let bytes = try repository.withBlob(file.oid) { [UInt8]($0) }
+            patterns += IgnorePattern.parse(bytes: bytes, domain: domain)
         }
         for entry in entries where entry.isTree {
             guard let name = String(validating: entry.name, as: UTF8.self), name != ".git" else { continue }

@@ -42,7 +42,9 @@ struct ReferenceResolver {
 
         case .semver(let range):
             let constraint: SemVerConstraint
-            do { constraint = try SemVerConstraint(range) } catch {
+            // Flux 2.9 resolves Masterminds semver ≥ v3.4.0 (required by fluxcd/pkg/version), where
+            // one pre-release comparator admits pre-releases for its whole `||` alternative.
+            do { constraint = try SemVerConstraint(range, prereleasePolicy: .perAlternative) } catch {
                 throw ArtifactMirrorError.invalidSemverRange(range, reason: "\(error)")
             }
             let tags = refs.compactMap { $0.name.hasPrefix("refs/tags/") ? String($0.name.dropFirst(10)) : nil }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Relay needs to build and to run its tests. Safe to run again:
+# it installs only what is missing.
+#   build:  libgit2-dev zlib1g-dev pkg-config
+#   tests:  git (git daemon, http-backend), lighttpd (HTTP(S) git server), openssh-server (sshd),
+#           openssl (test CA), ca-certificates, python3 (independent tarball reader), tar
+set -euo pipefail
+
+packages=(libgit2-dev zlib1g-dev pkg-config git lighttpd openssh-server openssh-client openssl ca-certificates tar gzip)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+  echo "setup: no Swift toolchain on PATH; install Swift 6.x (swift.org) and run this again" >&2
+  exit 1
+fi
