@@ -715,12 +715,24 @@ def generate(dest, n_files, megabytes):
             w.write(b"\ndone\n")
             w.close()
         except BrokenPipeError:
-            pass
+            pass    # fast-import died; its exit status says why
+        except BaseException:
+            fi.kill()
+            fi.wait()
+            raise
         if fi.wait() != 0:
             raise SetupError("git fast-import failed (exit %d)" % fi.returncode)
         commit = git("-C", partial, "rev-parse", "--verify", "refs/heads/main^{commit}", env=env).stdout.decode().strip()
+        # fast-import deltifies each blob against the one written before it
+        # (chains of 50 in write order); repack like `git gc` does on a server.
+        log("repacking (git repack -a -d -f, as git gc would) ... %.1fs" % (time.perf_counter() - t0))
+        git("-C", partial, "repack", "-a", "-d", "-f", "-q", env=env)
+        git("-C", partial, "pack-refs", "--all", env=env)
         gen_seconds = time.perf_counter() - t0
         stats = tree_stats(partial, commit)
+        if stats["files"] < n_files or stats["total_bytes"] < megabytes * MIB:
+            raise SetupError("internal: generated %d files / %d bytes, fewer than asked"
+                             % (stats["files"], stats["total_bytes"]))
         marker = {"generator_version": GENERATOR_VERSION, "seed": SEED, "files": n_files,
                   "megabytes": megabytes, "commit": commit,
                   "generation_seconds": round(gen_seconds, 2), "stats": stats}
@@ -824,11 +836,13 @@ def ensure_repo(args):
 
 # Runs as a fresh, small interpreter: forks the command, waits with wait4 and
 # reports rusage + wall time as JSON on the given fd. A sampler thread reads
-# VmHWM (the command's own peak RSS since exec) from /proc where available.
+# VmHWM (the command's own peak RSS since exec, not its children's) from /proc
+# where available, starting once the exec has happened.
 LAUNCHER = r'''
 import json, os, sys, threading, time
 fd, out, err = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 argv = sys.argv[4:]
+execd_r, execd_w = os.pipe()         # close-on-exec: EOF once the command runs
 t0 = time.perf_counter()
 pid = os.fork()
 if pid == 0:
@@ -840,10 +854,12 @@ if pid == 0:
     except BaseException as ex:
         os.write(2, ("cannot run %s: %s\n" % (argv[0], ex)).encode())
     os._exit(127)
+os.close(execd_w)
 hwm = [0]
 stop = threading.Event()
 def sample():
     path = "/proc/%d/status" % pid
+    os.read(execd_r, 1)              # before exec, VmHWM would be the launcher's copy
     while not stop.is_set():
         try:
             with open(path, "rb") as f:
@@ -861,6 +877,7 @@ _, status, ru = os.wait4(pid, 0)
 t1 = time.perf_counter()
 stop.set()
 if th: th.join()
+os.close(execd_r)
 os.write(fd, json.dumps({"wall": t1 - t0, "status": status, "maxrss": ru.ru_maxrss,
                          "utime": ru.ru_utime, "stime": ru.ru_stime,
                          "hwm_kib": hwm[0]}).encode())
@@ -918,6 +935,8 @@ def machine_info(binary):
                     break
     except OSError:
         pass
+    if hasattr(os, "getloadavg"):
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     info["git_version"] = git("--version").stdout.decode().strip()
     if binary:
         info["binary"] = binary
@@ -929,7 +948,10 @@ def machine_info(binary):
 
 
 def find_artifact(outdir, report):
-    """The .tar.gz that `pack` wrote: a path named in its JSON, else the one in outdir."""
+    """The .tar.gz that `pack` wrote: "path" in its JSON, another .tar.gz path in
+    it, else the largest .tar.gz under outdir."""
+    if isinstance(report, dict) and isinstance(report.get("path"), str) and os.path.isfile(report["path"]):
+        return report["path"]
     if isinstance(report, dict):
         stack = [report]
         while stack:
@@ -1081,7 +1103,8 @@ def main(argv):
     say("machine: %d CPUs (%s available), %s, %s MiB RAM, %s" % (
         info["nproc"], info.get("nproc_available", "?"), info.get("cpu", "?"),
         info.get("mem_total_mib", "?"), info["platform"]))
-    say("git: %s   python: %s" % (info["git_version"], info["python"]))
+    say("git: %s   python: %s   load average: %s" % (info["git_version"], info["python"],
+                                                      " ".join(map(str, info.get("loadavg", [])))))
     if ours_wanted:
         say("binary: %s (built %s)" % (args.binary, info.get("binary_mtime", "?")))
     say("repo: %s  commit %s%s" % (repo, commit,
@@ -1181,6 +1204,12 @@ def main(argv):
     row("compression ratio", lambda a: "%.2fx" % (stats["total_bytes"] / a["artifact_bytes"]))
     if cold:
         say("%-26s%24s" % ("cold run, fresh cache (s)", "%.3f" % cold["wall"]) + "   (clone + pack; peak RSS %s MiB)" % fmt_mib(cold["maxrss_kib"]))
+        rep = cold.get("report") if isinstance(cold.get("report"), dict) else {}
+        if "files" in rep:
+            skipped = rep.get("skipped")
+            say("artifact-mirror packed %s files%s; the repo has %d (git archive packs all, plus directories)"
+                % (rep["files"], ", skipped %d" % len(skipped) if isinstance(skipped, list) else "",
+                   stats["files"]))
     say("(%d timed run(s) per tool, order alternated; artifact-mirror runs use a warm cache)" % args.runs)
     say("")
 
@@ -1218,7 +1247,13 @@ def main(argv):
     return 1 if (args.strict and failed) else 0
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    import signal
+    signal.signal(signal.SIGTERM, _terminate)   # clean up partial repo / work dir
     try:
         sys.exit(main(sys.argv[1:]))
     except KeyboardInterrupt:

@@ -86,7 +86,8 @@ public final class ArtifactPacker: Sendable {
 
     private func mapErrors<T>(_ body: () throws -> T) throws(ArtifactMirrorError) -> T {
         do { return try body() } catch let error as ArtifactMirrorError { throw error } catch let error as GitError {
-            throw .git(operation: "read the mirror", message: error.message)
+            throw .git(operation: "pack (after rebuilding the mirror from the remote)",
+                       message: "\(error.message); the remote repository itself may be damaged")
         } catch {
             throw .git(operation: "pack", message: "\(error)")
         }

@@ -14,11 +14,13 @@ public enum GitRuntime {
         // The mirror cache may be owned by another user (a volume, a CI cache):
         // libgit2's safe.directory check would refuse it with a misleading error.
         _ = relay_git_set_owner_validation(0)
-        // Bound what libgit2 maps of pack files: mapped pack windows count towards the
-        // process RSS, and packing must not grow with the repository.
-        _ = relay_git_set_mwindow_size(32 << 20)
-        _ = relay_git_set_mwindow_mapped_limit(64 << 20)
-        _ = relay_git_set_cache_max_size(32 << 20)
+        // Bound what libgit2 maps of pack files and caches: mapped pack windows count towards
+        // the process RSS, and packing must not grow with the repository. Measured on the
+        // 20k-file/200 MB benchmark: 8/16/16 MiB gives 68 MiB peak RSS instead of 117 MiB
+        // with 32/64/32, at the same speed.
+        _ = relay_git_set_mwindow_size(8 << 20)
+        _ = relay_git_set_mwindow_mapped_limit(16 << 20)
+        _ = relay_git_set_cache_max_size(16 << 20)
         _ = relay_git_enable_fsync_gitdir(1)
         _ = relay_git_set_user_agent("relay-artifact-mirror")
         if FileManager.default.fileExists(atPath: defaultCABundle) {

@@ -62,7 +62,10 @@ final class RemoteSession {
 
     /// Downloads the objects for `refspecs` on the open connection and updates the local
     /// refs they name.
-    func fetch(refspecs: [String]) throws(ArtifactMirrorError) {
+    ///
+    /// Throws `GitError` when the failure points at damaged mirror data (the packer then
+    /// rebuilds the mirror), `ArtifactMirrorError` otherwise.
+    func fetch(refspecs: [String]) throws {
         var options = git_fetch_options()
         _ = relay_git_fetch_options_init(&options)
         options.callbacks = table
@@ -70,9 +73,16 @@ final class RemoteSession {
         options.update_fetchhead = 0
         options.proxy_opts.type = GIT_PROXY_NONE
         let status = withStrArray(refspecs) { array in git_remote_download(remote, &array, &options) }
-        if status < 0 { throw classify(GitError.last(code: status), operation: "fetch") }
+        if status < 0 { throw classifyOrCorruption(GitError.last(code: status), operation: "fetch") }
         let updated = git_remote_update_tips(remote, &table, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, "relay: fetch")
-        if updated < 0 { throw classify(GitError.last(code: updated), operation: "update refs") }
+        if updated < 0 { throw classifyOrCorruption(GitError.last(code: updated), operation: "update refs") }
+    }
+
+    private func classifyOrCorruption(_ error: GitError, operation: String) -> any Error {
+        if error.indicatesCorruption, callbacks.authenticationFailure == nil, callbacks.hostKeyFailure == nil {
+            return error
+        }
+        return classify(error, operation: operation)
     }
 
     /// Turns a libgit2 failure during network work into the cause an operator can act on.

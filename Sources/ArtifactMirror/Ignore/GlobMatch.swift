@@ -82,7 +82,29 @@ public enum GlobMatch {
         (try? matchBytes(pattern, name)) ?? false
     }
 
+    /// The shapes that dominate ignore files, answered without the general algorithm (the
+    /// packer tests every path against every pattern): a literal (no `*?[\`) matches only
+    /// itself, and `*` + literal matches any name without a separator that ends with the
+    /// literal. Neither shape can be a malformed pattern. nil means "use the general path".
+    @inline(__always)
+    private static func fastMatch(_ pattern: Bytes, _ name: Bytes) -> Bool? {
+        var literalStart = pattern.startIndex
+        let leadingStar = pattern.first == UInt8(ascii: "*")
+        if leadingStar { literalStart += 1 }
+        for byte in pattern[literalStart...] {
+            switch byte {
+            case UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "["), UInt8(ascii: "\\"): return nil
+            default: continue
+            }
+        }
+        let literal = pattern[literalStart...]
+        if !leadingStar { return name.elementsEqual(literal) }
+        guard name.count >= literal.count, !name.contains(separator) else { return false }
+        return name[(name.endIndex - literal.count)...].elementsEqual(literal)
+    }
+
     static func matchBytes(_ pattern: Bytes, _ name: Bytes) throws(BadPattern) -> Bool {
+        if let fast = fastMatch(pattern, name) { return fast }
         var pattern = pattern
         var name = name
         nextChunk: while !pattern.isEmpty {
