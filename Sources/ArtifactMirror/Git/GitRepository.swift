@@ -57,15 +57,19 @@ final class GitRepository {
     /// The commit a reference finally points to (annotated tags peeled), or nil if the
     /// reference does not exist.
     func commit(forReference name: String) throws(GitError) -> ObjectID? {
-        var ref: OpaquePointer?
-        let status = git_reference_lookup(&ref, pointer, name)
+        var oid = git_oid()
+        let status = git_reference_name_to_id(&oid, pointer, name)
         if status == GIT_ENOTFOUND.rawValue { return nil }
         try gitCheck(status)
-        defer { git_reference_free(ref) }
+        // Look the object up ourselves: git_reference_peel would replace an object-database
+        // error (a damaged mirror) with a generic "cannot be peeled".
         var object: OpaquePointer?
-        try gitCheck(git_reference_peel(&object, ref, GIT_OBJECT_COMMIT))
+        try gitCheck(git_object_lookup(&object, pointer, &oid, GIT_OBJECT_ANY))
         defer { git_object_free(object) }
-        return ObjectID(git_object_id(object).pointee)
+        var commit: OpaquePointer?
+        try gitCheck(git_object_peel(&commit, object, GIT_OBJECT_COMMIT))
+        defer { git_object_free(commit) }
+        return ObjectID(git_object_id(commit).pointee)
     }
 
     /// Whether `id` names a commit present in the object database.

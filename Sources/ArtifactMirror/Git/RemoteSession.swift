@@ -19,6 +19,10 @@ final class RemoteSession {
     private var connected = false
 
     init(repository: GitRepository, location: RemoteLocation, callbacks: RemoteCallbacks) throws(ArtifactMirrorError) {
+        if location.transport == .local, !FileManager.default.fileExists(atPath: location.url) {
+            // libgit2 would answer "unsupported URL protocol".
+            throw .notARepository(remote: location.identity, detail: "no such file or directory")
+        }
         self.callbacks = callbacks
         var remote: OpaquePointer?
         let status = git_remote_create_anonymous(&remote, repository.pointer, location.url)
@@ -90,7 +94,6 @@ final class RemoteSession {
         let remote = callbacks.location.identity
         if let detail = callbacks.hostKeyFailure { return .hostKeyVerificationFailed(remote: remote, detail: detail) }
         if let detail = callbacks.authenticationFailure { return .authenticationFailed(remote: remote, detail: detail) }
-        if error.indicatesCorruption { return .git(operation: operation, message: error.message) }
         let message = error.message
         let lower = message.lowercased()
         func has(_ needles: String...) -> Bool { needles.contains { lower.contains($0) } }
@@ -99,6 +102,7 @@ final class RemoteSession {
             return .authenticationFailed(remote: remote, detail: message)
         }
         if has("status code: 404", "could not find repository", "not a git repository", "repository not found",
+               "access denied or repository not exported", "no such repository", "failed to resolve path",
                "does not appear to be a git repository", "not valid: is this a git repository",
                "no such file or directory", "does not exist") {
             return .notARepository(remote: remote, detail: message)

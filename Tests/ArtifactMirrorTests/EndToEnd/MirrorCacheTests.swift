@@ -37,9 +37,12 @@ import Testing
         // A fresh store forces a re-pack from the damaged mirror.
         let second = try PackHarness()
         defer { second.remove() }
+        let log = EventLog()
         let again = try await ArtifactPacker(cacheDirectory: harness.cache, store: second.store, compressionThreads: 2,
-                                             events: nil).pack(PackRequest(remote: try RemoteLocation(source), reference: .branch("main")))
+                                             events: { if case .rebuildingMirror(let why) = $0 { log.append(why) } })
+            .pack(PackRequest(remote: try RemoteLocation(source), reference: .branch("main")))
         #expect(again.digest == first.digest)
+        #expect(log.entries.contains { $0.contains("damaged") }, "\(log.entries)")
         _ = try git(["fsck", "--full"], in: URL(fileURLWithPath: mirror))
     }
 

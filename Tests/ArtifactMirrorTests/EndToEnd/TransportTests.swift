@@ -25,7 +25,7 @@ import Testing
         defer { daemon.stop() }
         let http = try HTTPGitServer(root: served.root, username: "relay", password: "s3cret")
         defer { http.stop() }
-        let tls = try TestTLS.generate(in: served.dir.subdirectory("tls"))
+        let tls = try TestTLS.shared()  // libgit2 (mbedTLS) trusts one CA bundle per process
         let https = try HTTPGitServer(root: served.root, username: "relay", password: "s3cret", tls: tls)
         defer { https.stop() }
         try GitRuntime.useCertificateAuthorities(file: tls.caFile.path)

@@ -7,7 +7,7 @@ final class PackHarness: Sendable {
     let directory: TemporaryDirectory
     let cache: URL
     let store: ArtifactStore
-    private let recorded = Mutex<[String]>([])
+    private let recorded = EventLog()
 
     init(retention: Int = 10) throws {
         directory = try TemporaryDirectory(prefix: "pack")
@@ -15,11 +15,11 @@ final class PackHarness: Sendable {
         store = try ArtifactStore(root: directory.appending("store"), retention: retention)
     }
 
-    var events: [String] { recorded.withLock { $0 } }
+    var events: [String] { recorded.entries }
 
     func packer(threads: Int = 2) -> ArtifactPacker {
         ArtifactPacker(cacheDirectory: cache, store: store, compressionThreads: threads, events: { [recorded] event in
-            if case .rebuildingMirror(let reason) = event { recorded.withLock { $0.append("rebuild: \(reason)") } }
+            if case .rebuildingMirror(let reason) = event { recorded.append("rebuild: \(reason)") }
         })
     }
 
@@ -44,4 +44,11 @@ final class PackHarness: Sendable {
     }
 
     func remove() { directory.remove() }
+}
+
+/// Events recorded from the packer's callback (which may run on any thread).
+final class EventLog: Sendable {
+    private let storage = Mutex<[String]>([])
+    var entries: [String] { storage.withLock { $0 } }
+    func append(_ entry: String) { storage.withLock { $0.append(entry) } }
 }
