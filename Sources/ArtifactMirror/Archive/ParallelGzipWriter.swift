@@ -35,7 +35,7 @@ final class ParallelGzipWriter {
     /// - Parameters:
     ///   - threads: worker threads; 1 compresses inline on the caller's thread.
     ///   - blockSize: uncompressed bytes per independent block (fixed: it shapes the output).
-    init(level: Int32 = 6, threads: Int, blockSize: Int = 256 * 1024, sink: @escaping Sink) throws {
+    init(level: Int32 = 6, threads: Int, blockSize: Int = 1024 * 1024, sink: @escaping Sink) throws {
         precondition(blockSize > Self.dictionarySize)
         self.blockSize = blockSize
         self.level = level
