@@ -13,6 +13,9 @@ public struct SkippedPath: Sendable, Codable, Hashable {
         /// Flux's untar rejects any name containing a backslash, which would break the
         /// whole artifact; the entry (and anything below it) is left out instead.
         case backslashInName = "backslash-in-name"
+        /// `.`, `..` or an empty name: only a hand-crafted tree holds one, and it would make
+        /// Flux reject the artifact (or write outside its directory).
+        case unsafeName = "unsafe-name"
     }
 
     public var path: String
@@ -86,6 +89,10 @@ final class TreeArchiver {
             }
             if name.contains("\\") {
                 skip(childPath, .backslashInName)
+                continue
+            }
+            if name.isEmpty || name == "." || name == ".." {
+                skip(childPath, .unsafeName)
                 continue
             }
             let childComponents = components + [name]

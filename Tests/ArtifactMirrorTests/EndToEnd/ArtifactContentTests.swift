@@ -95,3 +95,37 @@ import Testing
         #expect(c.digest == a.digest && !c.cached)
     }
 }
+
+/// Trees that `git` itself would never write, crafted object by object.
+@Suite struct HostileTreeTests {
+    @Test func dotDotAndBackslashNamesAreLeftOutAndReported() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let repo = try TestRepo.create(at: dir.appending("repo"))
+        try repo.write("ok.yaml", "ok: 1\n")
+        _ = try repo.commit("init")
+        let blob = try repo.git(["rev-parse", "HEAD:ok.yaml"])
+        // A tree with entries "..", "a\\b" and "ok.yaml", written with --literally (git refuses such trees).
+        let script = """
+            import binascii, subprocess, sys
+            blob = binascii.unhexlify(sys.argv[1])
+            entries = [(b"..", blob), (b"a\\\\b", blob), (b"ok.yaml", blob)]
+            data = b"".join(b"100644 " + name + b"\\0" + oid for name, oid in entries)
+            print(subprocess.run(["git", "hash-object", "-w", "-t", "tree", "--literally", "--stdin"],
+                                 input=data, capture_output=True, check=True).stdout.decode().strip())
+            """
+        let tree = try runProcess("/usr/bin/env", ["python3", "-c", script, blob], in: repo.url,
+                                  environment: GitIdentity.environment()).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let commit = try repo.git(["commit-tree", tree, "-m", "hostile"])
+        _ = try repo.git(["update-ref", "refs/heads/hostile", commit])
+
+        let harness = try PackHarness()
+        defer { harness.remove() }
+        let result = try await harness.pack(repo.url.path, .branch("hostile"))
+        #expect(Set(result.skipped) == [SkippedPath(path: "..", reason: .unsafeName),
+                                        SkippedPath(path: "a\\b", reason: .backslashInName)])
+        #expect(result.files == 1)
+        let report = try TarballVerifier(expectedDigest: result.digest).verify(file: result.path)
+        #expect(report.ok, "\(report.errors)")
+    }
+}

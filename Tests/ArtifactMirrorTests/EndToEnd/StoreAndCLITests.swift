@@ -88,4 +88,36 @@ enum CLI {
         #expect(conflicting.status != 0)
         #expect(conflicting.stderr.contains("choose one of"))
     }
+
+    @Test func tokenAndPasswordFilesOverHTTP() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let repo = try TestRepo.create(at: dir.appending("work"))
+        try repo.write("a.yaml", "a: 1\n")
+        let commit = try repo.commit("init")
+        let root = try dir.subdirectory("served")
+        _ = try repo.makeBare(into: root, name: "repo.git")
+        let http = try HTTPGitServer(root: root, username: "oauth2", password: "glpat-secret")
+        defer { http.stop() }
+        let token = dir.appending("token")
+        try Data("glpat-secret\n".utf8).write(to: token)
+        let wrong = dir.appending("wrong")
+        try Data("nope\n".utf8).write(to: wrong)
+        let common = ["--branch", "main", "--cache", dir.appending("cache").path, "--output", dir.appending("store").path, "--json"]
+
+        let ok = try runProcess(CLI.path, ["pack", http.url(for: "repo.git"), "--token-file", token.path] + common)
+        #expect(ok.stdout.contains("main@sha1:\(commit)"))
+        let password = try runProcess(CLI.path, ["pack", http.url(for: "repo.git"), "--username", "oauth2",
+                                                 "--password-file", token.path] + common)
+        #expect(password.stdout.contains("\"cached\":true"))
+        let rejected = try runProcess(CLI.path, ["pack", http.url(for: "repo.git"), "--token-file", wrong.path] + common,
+                                      allowFailure: true)
+        #expect(rejected.status == 4)
+        #expect(rejected.stdout.contains("authentication_failed"))
+        #expect(!rejected.stderr.contains("nope") && !rejected.stdout.contains("nope"), "secrets never echoed")
+        let missing = try runProcess(CLI.path, ["pack", http.url(for: "repo.git"), "--token-file", dir.appending("absent").path] + common,
+                                     allowFailure: true)
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("--token-file"))
+    }
 }
