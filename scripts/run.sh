@@ -24,7 +24,7 @@ else
   fi
 fi
 
-result=$("$bin" pack "$source" "${args[@]}" --cache "$work/mirrors" --output "$work/artifacts" --json)
+result=$("$bin" pack "$source" "${args[@]}" --cache "$work/mirrors" --output "$work/store" --json)
 echo "$result"
 path=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])' <<<"$result")
 digest=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])' <<<"$result")
