@@ -3,9 +3,11 @@ import PackageDescription
 
 let package = Package(
     name: "Relay",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "artifact-mirror", targets: ["ArtifactMirrorCLI"]),
+        .executable(name: "relay-server", targets: ["RelayServerCLI"]),
+        .executable(name: "relay-agent", targets: ["RelayAgentCLI"]),
         .library(name: "ArtifactMirror", targets: ["ArtifactMirror"]),
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "RelayServer", targets: ["RelayServer"]),
@@ -14,6 +16,18 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.4.0"),
     ],
     targets: [
         // System libraries (installed by scripts/setup.sh).
@@ -28,8 +42,17 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
 
-        // The protocol between relay-server and relay-agent.
-        .target(name: "Wire"),
+        // The protocol between relay-server and relay-agent (generated code committed;
+        // regenerate with scripts/generate-proto.sh).
+        .target(
+            name: "Wire",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Proto"]
+        ),
 
         // git → Flux-compatible artifact.
         .target(
@@ -48,8 +71,55 @@ let package = Package(
             ]
         ),
 
-        .target(name: "RelayServer", dependencies: ["Wire", "ArtifactMirror"]),
-        .target(name: "RelayAgent", dependencies: ["Wire", "ArtifactMirror"]),
+        .target(
+            name: "RelayServer",
+            dependencies: [
+                "Wire", "ArtifactMirror", "RelayShared",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "RelayAgent",
+            dependencies: [
+                "Wire", "ArtifactMirror", "RelayShared",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // What both processes share: YAML config loading, dev TLS certificates, durations.
+        .target(
+            name: "RelayShared",
+            dependencies: [
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "RelayServerCLI",
+            dependencies: [
+                "RelayServer", "RelayShared",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "RelayAgentCLI",
+            dependencies: [
+                "RelayAgent", "RelayShared",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
 
         .testTarget(
             name: "ArtifactMirrorTests",
@@ -61,6 +131,17 @@ let package = Package(
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
+        .testTarget(
+            name: "RelayTests",
+            dependencies: [
+                "RelayServer", "RelayAgent", "RelayShared", "Wire", "ArtifactMirror",
+                "RelayServerCLI", "RelayAgentCLI", "ArtifactMirrorCLI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            exclude: ["Fixtures"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -19,6 +19,20 @@ public struct ArtifactRecord: Sendable, Codable, Equatable {
     public var ignoreKey: String
     public var createdAt: Date
     public var lastUsedAt: Date
+
+    public init(source: String, revision: String, commit: String, digest: String, size: UInt64, files: Int,
+                skipped: [SkippedPath], ignoreKey: String, createdAt: Date, lastUsedAt: Date) {
+        self.source = source
+        self.revision = revision
+        self.commit = commit
+        self.digest = digest
+        self.size = size
+        self.files = files
+        self.skipped = skipped
+        self.ignoreKey = ignoreKey
+        self.createdAt = createdAt
+        self.lastUsedAt = lastUsedAt
+    }
 }
 
 /// Content-addressed artifact storage with an index of (source, revision, ignore rules) →
@@ -91,6 +105,43 @@ public final class ArtifactStore: Sendable {
         } else {
             try FileSystem.rename(temporaryPath, to: final)
         }
+        try insertLocked(record)
+        return record
+    }
+
+    /// Publishes a complete, verified file (fsynced, on the store's filesystem) under its
+    /// digest and records it: the relay agent's way in, after it has checked size and digest.
+    public func publish(verifiedFile path: String, record: ArtifactRecord) throws(ArtifactMirrorError) -> ArtifactRecord {
+        try commit(temporaryPath: path, record: record)
+    }
+
+    /// Records an artifact whose file the store already holds (same digest, another
+    /// source or revision). Returns nil if the file is missing or its size differs.
+    public func recordExisting(_ record: ArtifactRecord) throws(ArtifactMirrorError) -> ArtifactRecord? {
+        guard FileSystem.fileSize(path(forDigest: record.digest).path) == record.size else { return nil }
+        let lock = try FileLock(path: lockPath)
+        defer { lock.unlock() }
+        try insertLocked(record)
+        return record
+    }
+
+    /// Forgets an artifact everywhere and deletes its file (used when a stored file no
+    /// longer matches its digest).
+    public func remove(digest: String) throws(ArtifactMirrorError) {
+        let lock = try FileLock(path: lockPath)
+        defer { lock.unlock() }
+        for file in indexFiles() {
+            let records = try decodeIndex(at: file)
+            let kept = records.filter { $0.digest != digest }
+            if kept.count != records.count, let source = kept.first?.source ?? records.first?.source {
+                try writeIndex(kept, source: source)
+            }
+        }
+        unlink(path(forDigest: digest).path)
+    }
+
+    /// Puts `record` first in its source's index and applies retention. Caller holds the lock.
+    private func insertLocked(_ record: ArtifactRecord) throws(ArtifactMirrorError) {
         var records = try readIndex(source: record.source)
         records.removeAll { $0.revision == record.revision && $0.ignoreKey == record.ignoreKey }
         records.insert(record, at: 0)
@@ -98,7 +149,6 @@ public final class ArtifactStore: Sendable {
         records = Array(records.prefix(retention))
         try writeIndex(records, source: record.source)
         try collectGarbage(candidates: Set(evicted.map(\.digest)).subtracting(records.map(\.digest)))
-        return record
     }
 
     /// Every record in the store, for listings.

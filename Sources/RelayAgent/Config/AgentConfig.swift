@@ -1,0 +1,74 @@
+import Foundation
+import RelayShared
+
+/// `agent.yaml`. Every field is documented in the README.
+public struct AgentConfig: Sendable, Decodable {
+    /// The relay's tunnel address, host:port.
+    public var relay: String
+    /// CA bundle (PEM) that signed the relay's certificate.
+    public var caFile: String
+    /// The agent's bearer token.
+    public var tokenFile: String
+    public var dataDir: String
+    /// Flux-facing HTTP (artifact URLs, OCI) — served from the next release on.
+    public var listen: String?
+    /// Client certificate and key when the relay requires mutual TLS.
+    public var clientCertFile: String?
+    public var clientKeyFile: String?
+    /// Reconnect backoff: first delay and cap.
+    public var reconnectInitial: ConfigDuration?
+    public var reconnectMax: ConfigDuration?
+    /// Published artifacts kept per source (older ones stay for readers until then).
+    public var keep: Int?
+
+    public static func load(path: String) throws(ConfigError) -> ResolvedAgentConfig {
+        let config = try ConfigLoader.load(AgentConfig.self, from: path)
+        return try config.resolve(file: path)
+    }
+
+    func resolve(file: String) throws(ConfigError) -> ResolvedAgentConfig {
+        let base = URL(fileURLWithPath: file).deletingLastPathComponent()
+        func absolute(_ path: String) -> String {
+            path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
+        }
+        func fail(_ field: String, _ message: String) -> ConfigError { ConfigError(file: file, field: field, message: message) }
+        func readable(_ path: String, _ field: String) throws(ConfigError) -> String {
+            let full = absolute(path)
+            guard FileManager.default.isReadableFile(atPath: full) else { throw fail(field, "cannot read \(full)") }
+            return full
+        }
+        guard let relay = HostPort(relay), relay.port > 0 else { throw fail("relay", "expected host:port, e.g. relay.example.com:8443") }
+        let ca = try readable(caFile, "caFile")
+        let token: String
+        do { token = try TokenHash.readToken(file: absolute(tokenFile)) } catch { throw fail("tokenFile", error.message) }
+        let listenAddress = try listen.map { (text) throws(ConfigError) -> HostPort in
+            guard let parsed = HostPort(text) else { throw fail("listen", "expected host:port") }
+            return parsed
+        }
+        if (clientCertFile == nil) != (clientKeyFile == nil) {
+            throw fail("clientCertFile", "set clientCertFile and clientKeyFile together")
+        }
+        let keep = keep ?? 5
+        guard keep >= 1 else { throw fail("keep", "must be at least 1") }
+        return ResolvedAgentConfig(
+            relay: relay, caFile: ca, token: token, dataDirectory: URL(fileURLWithPath: absolute(dataDir)),
+            listen: listenAddress,
+            clientCertificate: try clientCertFile.map { (path) throws(ConfigError) in try readable(path, "clientCertFile") },
+            clientKey: try clientKeyFile.map { (path) throws(ConfigError) in try readable(path, "clientKeyFile") },
+            reconnectInitial: reconnectInitial?.duration ?? .milliseconds(500),
+            reconnectMax: reconnectMax?.duration ?? .seconds(30), keep: keep)
+    }
+}
+
+public struct ResolvedAgentConfig: Sendable {
+    public var relay: HostPort
+    public var caFile: String
+    public var token: String
+    public var dataDirectory: URL
+    public var listen: HostPort?
+    public var clientCertificate: String?
+    public var clientKey: String?
+    public var reconnectInitial: Duration
+    public var reconnectMax: Duration
+    public var keep: Int
+}

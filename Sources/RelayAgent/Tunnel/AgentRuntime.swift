@@ -1,0 +1,301 @@
+import ArtifactMirror
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import Synchronization
+import Wire
+
+/// relay-agent's main loop: dial the relay, keep one `Connect` stream per session, fetch
+/// what the desired state lists and the store lacks, acknowledge what was published, and
+/// reconnect with jittered exponential backoff (or after the relay's drain delay).
+public final class AgentRuntime: Sendable {
+    public static let agentVersion = "relay-agent/0.2"
+
+    let config: ResolvedAgentConfig
+    let store: ArtifactStore
+    let fetcher: ArtifactFetcher
+    let logger: Logger
+
+    public init(config: ResolvedAgentConfig, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        store = try ArtifactStore(root: config.dataDirectory.appendingPathComponent("store"), retention: config.keep)
+        fetcher = ArtifactFetcher(store: store, partialDirectory: config.dataDirectory.appendingPathComponent("partial"),
+                                  logger: logger)
+    }
+
+    /// Re-verifies every published artifact (digest and Flux rules); a damaged one is removed
+    /// so it is fetched again.
+    public func verifyStore() throws {
+        var seen = Set<String>()
+        for record in try store.allRecords() where seen.insert(record.digest).inserted {
+            let report = try TarballVerifier(expectedDigest: record.digest).verify(file: store.path(forDigest: record.digest).path)
+            if !report.ok {
+                logger.error("published artifact failed re-verification; removing it",
+                             metadata: ["digest": "\(record.digest)", "errors": "\(report.errors)"])
+                try store.remove(digest: record.digest)
+            }
+        }
+    }
+
+    /// Runs sessions until cancelled.
+    public func run() async {
+        var backoff = Backoff(initial: config.reconnectInitial, maximum: config.reconnectMax)
+        while !Task.isCancelled {
+            let started = ContinuousClock.now
+            let outcome = await session()
+            let delay: Duration
+            switch outcome {
+            case .drained(let retryAfter):
+                backoff.reset()
+                delay = retryAfter
+                logger.info("relay asked to reconnect later", metadata: ["after_ms": "\(retryAfter.milliseconds)"])
+            case .failed(let error, let welcomed):
+                if welcomed && ContinuousClock.now - started > .seconds(10) { backoff.reset() }
+                delay = backoff.next()
+                logger.warning("tunnel down; reconnecting", metadata: ["error": "\(error)", "in_ms": "\(delay.milliseconds)"])
+            }
+            try? await Task.sleep(for: delay)
+        }
+    }
+
+    enum Outcome {
+        case drained(Duration)
+        case failed(String, welcomed: Bool)
+    }
+
+    private func describe(_ error: any Error) -> String {
+        if let rpc = error as? RPCError {
+            switch rpc.code {
+            case .unauthenticated: return "the relay refused the token (\(rpc.message)); check tokenFile"
+            case .failedPrecondition: return "the relay refused the connection: \(rpc.message)"
+            default: return "\(rpc.code): \(rpc.message)"
+            }
+        }
+        return "\(error)"
+    }
+
+    /// One connection: returns when it ends.
+    func session() async -> Outcome {
+        let state = SessionState()
+        do {
+            let transport = try HTTP2ClientTransport.Posix(
+                // The certificate must name what is dialled: a DNS name, or the IP address
+                // itself (the dev certificates carry 127.0.0.1 and ::1).
+                target: config.relay.host.contains(":") ? .ipv6(address: config.relay.host, port: config.relay.port)
+                    : config.relay.host.allSatisfy({ $0.isNumber || $0 == "." })
+                        ? .ipv4(address: config.relay.host, port: config.relay.port)
+                        : .dns(host: config.relay.host, port: config.relay.port),
+                transportSecurity: transportSecurity(),
+                config: .defaults { transport in
+                    transport.http2.maxFrameSize = 1 << 20
+                    transport.http2.targetWindowSize = 4 << 20
+                    transport.connection.flushCoalescing = nil
+                    transport.backoff.initial = .milliseconds(200)
+                })
+            try await withGRPCClient(transport: transport) { client in
+                let tunnel = Relay_V1_Tunnel.Client(wrapping: client)
+                try await self.runSession(tunnel: tunnel, state: state)
+            }
+        } catch {
+            if let retry = state.drainDelay { return .drained(retry) }
+            return .failed(describe(error), welcomed: state.welcomed)
+        }
+        if let retry = state.drainDelay { return .drained(retry) }
+        return .failed("the relay closed the stream", welcomed: state.welcomed)
+    }
+
+    private func transportSecurity() throws -> HTTP2ClientTransport.Posix.TransportSecurity {
+        if let cert = config.clientCertificate, let key = config.clientKey {
+            return .mTLS(certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)) {
+                $0.trustRoots = .certificates([.file(path: self.config.caFile, format: .pem)])
+            }
+        }
+        return .tls {
+            $0.trustRoots = .certificates([.file(path: self.config.caFile, format: .pem)])
+        }
+    }
+
+    private var metadata: Metadata { ["authorization": "Bearer \(config.token)"] }
+
+    private func runSession(tunnel: ArtifactFetcher.Tunnel, state: SessionState) async throws {
+        let (outbox, post) = AsyncStream<Relay_V1_AgentMessage>.makeStream()
+        let (wanted, want) = AsyncStream<Relay_V1_DesiredState>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let held = Set(try store.allRecords().map(\.digest))
+        post.yield(.with {
+            $0.hello = .with {
+                $0.protocolVersion = ProtocolVersion.current.description
+                $0.agentVersion = Self.agentVersion
+                $0.heldDigests = held.sorted()
+            }
+        })
+        let metadata = self.metadata
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // Control stream: our outbox up, the relay's messages down.
+            group.addTask {
+                try await tunnel.connect(metadata: metadata, requestProducer: { writer in
+                    for await message in outbox { try await writer.write(message) }
+                }, onResponse: { response in
+                    for try await message in response.messages {
+                        state.heard()
+                        switch message.kind {
+                        case .welcome(let welcome)?:
+                            state.welcome(welcome)
+                            self.logger.info("connected to relay", metadata: [
+                                "agent": "\(welcome.agentName)", "relay": "\(welcome.relayVersion)",
+                                "heartbeat_ms": "\(welcome.heartbeatIntervalMs)"])
+                        case .desiredState(let desired)?:
+                            want.yield(desired)
+                        case .heartbeat(let beat)?:
+                            if !beat.reply {
+                                post.yield(.with { $0.heartbeat = .with {
+                                    $0.sequence = beat.sequence
+                                    $0.sentUnixNanos = beat.sentUnixNanos
+                                    $0.reply = true
+                                } })
+                            } else {
+                                state.recordRoundTrip(sentUnixNanos: beat.sentUnixNanos)
+                            }
+                        case .drain(let drain)?:
+                            state.drain(after: .milliseconds(Int64(drain.retryAfterMs)))
+                            self.logger.info("relay is draining", metadata: ["reason": "\(drain.reason)"])
+                            post.finish()
+                            want.finish()
+                            return
+                        case nil:
+                            continue
+                        }
+                    }
+                })
+                post.finish()
+                want.finish()
+                throw CancellationError()  // the session is over: stop the other children
+            }
+            // Heartbeats and the dead-peer watchdog.
+            group.addTask {
+                var sequence: UInt64 = 0
+                while !Task.isCancelled {
+                    // Until the Welcome names the interval, poll briefly (a relay that never
+                    // welcomes is caught by the same silence rule, with the default interval).
+                    let interval = state.heartbeatInterval
+                    try await Task.sleep(for: state.welcomed ? interval : .milliseconds(100))
+                    if state.silentFor > interval * 2 {
+                        throw RPCError(code: .unavailable, message: "no word from the relay for two heartbeat intervals")
+                    }
+                    guard state.welcomed else { continue }
+                    sequence += 1
+                    let sentUnixNanos = Int64(Date().timeIntervalSince1970 * 1e9)
+                    post.yield(.with { $0.heartbeat = .with {
+                        $0.sequence = sequence
+                        $0.sentUnixNanos = sentUnixNanos
+                    } })
+                }
+            }
+            // Reconcile: fetch what the newest desired state lists and the store lacks.
+            group.addTask {
+                for await desired in wanted {
+                    try await self.reconcile(desired, limits: state.limits, tunnel: tunnel, metadata: metadata, post: post)
+                }
+            }
+            do {
+                try await group.next()
+            } catch is CancellationError {
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func reconcile(_ desired: Relay_V1_DesiredState, limits: Relay_V1_Limits, tunnel: ArtifactFetcher.Tunnel,
+                           metadata: Metadata, post: AsyncStream<Relay_V1_AgentMessage>.Continuation) async throws {
+        let records = try store.allRecords()
+        let published = Set(records.map { "\($0.source)\u{0}\($0.revision)\u{0}\($0.digest)" })
+        let heldDigests = Set(records.map(\.digest))
+        var missing: [Relay_V1_Artifact] = []
+        for artifact in desired.artifacts where !published.contains("\(artifact.source)\u{0}\(artifact.revision)\u{0}\(artifact.digest)") {
+            if heldDigests.contains(artifact.digest) {
+                // Same bytes under a new source or revision: no download.
+                let now = Date()
+                _ = try store.recordExisting(ArtifactRecord(
+                    source: artifact.source, revision: artifact.revision, commit: artifact.commit, digest: artifact.digest,
+                    size: artifact.size, files: 0, skipped: [], ignoreKey: "relay", createdAt: now, lastUsedAt: now))
+                post.yield(Self.ack(artifact))
+            } else {
+                missing.append(artifact)
+            }
+        }
+        let parallel = max(1, Int(limits.maxConcurrentFetches))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var running = 0
+            for artifact in missing {
+                if running >= parallel {
+                    try await group.next()
+                    running -= 1
+                }
+                running += 1
+                group.addTask {
+                    let started = ContinuousClock.now
+                    let record = try await self.fetcher.fetch(artifact, limits: limits, tunnel: tunnel, metadata: metadata)
+                    self.logger.info("published", metadata: [
+                        "source": "\(record.source)", "revision": "\(record.revision)", "digest": "\(record.digest)",
+                        "size": "\(record.size)", "ms": "\((ContinuousClock.now - started).milliseconds)"])
+                    post.yield(Self.ack(artifact))
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    static func ack(_ artifact: Relay_V1_Artifact) -> Relay_V1_AgentMessage {
+        .with { $0.ack = .with {
+            $0.source = artifact.source
+            $0.revision = artifact.revision
+            $0.digest = artifact.digest
+        } }
+    }
+
+    /// Published artifacts, most recently used first per source.
+    public func published() throws -> [ArtifactRecord] { try store.allRecords() }
+}
+
+/// What one session knows, shared by its tasks.
+final class SessionState: Sendable {
+    private struct Values {
+        var welcomed = false
+        var heartbeatInterval: Duration = .seconds(5)
+        var limits = Relay_V1_Limits()
+        var lastHeard = ContinuousClock.now
+        var drainDelay: Duration?
+        var lastRoundTrip: Duration?
+    }
+
+    private let values = Mutex(Values())
+
+    var welcomed: Bool { values.withLock { $0.welcomed } }
+    var heartbeatInterval: Duration { values.withLock { $0.heartbeatInterval } }
+    var limits: Relay_V1_Limits { values.withLock { $0.limits } }
+    var drainDelay: Duration? { values.withLock { $0.drainDelay } }
+    var silentFor: Duration { ContinuousClock.now - values.withLock { $0.lastHeard } }
+
+    func heard() { values.withLock { $0.lastHeard = ContinuousClock.now } }
+
+    func welcome(_ welcome: Relay_V1_Welcome) {
+        values.withLock {
+            $0.welcomed = true
+            $0.limits = welcome.limits
+            if welcome.heartbeatIntervalMs > 0 { $0.heartbeatInterval = .milliseconds(Int64(welcome.heartbeatIntervalMs)) }
+        }
+    }
+
+    func drain(after delay: Duration) { values.withLock { $0.drainDelay = delay } }
+
+    func recordRoundTrip(sentUnixNanos: Int64) {
+        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+        values.withLock { $0.lastRoundTrip = .nanoseconds(max(0, now - sentUnixNanos)) }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}

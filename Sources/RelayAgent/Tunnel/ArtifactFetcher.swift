@@ -1,0 +1,170 @@
+import ArtifactMirror
+import Crypto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import Wire
+
+/// Why a fetch did not end in a published artifact.
+enum FetchError: Error, CustomStringConvertible {
+    case corruptChunk(offset: UInt64)
+    case protocolViolation(String)
+    case incomplete(have: UInt64, expected: UInt64)
+    case digestMismatch(expected: String, actual: String)
+    case rejectedByFluxRules([String])
+    case tooLarge(UInt64, limit: UInt64)
+
+    var description: String {
+        switch self {
+        case .corruptChunk(let offset): "chunk at offset \(offset) failed its SHA-256 check"
+        case .protocolViolation(let detail): "protocol violation: \(detail)"
+        case .incomplete(let have, let expected): "stream ended at \(have) of \(expected) bytes"
+        case .digestMismatch(let expected, let actual): "digest mismatch: expected \(expected), got \(actual)"
+        case .rejectedByFluxRules(let errors): "artifact breaks Flux's unpack rules: \(errors.joined(separator: "; "))"
+        case .tooLarge(let size, let limit): "artifact of \(size) bytes exceeds the relay's limit of \(limit)"
+        }
+    }
+}
+
+/// Downloads one artifact over a `Fetch` stream into `<dataDir>/partial/<hex>.part`,
+/// checking every chunk's offset and SHA-256 before writing it, resuming from the bytes
+/// already on disk, and publishing into the store only after the whole file's size and
+/// digest match and Flux's unpack rules hold. A failed whole-file check discards the bytes.
+struct ArtifactFetcher: Sendable {
+    let store: ArtifactStore
+    let partialDirectory: URL
+    let logger: Logger
+    /// Damaged-chunk retries within one fetch before giving up to the session.
+    let chunkRetries = 5
+
+    typealias Tunnel = Relay_V1_Tunnel.Client<HTTP2ClientTransport.Posix>
+
+    func partialPath(for digest: String) -> String {
+        partialDirectory.appendingPathComponent(digest.replacingOccurrences(of: "sha256:", with: "") + ".part").path
+    }
+
+    /// Fetches and publishes; returns the stored record.
+    func fetch(_ artifact: Relay_V1_Artifact, limits: Relay_V1_Limits, tunnel: Tunnel,
+               metadata: Metadata) async throws -> ArtifactRecord {
+        if limits.maxArtifactBytes > 0, artifact.size > limits.maxArtifactBytes {
+            throw FetchError.tooLarge(artifact.size, limit: limits.maxArtifactBytes)
+        }
+        try FileManager.default.createDirectory(at: partialDirectory, withIntermediateDirectories: true)
+        let path = partialPath(for: artifact.digest)
+        let file = try PartialFile(path: path, expectedSize: artifact.size)
+        defer { file.close() }
+        if file.length > 0 {
+            logger.info("resuming fetch", metadata: ["source": "\(artifact.source)", "offset": "\(file.length)",
+                                                      "size": "\(artifact.size)"])
+        }
+
+        var damaged = 0
+        while file.length < artifact.size {
+            do {
+                try await receive(artifact, into: file, tunnel: tunnel, metadata: metadata, maxChunk: limits.maxChunkBytes)
+            } catch let error as FetchError {
+                guard case .corruptChunk = error, damaged < chunkRetries else { throw error }
+                damaged += 1
+                logger.warning("damaged chunk discarded; fetching again from the last verified offset",
+                               metadata: ["source": "\(artifact.source)", "offset": "\(file.length)"])
+            }
+        }
+        try file.sync()
+        let digest = file.digest()
+        guard digest == artifact.digest else {
+            file.close()
+            unlink(path)
+            throw FetchError.digestMismatch(expected: artifact.digest, actual: digest)
+        }
+        let report = try TarballVerifier(expectedDigest: artifact.digest).verify(file: path)
+        guard report.ok else {
+            file.close()
+            unlink(path)
+            throw FetchError.rejectedByFluxRules(report.errors)
+        }
+        let now = Date()
+        let record = ArtifactRecord(source: artifact.source, revision: artifact.revision, commit: artifact.commit,
+                                    digest: artifact.digest, size: artifact.size, files: report.files, skipped: [],
+                                    ignoreKey: "relay", createdAt: now, lastUsedAt: now)
+        file.close()
+        return try store.publish(verifiedFile: path, record: record)
+    }
+
+    private func receive(_ artifact: Relay_V1_Artifact, into file: PartialFile, tunnel: Tunnel, metadata: Metadata,
+                         maxChunk: UInt32) async throws {
+        let request = Relay_V1_FetchRequest.with {
+            $0.digest = artifact.digest
+            $0.offset = file.length
+        }
+        try await tunnel.fetch(request, metadata: metadata) { response in
+            for try await chunk in response.messages {
+                guard chunk.offset == file.length else {
+                    throw FetchError.protocolViolation("chunk at \(chunk.offset), expected \(file.length)")
+                }
+                guard chunk.totalSize == artifact.size, chunk.offset + UInt64(chunk.data.count) <= artifact.size else {
+                    throw FetchError.protocolViolation("chunk runs past the artifact's \(artifact.size) bytes")
+                }
+                if maxChunk > 0, chunk.data.count > Int(maxChunk) {
+                    throw FetchError.protocolViolation("chunk of \(chunk.data.count) bytes exceeds the limit \(maxChunk)")
+                }
+                guard Data(SHA256.hash(data: chunk.data)) == chunk.chunkSha256 else {
+                    throw FetchError.corruptChunk(offset: chunk.offset)
+                }
+                try file.append(chunk.data)
+            }
+        }
+        if file.length < artifact.size {
+            throw FetchError.incomplete(have: file.length, expected: artifact.size)
+        }
+    }
+}
+
+/// An append-only download file whose contents are always verified chunks, with the
+/// running SHA-256 of everything in it. Reopening rehashes the existing bytes.
+final class PartialFile: @unchecked Sendable {
+    // Confinement: used by one fetch task at a time.
+    private let handle: FileHandle
+    private var hasher = SHA256()
+    private(set) var length: UInt64 = 0
+    private var closed = false
+
+    init(path: String, expectedSize: UInt64) throws {
+        if !FileManager.default.fileExists(atPath: path) {
+            _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o644])
+        }
+        guard let handle = FileHandle(forUpdatingAtPath: path) else {
+            throw ArtifactMirrorError.storage(path: path, detail: "cannot open the partial download")
+        }
+        self.handle = handle
+        let existing = try handle.seekToEnd()
+        if existing > expectedSize {
+            try handle.truncate(atOffset: 0)  // not ours: start over
+        } else if existing > 0 {
+            try handle.seek(toOffset: 0)
+            while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
+                hasher.update(data: data)
+                length += UInt64(data.count)
+            }
+        }
+        try handle.seek(toOffset: length)
+    }
+
+    func append(_ data: Data) throws {
+        try handle.write(contentsOf: data)
+        hasher.update(data: data)
+        length += UInt64(data.count)
+    }
+
+    func sync() throws { try handle.synchronize() }
+
+    func digest() -> String {
+        "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        try? handle.close()
+    }
+}

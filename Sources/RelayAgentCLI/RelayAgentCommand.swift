@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RelayAgent
+import RelayShared
+
+@main
+struct RelayAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay-agent",
+        abstract: "Receive artifacts from a relay over one outbound TLS connection, verify them and keep them for Flux.",
+        subcommands: [Run.self, List.self]
+    )
+}
+
+func loadConfig(_ path: String) throws -> ResolvedAgentConfig {
+    do { return try AgentConfig.load(path: path) } catch {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Dial the relay and keep the store in line with the desired state until stopped.")
+
+    @Option(help: "Path to agent.yaml (see the README).")
+    var config: String
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let resolved = try loadConfig(config)
+        var logger = Logger(label: "relay-agent")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let runtime = try AgentRuntime(config: resolved, logger: logger)
+        try runtime.verifyStore()
+        try await AgentService.runUntilSignalled(runtime, logger: logger)
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the published artifacts.")
+
+    @Option(help: "Path to agent.yaml.")
+    var config: String
+    @Flag(help: "Print JSON: [{source, revision, digest, size}].")
+    var json = false
+
+    func run() throws {
+        let resolved = try loadConfig(config)
+        let runtime = try AgentRuntime(config: resolved, logger: Logger(label: "relay-agent"))
+        let records = try runtime.published()
+        if json {
+            let rows = records.map { ["source": $0.source, "revision": $0.revision, "digest": $0.digest, "size": $0.size] as [String: any Sendable] }
+            let data = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for record in records { print("\(record.source)  \(record.revision)  \(record.digest)  \(record.size) bytes") }
+        }
+    }
+}

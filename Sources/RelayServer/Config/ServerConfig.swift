@@ -1,0 +1,267 @@
+import ArtifactMirror
+import Foundation
+import RelayShared
+
+/// `relay.yaml`: everything relay-server needs. Every field is documented in the README.
+public struct ServerConfig: Sendable, Decodable {
+    public struct TLS: Sendable, Decodable {
+        public var certFile: String
+        public var keyFile: String
+        /// When set, agents must also present a client certificate signed by this CA.
+        public var clientCAFile: String?
+    }
+
+    public struct SourceRef: Sendable, Decodable, Equatable {
+        public var branch: String?
+        public var tag: String?
+        public var semver: String?
+        public var commit: String?
+        public var name: String?
+    }
+
+    public struct SourceAuth: Sendable, Decodable {
+        public var username: String?
+        public var passwordFile: String?
+        public var tokenFile: String?
+        public var sshKeyFile: String?
+        public var knownHostsFile: String?
+    }
+
+    public struct Source: Sendable, Decodable {
+        public var name: String
+        public var url: String
+        public var ref: SourceRef?
+        /// Polling fallback; webhooks trigger packaging at once.
+        public var interval: ConfigDuration?
+        public var auth: SourceAuth?
+        /// Extra ignore patterns (like GitRepository `.spec.ignore`).
+        public var ignore: String?
+    }
+
+    public struct Agent: Sendable, Decodable {
+        public var name: String
+        public var tokenSHA256: String?
+        public var tokenFile: String?
+        public var sources: [String]
+    }
+
+    public struct Limits: Sendable, Decodable {
+        public var maxChunkBytes: Int?
+        public var maxArtifactBytes: UInt64?
+        public var maxConcurrentFetches: Int?
+        public var maxMessageBytes: Int?
+        public var heartbeatInterval: ConfigDuration?
+    }
+
+    /// Tunnel address (TLS, gRPC over HTTP/2).
+    public var listen: String
+    /// Webhooks and health (later: API, page, metrics).
+    public var http: String
+    public var tls: TLS
+    public var dataDir: String
+    public var webhookToken: String?
+    public var webhookTokenFile: String?
+    public var sources: [Source]
+    public var agents: [Agent]
+    public var limits: Limits?
+    /// Delay agents are told to wait before reconnecting when the relay drains (jittered).
+    public var drainRetryAfter: ConfigDuration?
+
+    /// Loads and validates the file; relative paths are resolved against its directory.
+    public static func load(path: String) throws(ConfigError) -> ResolvedServerConfig {
+        let config = try ConfigLoader.load(ServerConfig.self, from: path)
+        return try config.resolve(file: path)
+    }
+}
+
+/// A validated configuration with absolute paths and parsed values.
+public struct ResolvedServerConfig: Sendable {
+    public struct Source: Sendable {
+        public var name: String
+        public var remote: RemoteLocation
+        public var reference: GitReference?
+        public var interval: Duration
+        public var credentials: GitCredentials
+        public var ignore: String?
+        /// Branch names a GitLab push for this source may name (from `ref.branch`).
+        public var branch: String?
+    }
+
+    public struct Agent: Sendable {
+        public var name: String
+        public var tokenSHA256: String
+        public var sources: [String]
+    }
+
+    public var listen: HostPort
+    public var http: HostPort
+    public var certificateFile: String
+    public var keyFile: String
+    public var clientCAFile: String?
+    public var dataDirectory: URL
+    public var webhookToken: String?
+    public var sources: [Source]
+    public var agents: [Agent]
+    public var limits: TunnelLimits
+    public var drainRetryAfter: Duration
+}
+
+/// The tunnel's explicit limits (all configurable under `limits:`).
+public struct TunnelLimits: Sendable, Equatable {
+    public var maxChunkBytes: Int = 1 << 20
+    public var maxArtifactBytes: UInt64 = 4 << 30
+    public var maxConcurrentFetches: Int = 4
+    public var maxMessageBytes: Int = 4 << 20
+    public var heartbeatInterval: Duration = .seconds(5)
+
+    public init() {}
+}
+
+extension ServerConfig {
+    func resolve(file: String) throws(ConfigError) -> ResolvedServerConfig {
+        let base = URL(fileURLWithPath: file).deletingLastPathComponent()
+        func absolute(_ path: String) -> String {
+            path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
+        }
+        func fail(_ field: String, _ message: String) -> ConfigError {
+            ConfigError(file: file, field: field, message: message)
+        }
+        func readable(_ path: String, _ field: String) throws(ConfigError) -> String {
+            let full = absolute(path)
+            guard FileManager.default.isReadableFile(atPath: full) else { throw fail(field, "cannot read \(full)") }
+            return full
+        }
+
+        guard let listen = HostPort(listen) else { throw fail("listen", "expected host:port, e.g. 127.0.0.1:8443") }
+        guard let http = HostPort(http) else { throw fail("http", "expected host:port, e.g. 127.0.0.1:8080") }
+        let cert = try readable(tls.certFile, "tls.certFile")
+        let key = try readable(tls.keyFile, "tls.keyFile")
+        let clientCA = try tls.clientCAFile.map { (path) throws(ConfigError) in try readable(path, "tls.clientCAFile") }
+
+        var webhook = webhookToken
+        if let webhookTokenFile {
+            if webhook != nil { throw fail("webhookTokenFile", "set webhookToken or webhookTokenFile, not both") }
+            do { webhook = try TokenHash.readToken(file: absolute(webhookTokenFile)) } catch {
+                throw fail("webhookTokenFile", error.message)
+            }
+        }
+
+        var resolvedSources: [ResolvedServerConfig.Source] = []
+        var names = Set<String>()
+        for (index, source) in sources.enumerated() {
+            let field = "sources[\(index)]"
+            guard Self.isValidName(source.name) else {
+                throw fail("\(field).name", "'\(source.name)' must be 1-63 characters of a-z, 0-9, '-', '.', '_'")
+            }
+            guard names.insert(source.name).inserted else { throw fail("\(field).name", "duplicate source '\(source.name)'") }
+            let remote: RemoteLocation
+            do { remote = try RemoteLocation(source.url, relativeTo: base.path) } catch {
+                throw fail("\(field).url", error.description)
+            }
+            let reference = try Self.reference(source.ref, field: "\(field).ref", fail: fail)
+            var credentials = GitCredentials()
+            if let auth = source.auth {
+                credentials.username = auth.username
+                if let passwordFile = auth.passwordFile {
+                    do { credentials.password = try TokenHash.readToken(file: absolute(passwordFile)) } catch {
+                        throw fail("\(field).auth.passwordFile", error.message)
+                    }
+                }
+                if let tokenFile = auth.tokenFile {
+                    do { credentials.password = try TokenHash.readToken(file: absolute(tokenFile)) } catch {
+                        throw fail("\(field).auth.tokenFile", error.message)
+                    }
+                    if credentials.username == nil { credentials.username = "oauth2" }
+                }
+                if let sshKeyFile = auth.sshKeyFile { credentials.sshPrivateKey = try readable(sshKeyFile, "\(field).auth.sshKeyFile") }
+                if let knownHosts = auth.knownHostsFile { credentials.knownHosts = try readable(knownHosts, "\(field).auth.knownHostsFile") }
+            }
+            let interval = source.interval?.duration ?? .seconds(60)
+            guard interval >= .seconds(1) else { throw fail("\(field).interval", "must be at least 1s") }
+            resolvedSources.append(.init(name: source.name, remote: remote, reference: reference, interval: interval,
+                                         credentials: credentials, ignore: source.ignore, branch: source.ref?.branch))
+        }
+
+        var resolvedAgents: [ResolvedServerConfig.Agent] = []
+        var agentNames = Set<String>()
+        for (index, agent) in agents.enumerated() {
+            let field = "agents[\(index)]"
+            guard Self.isValidName(agent.name) else {
+                throw fail("\(field).name", "'\(agent.name)' must be 1-63 characters of a-z, 0-9, '-', '.', '_'")
+            }
+            guard agentNames.insert(agent.name).inserted else { throw fail("\(field).name", "duplicate agent '\(agent.name)'") }
+            let hash: String
+            switch (agent.tokenSHA256, agent.tokenFile) {
+            case (let sha?, nil):
+                let lower = sha.lowercased()
+                guard lower.count == 64, lower.allSatisfy(\.isHexDigit) else {
+                    throw fail("\(field).tokenSHA256", "expected 64 hex digits (sha256sum of the token)")
+                }
+                hash = lower
+            case (nil, let tokenFile?):
+                do { hash = TokenHash.sha256Hex(try TokenHash.readToken(file: absolute(tokenFile))) } catch {
+                    throw fail("\(field).tokenFile", error.message)
+                }
+            case (nil, nil):
+                throw fail("\(field)", "set tokenSHA256 (preferred) or tokenFile")
+            case (.some, .some):
+                throw fail("\(field)", "set tokenSHA256 or tokenFile, not both")
+            }
+            for (sourceIndex, name) in agent.sources.enumerated() where !names.contains(name) {
+                throw fail("\(field).sources[\(sourceIndex)]", "unknown source '\(name)'")
+            }
+            resolvedAgents.append(.init(name: agent.name, tokenSHA256: hash, sources: agent.sources))
+        }
+        let hashes = resolvedAgents.map(\.tokenSHA256)
+        if Set(hashes).count != hashes.count { throw fail("agents", "two agents share one token; give each its own") }
+
+        var resolvedLimits = TunnelLimits()
+        if let limits {
+            if let value = limits.maxChunkBytes {
+                guard (4096...(16 << 20)).contains(value) else { throw fail("limits.maxChunkBytes", "must be 4096…16777216") }
+                resolvedLimits.maxChunkBytes = value
+            }
+            if let value = limits.maxArtifactBytes { resolvedLimits.maxArtifactBytes = value }
+            if let value = limits.maxConcurrentFetches {
+                guard (1...64).contains(value) else { throw fail("limits.maxConcurrentFetches", "must be 1…64") }
+                resolvedLimits.maxConcurrentFetches = value
+            }
+            if let value = limits.maxMessageBytes {
+                guard value >= resolvedLimits.maxChunkBytes + 4096 else {
+                    throw fail("limits.maxMessageBytes", "must exceed maxChunkBytes by at least 4096")
+                }
+                resolvedLimits.maxMessageBytes = value
+            }
+            if let value = limits.heartbeatInterval?.duration {
+                guard value >= .milliseconds(100) else { throw fail("limits.heartbeatInterval", "must be at least 100ms") }
+                resolvedLimits.heartbeatInterval = value
+            }
+        }
+        if resolvedLimits.maxMessageBytes < resolvedLimits.maxChunkBytes + 4096 {
+            resolvedLimits.maxMessageBytes = resolvedLimits.maxChunkBytes + 4096
+        }
+
+        return ResolvedServerConfig(
+            listen: listen, http: http, certificateFile: cert, keyFile: key, clientCAFile: clientCA,
+            dataDirectory: URL(fileURLWithPath: absolute(dataDir)), webhookToken: webhook,
+            sources: resolvedSources, agents: resolvedAgents, limits: resolvedLimits,
+            drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2))
+    }
+
+    static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 63 && name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || "-._".contains($0)) }
+    }
+
+    static func reference(_ ref: SourceRef?, field: String,
+                          fail: (String, String) -> ConfigError) throws(ConfigError) -> GitReference? {
+        guard let ref else { return nil }
+        if let commit = ref.commit {
+            if ref.tag != nil || ref.semver != nil || ref.name != nil { throw fail(field, "commit combines only with branch") }
+            return .commit(commit.lowercased(), branch: ref.branch)
+        }
+        let set = [ref.branch.map { GitReference.branch($0) }, ref.tag.map { .tag($0) },
+                   ref.semver.map { .semver($0) }, ref.name.map { .name($0) }].compactMap { $0 }
+        guard set.count <= 1 else { throw fail(field, "set one of branch, tag, semver, commit, name") }
+        return set.first
+    }
+}

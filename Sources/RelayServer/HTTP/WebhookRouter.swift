@@ -1,0 +1,55 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import RelayShared
+
+/// The relay's plain-HTTP side: GitLab push webhooks and health.
+///
+/// `POST /hooks/gitlab`: the `X-Gitlab-Token` header must equal the configured webhook token
+/// (compared in constant time); the body is a GitLab push or tag-push event; every source
+/// whose repository and ref the event names is packaged at once. Answers 202 with the
+/// triggered source names.
+enum WebhookRouter {
+    static func make(webhookToken: String?, sources: [ResolvedServerConfig.Source], scheduler: PackagingScheduler,
+                     hub: DesiredStateHub) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("healthz") { _, _ in "ok\n" }
+        router.get("readyz") { _, _ -> Response in
+            let ready = await hub.isReady(sources: sources.map(\.name))
+            return json(ready ? .ok : .serviceUnavailable, ["ready": ready])
+        }
+        router.post("hooks/gitlab") { request, _ -> Response in
+            guard let expected = webhookToken else {
+                return json(.notFound, ["error": "webhooks are off: set webhookToken in the relay configuration"])
+            }
+            let given = request.headers[HTTPField.Name("X-Gitlab-Token")!] ?? ""
+            guard TokenHash.constantTimeEqual(TokenHash.sha256Hex(given), TokenHash.sha256Hex(expected)) else {
+                return json(.unauthorized, ["error": "X-Gitlab-Token does not match the relay's webhookToken"])
+            }
+            let body = try await request.body.collect(upTo: 4 << 20)
+            let event: GitLabPushEvent
+            do {
+                event = try JSONDecoder().decode(GitLabPushEvent.self, from: Data(buffer: body))
+            } catch {
+                return json(.badRequest, ["error": "not a GitLab push event: \(error)"])
+            }
+            let names = event.matchingSources(sources)
+            scheduler.trigger(names)
+            return json(.accepted, ["triggered": names])
+        }
+        return router
+    }
+
+    private static func json(_ status: HTTPResponse.Status, _ object: [String: any Sendable]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension DesiredStateHub {
+    /// Ready once every configured source has a packaged artifact.
+    func isReady(sources: [String]) -> Bool {
+        sources.allSatisfy { artifact(forSource: $0) != nil }
+    }
+}

@@ -1,0 +1,97 @@
+import ArtifactMirror
+import Foundation
+import Logging
+
+/// Packages every source: once at start, then every `interval`, and at once when a webhook
+/// names it. Each source has its own loop, so a slow or failing remote never delays another.
+/// Triggers arriving while a pack runs are coalesced into one more pack.
+public final class PackagingScheduler: Sendable {
+    private let sources: [ResolvedServerConfig.Source]
+    private let packer: ArtifactPacker
+    private let registry: Registry
+    private let hub: DesiredStateHub
+    private let logger: Logger
+    private let triggers: [String: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)]
+
+    public init(sources: [ResolvedServerConfig.Source], packer: ArtifactPacker, registry: Registry,
+                hub: DesiredStateHub, logger: Logger) {
+        self.sources = sources
+        self.packer = packer
+        self.registry = registry
+        self.hub = hub
+        self.logger = logger
+        var triggers: [String: (AsyncStream<Void>, AsyncStream<Void>.Continuation)] = [:]
+        for source in sources {
+            triggers[source.name] = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        }
+        self.triggers = triggers
+    }
+
+    /// Asks for an immediate pack of these sources (unknown names are ignored).
+    public func trigger(_ names: [String]) {
+        for name in names { triggers[name]?.continuation.yield() }
+    }
+
+    /// Runs until cancelled.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for source in sources {
+                group.addTask { await self.loop(source) }
+            }
+        }
+    }
+
+    /// One consumer of the source's trigger stream packs; a timer feeds the same stream
+    /// every interval. The stream keeps at most one pending trigger, so bursts coalesce.
+    private func loop(_ source: ResolvedServerConfig.Source) async {
+        guard let (stream, continuation) = triggers[source.name] else { return }
+        continuation.yield()  // pack at start
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: source.interval)
+                    continuation.yield()
+                }
+            }
+            group.addTask {
+                for await _ in stream {
+                    if Task.isCancelled { break }
+                    await self.packOnce(source)
+                }
+            }
+            // Both children run until the scheduler's task is cancelled.
+        }
+    }
+
+    /// Packs one source now and publishes the result. Errors are logged and retried at the
+    /// next interval or trigger.
+    @discardableResult
+    public func packOnce(_ source: ResolvedServerConfig.Source) async -> PackagedArtifact? {
+        let started = ContinuousClock.now
+        do {
+            let result = try await packer.pack(PackRequest(remote: source.remote, reference: source.reference,
+                                                           credentials: source.credentials, ignore: source.ignore))
+            let artifact = PackagedArtifact(source: source.name, revision: result.revision, digest: result.digest,
+                                            size: result.size, commit: result.commit, origin: source.remote.identity,
+                                            createdAt: Date())
+            let current = await hub.artifact(forSource: source.name)
+            if current?.digest != artifact.digest || current?.revision != artifact.revision {
+                try registry.record(artifact)
+                await hub.publish(artifact)
+                logger.info("packaged", metadata: [
+                    "source": "\(source.name)", "revision": "\(artifact.revision)", "digest": "\(artifact.digest)",
+                    "size": "\(artifact.size)", "cached": "\(result.cached)",
+                    "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))",
+                ])
+            }
+            return artifact
+        } catch {
+            logger.error("packaging failed", metadata: ["source": "\(source.name)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+    }
+}

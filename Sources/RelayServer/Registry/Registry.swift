@@ -1,0 +1,196 @@
+import Foundation
+import GRDB
+
+/// One packaged revision of a source, as the relay offers it to agents.
+public struct PackagedArtifact: Sendable, Hashable, Codable {
+    public var source: String
+    public var revision: String
+    public var digest: String
+    public var size: UInt64
+    public var commit: String
+    /// The remote without credentials.
+    public var origin: String
+    public var createdAt: Date
+
+    public init(source: String, revision: String, digest: String, size: UInt64, commit: String, origin: String, createdAt: Date) {
+        self.source = source
+        self.revision = revision
+        self.digest = digest
+        self.size = size
+        self.commit = commit
+        self.origin = origin
+        self.createdAt = createdAt
+    }
+}
+
+/// An artifact an agent has verified and published.
+public struct Delivery: Sendable, Hashable, Codable {
+    public var agent: String
+    public var source: String
+    public var revision: String
+    public var digest: String
+    public var deliveredAt: Date
+}
+
+/// The relay's durable record in SQLite (`<dataDir>/relay.sqlite`): agents and their token
+/// hashes, grants, every packaged revision, and deliveries. A restart forgets nothing.
+public final class Registry: Sendable {
+    private let database: DatabaseQueue
+
+    public init(path: URL) throws {
+        try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        database = try DatabaseQueue(path: path.path, configuration: configuration)
+        try Self.migrator.migrate(database)
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE agent (
+                    name TEXT PRIMARY KEY,
+                    token_sha256 TEXT NOT NULL,
+                    version TEXT,
+                    last_seen_ms INTEGER,
+                    connected INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE TABLE grant_ (
+                    agent TEXT NOT NULL REFERENCES agent(name) ON DELETE CASCADE,
+                    source TEXT NOT NULL,
+                    PRIMARY KEY (agent, source)
+                );
+                CREATE TABLE revision (
+                    source TEXT NOT NULL,
+                    revision TEXT NOT NULL,
+                    digest TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    commit_ TEXT NOT NULL,
+                    origin TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL,
+                    PRIMARY KEY (source, digest)
+                );
+                CREATE INDEX revision_by_time ON revision(source, created_ms);
+                CREATE TABLE delivery (
+                    agent TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    revision TEXT NOT NULL,
+                    digest TEXT NOT NULL,
+                    delivered_ms INTEGER NOT NULL,
+                    PRIMARY KEY (agent, digest)
+                );
+                """)
+        }
+        return migrator
+    }
+
+    /// Makes the agent and grant tables match the configuration (agents no longer
+    /// configured are removed with their grants; their delivery history stays).
+    public func syncAgents(_ agents: [(name: String, tokenSHA256: String, sources: [String])]) throws {
+        try database.write { db in
+            let names = agents.map(\.name)
+            try db.execute(sql: "DELETE FROM agent WHERE name NOT IN (\(names.map { _ in "?" }.joined(separator: ",")))",
+                           arguments: StatementArguments(names))
+            for agent in agents {
+                try db.execute(sql: """
+                    INSERT INTO agent(name, token_sha256) VALUES (?, ?)
+                    ON CONFLICT(name) DO UPDATE SET token_sha256 = excluded.token_sha256
+                    """, arguments: [agent.name, agent.tokenSHA256])
+                try db.execute(sql: "DELETE FROM grant_ WHERE agent = ?", arguments: [agent.name])
+                for source in agent.sources {
+                    try db.execute(sql: "INSERT INTO grant_(agent, source) VALUES (?, ?)", arguments: [agent.name, source])
+                }
+            }
+            try db.execute(sql: "UPDATE agent SET connected = 0")
+        }
+    }
+
+    /// Records a packaged revision (idempotent).
+    public func record(_ artifact: PackagedArtifact) throws {
+        try database.write { db in
+            try db.execute(sql: """
+                INSERT INTO revision(source, revision, digest, size, commit_, origin, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(source, digest) DO UPDATE SET revision = excluded.revision, created_ms = excluded.created_ms
+                """, arguments: [artifact.source, artifact.revision, artifact.digest, Int64(artifact.size), artifact.commit,
+                                 artifact.origin, Self.milliseconds(artifact.createdAt)])
+        }
+    }
+
+    /// The newest packaged artifact of every source.
+    public func latestArtifacts() throws -> [String: PackagedArtifact] {
+        try database.read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT r.* FROM revision r
+                JOIN (SELECT source, MAX(created_ms) AS newest FROM revision GROUP BY source) n
+                  ON r.source = n.source AND r.created_ms = n.newest
+                """)
+            var result: [String: PackagedArtifact] = [:]
+            for row in rows {
+                let artifact = Self.artifact(row)
+                result[artifact.source] = artifact
+            }
+            return result
+        }
+    }
+
+    /// Every revision ever packaged for a source, newest first.
+    public func revisions(source: String) throws -> [PackagedArtifact] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM revision WHERE source = ? ORDER BY created_ms DESC", arguments: [source])
+                .map(Self.artifact)
+        }
+    }
+
+    /// Whether any revision with this digest is recorded for one of `sources`.
+    public func digestBelongs(_ digest: String, toAnyOf sources: [String]) throws -> PackagedArtifact? {
+        try database.read { db in
+            guard !sources.isEmpty else { return nil }
+            let row = try Row.fetchOne(db, sql: """
+                SELECT * FROM revision WHERE digest = ? AND source IN (\(sources.map { _ in "?" }.joined(separator: ",")))
+                ORDER BY created_ms DESC LIMIT 1
+                """, arguments: StatementArguments([digest] + sources))
+            return row.map(Self.artifact)
+        }
+    }
+
+    public func agentConnected(_ name: String, version: String) throws {
+        try database.write { db in
+            try db.execute(sql: "UPDATE agent SET connected = 1, version = ?, last_seen_ms = ? WHERE name = ?",
+                           arguments: [version, Self.milliseconds(Date()), name])
+        }
+    }
+
+    public func agentSeen(_ name: String, connected: Bool) throws {
+        try database.write { db in
+            try db.execute(sql: "UPDATE agent SET connected = ?, last_seen_ms = ? WHERE name = ?",
+                           arguments: [connected ? 1 : 0, Self.milliseconds(Date()), name])
+        }
+    }
+
+    public func recordDelivery(agent: String, source: String, revision: String, digest: String) throws {
+        try database.write { db in
+            try db.execute(sql: """
+                INSERT INTO delivery(agent, source, revision, digest, delivered_ms) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(agent, digest) DO NOTHING
+                """, arguments: [agent, source, revision, digest, Self.milliseconds(Date())])
+        }
+    }
+
+    public func deliveries(agent: String) throws -> [Delivery] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE agent = ? ORDER BY delivered_ms", arguments: [agent]).map {
+                Delivery(agent: $0["agent"], source: $0["source"], revision: $0["revision"], digest: $0["digest"],
+                         deliveredAt: Date(timeIntervalSince1970: Double($0["delivered_ms"] as Int64) / 1000))
+            }
+        }
+    }
+
+    private static func artifact(_ row: Row) -> PackagedArtifact {
+        PackagedArtifact(source: row["source"], revision: row["revision"], digest: row["digest"],
+                         size: UInt64(row["size"] as Int64), commit: row["commit_"], origin: row["origin"],
+                         createdAt: Date(timeIntervalSince1970: Double(row["created_ms"] as Int64) / 1000))
+    }
+
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+}

@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RelayServer
+import RelayShared
+
+@main
+struct RelayServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay-server",
+        abstract: "Mirror Git sources, package them as Flux artifacts and push them to relay agents.",
+        subcommands: [Serve.self, HashToken.self, CheckConfig.self]
+    )
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the relay: package sources, accept agents on the TLS tunnel, take webhooks.",
+        discussion: "Stops gracefully on SIGTERM or SIGINT: agents are told to reconnect after a jittered delay."
+    )
+
+    @Option(help: "Path to relay.yaml (see the README for every field).")
+    var config: String
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let resolved: ResolvedServerConfig
+        do { resolved = try ServerConfig.load(path: config) } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        var logger = Logger(label: "relay-server")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        try await RelayServerApp.run(config: resolved, logger: logger)
+    }
+}
+
+struct HashToken: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hash-token",
+        abstract: "Print the SHA-256 of an agent token (for agents[].tokenSHA256), or make a new token.",
+        discussion: "Reads the token from --token-file, or generates one with --generate (printed on stdout first)."
+    )
+
+    @Option(name: .customLong("token-file"), help: "File holding the token.")
+    var tokenFile: String?
+    @Flag(help: "Generate a new random token and print it, then its hash.")
+    var generate = false
+
+    func run() throws {
+        let token: String
+        if generate {
+            token = TokenHash.generate()
+            print(token)
+        } else if let tokenFile {
+            do { token = try TokenHash.readToken(file: tokenFile) } catch {
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        } else {
+            throw ValidationError("give --token-file or --generate")
+        }
+        print(TokenHash.sha256Hex(token))
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Validate relay.yaml and exit.")
+
+    @Option(help: "Path to relay.yaml.")
+    var config: String
+
+    func run() throws {
+        do {
+            let resolved = try ServerConfig.load(path: config)
+            print("ok: \(resolved.sources.count) sources, \(resolved.agents.count) agents, tunnel \(resolved.listen), http \(resolved.http)")
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}
