@@ -1,0 +1,1 @@
+../../Shared/HTTPGitServer.swift
