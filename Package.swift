@@ -138,6 +138,8 @@ let package = Package(
             dependencies: [
                 "RelayServer", "RelayAgent", "RelayShared", "Wire", "ArtifactMirror",
                 "RelayServerCLI", "RelayAgentCLI", "ArtifactMirrorCLI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),

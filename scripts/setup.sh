@@ -6,7 +6,7 @@
 #           openssl (test CA), ca-certificates, python3 (independent tarball reader), tar
 set -euo pipefail
 
-packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd openssh-server openssh-client openssl ca-certificates tar gzip)
+packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd openssh-server openssh-client openssl ca-certificates tar gzip curl)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 
 missing=()

@@ -9,7 +9,7 @@ struct RelayAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-agent",
         abstract: "Receive artifacts from a relay over one outbound TLS connection, verify them and keep them for Flux.",
-        subcommands: [Run.self, List.self]
+        subcommands: [Run.self, List.self, Fetch.self]
     )
 }
 
@@ -58,5 +58,27 @@ struct List: ParsableCommand {
         } else {
             for record in records { print("\(record.source)  \(record.revision)  \(record.digest)  \(record.size) bytes") }
         }
+    }
+}
+
+struct Fetch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fetch one artifact by digest (diagnostics): prints {code, message, bytes, digest} as JSON.",
+        discussion: "Exit 0 when the relay served it completely with every chunk intact; 3 otherwise.")
+
+    @Option(help: "Path to agent.yaml.")
+    var config: String
+    @Option(help: "sha256:<hex> of the artifact.")
+    var digest: String
+    @Option(help: "Write the bytes here (default: discard).")
+    var out: String?
+
+    func run() async throws {
+        let resolved = try loadConfig(config)
+        let runtime = try AgentRuntime(config: resolved, logger: Logger(label: "relay-agent"))
+        let result = await runtime.fetchOnce(digest: digest, output: out)
+        let data = try JSONEncoder().encode(result)
+        print(String(decoding: data, as: UTF8.self))
+        if result.code != "ok" { throw ExitCode(3) }
     }
 }

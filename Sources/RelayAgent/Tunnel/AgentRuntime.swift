@@ -80,20 +80,7 @@ public final class AgentRuntime: Sendable {
     func session() async -> Outcome {
         let state = SessionState()
         do {
-            let transport = try HTTP2ClientTransport.Posix(
-                // The certificate must name what is dialled: a DNS name, or the IP address
-                // itself (the dev certificates carry 127.0.0.1 and ::1).
-                target: config.relay.host.contains(":") ? .ipv6(address: config.relay.host, port: config.relay.port)
-                    : config.relay.host.allSatisfy({ $0.isNumber || $0 == "." })
-                        ? .ipv4(address: config.relay.host, port: config.relay.port)
-                        : .dns(host: config.relay.host, port: config.relay.port),
-                transportSecurity: transportSecurity(),
-                config: .defaults { transport in
-                    transport.http2.maxFrameSize = 1 << 20
-                    transport.http2.targetWindowSize = 4 << 20
-                    transport.connection.flushCoalescing = nil
-                    transport.backoff.initial = .milliseconds(200)
-                })
+            let transport = try makeTransport()
             try await withGRPCClient(transport: transport) { client in
                 let tunnel = Relay_V1_Tunnel.Client(wrapping: client)
                 try await self.runSession(tunnel: tunnel, state: state)
@@ -104,6 +91,24 @@ public final class AgentRuntime: Sendable {
         }
         if let retry = state.drainDelay { return .drained(retry) }
         return .failed("the relay closed the stream", welcomed: state.welcomed)
+    }
+
+    /// One HTTP/2 connection to the relay, tuned for bulk Fetch streams beside the control stream.
+    func makeTransport() throws -> HTTP2ClientTransport.Posix {
+        try HTTP2ClientTransport.Posix(
+            // The certificate must name what is dialled: a DNS name, or the IP address
+            // itself (the dev certificates carry 127.0.0.1 and ::1).
+            target: config.relay.host.contains(":") ? .ipv6(address: config.relay.host, port: config.relay.port)
+                : config.relay.host.allSatisfy({ $0.isNumber || $0 == "." })
+                    ? .ipv4(address: config.relay.host, port: config.relay.port)
+                    : .dns(host: config.relay.host, port: config.relay.port),
+            transportSecurity: transportSecurity(),
+            config: .defaults { transport in
+                transport.http2.maxFrameSize = 1 << 20
+                transport.http2.targetWindowSize = 4 << 20
+                transport.connection.flushCoalescing = nil
+                transport.backoff.initial = .milliseconds(200)
+            })
     }
 
     private func transportSecurity() throws -> HTTP2ClientTransport.Posix.TransportSecurity {

@@ -230,11 +230,15 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                     try await writer.write(chunk)
                     position += UInt64(count)
                 }
+                await fetches.release(agent.name)
+                logger.info("fetch served", metadata: ["agent": "\(agent.name)", "digest": "\(digest)",
+                                                       "offset": "\(offset)", "bytes": "\(position - offset)"])
             } catch {
                 await fetches.release(agent.name)
+                logger.info("fetch ended early", metadata: ["agent": "\(agent.name)", "digest": "\(digest)",
+                                                            "offset": "\(offset)", "error": "\(error)"])
                 throw error
             }
-            await fetches.release(agent.name)
             return [:]
         }
     }

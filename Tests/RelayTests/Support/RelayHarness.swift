@@ -1,0 +1,197 @@
+import Foundation
+@testable import RelayShared
+
+/// Built executables of this package (beside the test bundle).
+enum Binaries {
+    static func path(_ name: String) -> String {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name),
+            root.appendingPathComponent(".build/debug/\(name)"),
+        ]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }?.path ?? candidates[1].path
+    }
+
+    static var relayServer: String { path("relay-server") }
+    static var relayAgent: String { path("relay-agent") }
+    static var artifactMirror: String { path("artifact-mirror") }
+}
+
+/// A real relay-server process with real TLS (dev certificates) and real relay-agent
+/// processes, all on loopback in one temporary directory.
+final class RelayHarness: @unchecked Sendable {
+    struct Source { var name: String; var repo: TestRepo; var branch: String }
+    struct Agent { var name: String; var token: String; var sources: [String] }
+    struct Published: Decodable, Equatable { var source: String; var revision: String; var digest: String; var size: UInt64 }
+
+    let dir: TemporaryDirectory
+    let certificates: DevCertificates
+    let sources: [Source]
+    let agents: [Agent]
+    let webhookToken = "hook-secret"
+    private(set) var tunnelPort = 0
+    private(set) var httpPort = 0
+    private(set) var relay: BackgroundProcess?
+    private var agentProcesses: [String: BackgroundProcess] = [:]
+    private var relayStarts = 0
+    private let heartbeat: String
+    private let chunk: Int?
+
+    init(sources: [Source], agents: [Agent], dir: TemporaryDirectory, heartbeat: String = "500ms", chunkBytes: Int? = nil) throws {
+        self.dir = dir
+        self.sources = sources
+        self.agents = agents
+        self.heartbeat = heartbeat
+        self.chunk = chunkBytes
+        certificates = try DevCertificates.ensure(in: dir.appending("tls"))
+        for agent in agents {
+            try Data((agent.token + "\n").utf8).write(to: dir.appending("\(agent.name).token"))
+        }
+    }
+
+    var relayLog: String { (try? String(contentsOf: dir.appending("relay.log"), encoding: .utf8)) ?? "" }
+
+    func agentLog(_ name: String) -> String {
+        (try? String(contentsOf: dir.appending("agent-\(name).log"), encoding: .utf8)) ?? ""
+    }
+
+    /// Writes relay.yaml (ports are picked on first start and kept across restarts).
+    private func writeRelayConfig() throws {
+        var yaml = """
+            listen: 127.0.0.1:\(tunnelPort)
+            http: 127.0.0.1:\(httpPort)
+            tls: {certFile: \(certificates.serverCertificate.path), keyFile: \(certificates.serverKey.path)}
+            dataDir: \(dir.appending("relay-data").path)
+            webhookToken: \(webhookToken)
+            drainRetryAfter: 300ms
+            limits: {heartbeatInterval: \(heartbeat)\(chunk.map { ", maxChunkBytes: \($0)" } ?? "")}
+            sources:
+
+            """
+        for source in sources {
+            yaml += "  - {name: \(source.name), url: \(source.repo.url.path), ref: {branch: \(source.branch)}, interval: 1h}\n"
+        }
+        yaml += "agents:\n"
+        for agent in agents {
+            yaml += "  - {name: \(agent.name), tokenSHA256: \(TokenHash.sha256Hex(agent.token)), sources: [\(agent.sources.joined(separator: ", "))]}\n"
+        }
+        try Data(yaml.utf8).write(to: dir.appending("relay.yaml"))
+    }
+
+    /// Starts the relay and waits until its tunnel and HTTP ports accept connections.
+    func startRelay(environment: [String: String] = [:]) throws {
+        if tunnelPort == 0 {
+            tunnelPort = try LoopbackPort.free()
+            httpPort = try LoopbackPort.free()
+        }
+        try writeRelayConfig()
+        relayStarts += 1
+        let log = dir.appending("relay.log")
+        if relayStarts > 1, let handle = try? FileHandle(forWritingTo: log) {
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data("---- restart \(relayStarts) ----\n".utf8))
+            try handle.close()
+        }
+        let process = try BackgroundProcess(
+            name: "relay-server", executable: Binaries.relayServer,
+            arguments: ["serve", "--config", dir.appending("relay.yaml").path],
+            logFile: relayStarts == 1 ? log : dir.appending("relay-\(relayStarts).log"),
+            environment: testEnvironment(environment.mapValues { Optional($0) }))
+        relay = process
+        try LoopbackPort.waitUntilAccepting(tunnelPort, process: process, timeout: 20)
+        try LoopbackPort.waitUntilAccepting(httpPort, process: process, timeout: 20)
+    }
+
+    /// Log of the relay since its last start.
+    var currentRelayLog: String {
+        let file = relayStarts <= 1 ? dir.appending("relay.log") : dir.appending("relay-\(relayStarts).log")
+        return (try? String(contentsOf: file, encoding: .utf8)) ?? ""
+    }
+
+    func stopRelay() {
+        relay?.stop()
+        relay = nil
+    }
+
+    func agentConfig(_ name: String, relayPort: Int? = nil, token: String? = nil) throws -> URL {
+        let tokenFile = dir.appending("\(name).token")
+        if let token { try Data(token.utf8).write(to: tokenFile) }
+        let yaml = """
+            relay: 127.0.0.1:\(relayPort ?? tunnelPort)
+            caFile: \(certificates.caCertificate.path)
+            tokenFile: \(tokenFile.path)
+            dataDir: \(dir.appending("agent-\(name)").path)
+            reconnectInitial: 100ms
+            reconnectMax: 1s
+
+            """
+        let url = dir.appending("agent-\(name).yaml")
+        try Data(yaml.utf8).write(to: url)
+        return url
+    }
+
+    @discardableResult
+    func startAgent(_ name: String, relayPort: Int? = nil, token: String? = nil) throws -> BackgroundProcess {
+        let config = try agentConfig(name, relayPort: relayPort, token: token)
+        let process = try BackgroundProcess(
+            name: "relay-agent-\(name)", executable: Binaries.relayAgent,
+            arguments: ["run", "--config", config.path], logFile: dir.appending("agent-\(name).log"))
+        agentProcesses[name] = process
+        return process
+    }
+
+    func stopAgent(_ name: String) {
+        agentProcesses.removeValue(forKey: name)?.stop()
+    }
+
+    /// kill -9 of the agent (and its supervisor shell).
+    func killAgent(_ name: String) {
+        guard let process = agentProcesses.removeValue(forKey: name) else { return }
+        kill(-process.pid, SIGKILL)
+        process.stop(grace: 1)
+    }
+
+    /// `relay-agent list --json`.
+    func published(_ name: String) throws -> [Published] {
+        let output = try runProcess(Binaries.relayAgent, ["list", "--config", dir.appending("agent-\(name).yaml").path, "--json"])
+        return try JSONDecoder().decode([Published].self, from: Data(output.stdout.utf8))
+    }
+
+    /// Polls (bounded) until `condition` holds; returns the time it took.
+    @discardableResult
+    func waitUntil(_ what: String, timeout: Double = 20, _ condition: () throws -> Bool) throws -> Double {
+        let start = Date()
+        while Date().timeIntervalSince(start) < timeout {
+            if (try? condition()) == true { return Date().timeIntervalSince(start) }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw HarnessError.timedOut(what, relayLog: currentRelayLog, agentLogs: agents.map { "\($0.name):\n\(agentLog($0.name))" })
+    }
+
+    /// POSTs a GitLab push event for `source` to the relay's webhook.
+    @discardableResult
+    func pushWebhook(source: Source, token: String? = nil) throws -> ProcessOutput {
+        let body = #"{"object_kind":"push","ref":"refs/heads/\#(source.branch)","project":{"git_http_url":"\#(source.repo.url.path)"}}"#
+        return try runProcess("/usr/bin/env", ["curl", "-s", "-w", "\n%{http_code}", "-X", "POST",
+                                               "-H", "X-Gitlab-Token: \(token ?? webhookToken)",
+                                               "-H", "Content-Type: application/json", "--data", body,
+                                               "http://127.0.0.1:\(httpPort)/hooks/gitlab"])
+    }
+
+    func shutdown() {
+        for name in agentProcesses.keys { stopAgent(name) }
+        stopRelay()
+    }
+}
+
+enum HarnessError: Error, CustomStringConvertible {
+    case timedOut(String, relayLog: String, agentLogs: [String])
+
+    var description: String {
+        switch self {
+        case .timedOut(let what, let relay, let agents):
+            "timed out waiting for \(what)\n--- relay log ---\n\(relay.suffix(4000))\n--- agent logs ---\n\(agents.map { String($0.suffix(3000)) }.joined(separator: "\n"))"
+        }
+    }
+}
