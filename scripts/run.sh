@@ -1,31 +1,123 @@
 #!/usr/bin/env bash
-# The main job, on embedded defaults: installs what is missing, builds artifact-mirror, packs a
-# real Git repository (this checkout by default, or the URL/path given) as a Flux artifact,
-# and verifies the artifact against Flux's unpack rules.
+# The main job, on embedded defaults: a real relay-server and a real relay-agent on loopback.
 #
-#   scripts/run.sh                          # pack this repository's current branch
-#   scripts/run.sh <url-or-path> [pack options…]
+#   1. installs what is missing and builds relay-server, relay-agent and artifact-mirror (release);
+#   2. first run only: creates development TLS certificates, an agent token and a Git
+#      repository from the bundled example manifests (examples/podinfo-like), all under .relay-demo/;
+#   3. starts the relay (tunnel on 127.0.0.1:8443, webhooks on 127.0.0.1:8080) and the agent,
+#      and waits for the first artifact to arrive at the agent;
+#   4. commits a change to the example repository, sends the relay a GitLab push webhook,
+#      and shows the new revision arriving at the agent, with how long it took;
+#   5. stops both (RELAY_DEMO_KEEP=1 leaves them running; logs are in .relay-demo/*.log).
+#
+# Ports can be changed with RELAY_DEMO_TUNNEL_PORT and RELAY_DEMO_HTTP_PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 scripts/setup.sh
-swift build -c release --product artifact-mirror
-bin=.build/release/artifact-mirror
-work=.relay-demo
+swift build -c release --product relay-server
+swift build -c release --product relay-agent
+bin="$root/.build/release"
+demo="$root/.relay-demo"
+tunnel_port=${RELAY_DEMO_TUNNEL_PORT:-8443}
+http_port=${RELAY_DEMO_HTTP_PORT:-8080}
+mkdir -p "$demo"
 
-if (($# > 0)); then
-  source=$1; shift
-  args=("$@")
-else
-  source=.
-  if branch=$(git symbolic-ref --quiet --short HEAD); then
-    args=(--branch "$branch")
-  else
-    args=(--commit "$(git rev-parse HEAD)")
-  fi
+say() { printf '\n== %s\n' "$*"; }
+
+# --- first run: certificates, token, example repository, configuration --------------------
+"$bin/relay-server" dev-certs --dir "$demo/tls" >/dev/null
+if [ ! -s "$demo/edge-1.token" ]; then
+  "$bin/relay-server" hash-token --generate | head -n 1 > "$demo/edge-1.token"
+  chmod 600 "$demo/edge-1.token"
+fi
+token_sha=$("$bin/relay-server" hash-token --token-file "$demo/edge-1.token")
+webhook_token_file="$demo/webhook.token"
+[ -s "$webhook_token_file" ] || "$bin/relay-server" hash-token --generate | head -n 1 > "$webhook_token_file"
+repo="$demo/example-repo"
+git_demo() { git -C "$repo" -c user.name="Relay demo" -c user.email="demo@relay.invalid" "$@"; }
+if [ ! -d "$repo/.git" ]; then
+  mkdir -p "$repo"
+  cp -R examples/podinfo-like/. "$repo/"
+  git init -q -b main "$repo"
+  git_demo add -A
+  git_demo commit -q -m "Example manifests"
 fi
 
-result=$("$bin" pack "$source" "${args[@]}" --cache "$work/mirrors" --output "$work/store" --json)
-echo "$result"
-path=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])' <<<"$result")
-digest=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])' <<<"$result")
-"$bin" verify "$path" --digest "$digest"
+cat > "$demo/relay.yaml" <<EOF
+listen: 127.0.0.1:$tunnel_port
+http: 127.0.0.1:$http_port
+tls: {certFile: tls/server.pem, keyFile: tls/server-key.pem}
+dataDir: relay-data
+webhookTokenFile: webhook.token
+sources:
+  - name: example
+    url: example-repo
+    ref: {branch: main}
+    interval: 1m
+agents:
+  - name: edge-1
+    tokenSHA256: $token_sha
+    sources: [example]
+EOF
+cat > "$demo/agent.yaml" <<EOF
+relay: 127.0.0.1:$tunnel_port
+caFile: tls/ca.pem
+tokenFile: edge-1.token
+dataDir: agent-data
+EOF
+
+# --- run ------------------------------------------------------------------------------------
+pids=()
+cleanup() {
+  if [ "${RELAY_DEMO_KEEP:-0}" = 1 ]; then
+    echo "relay and agent keep running (pids ${pids[*]}); logs in $demo/*.log"
+    return
+  fi
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+wait_for() {  # wait_for <seconds> <description> <command…>
+  local limit=$1 what=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "timed out waiting for $what; last log lines:" >&2
+      tail -n 20 "$demo/relay.log" "$demo/agent.log" >&2 || true
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+say "starting relay-server (tunnel 127.0.0.1:$tunnel_port, webhooks http://127.0.0.1:$http_port)"
+"$bin/relay-server" serve --config "$demo/relay.yaml" > "$demo/relay.log" 2>&1 &
+pids+=($!)
+wait_for 60 "the relay to package the example" curl -sf "http://127.0.0.1:$http_port/readyz"
+
+say "starting relay-agent"
+"$bin/relay-agent" run --config "$demo/agent.yaml" > "$demo/agent.log" 2>&1 &
+pids+=($!)
+head_commit=$(git_demo rev-parse HEAD)
+has_revision() { "$bin/relay-agent" list --config "$demo/agent.yaml" --json | grep -q "main@sha1:$1"; }
+wait_for 30 "the first artifact at the agent" has_revision "$head_commit"
+echo "artifacts at the agent:"
+"$bin/relay-agent" list --config "$demo/agent.yaml"
+
+say "pushing a commit and sending the relay a GitLab push webhook"
+replicas=$(( (RANDOM % 5) + 2 ))
+sed -i "s/replicas: [0-9]*/replicas: $replicas/" "$repo/base/deployment.yaml"
+git_demo commit -q -am "Scale hello to $replicas replicas"
+new_commit=$(git_demo rev-parse HEAD)
+start_ms=$(date +%s%3N)
+curl -sf -X POST "http://127.0.0.1:$http_port/hooks/gitlab" \
+  -H "X-Gitlab-Token: $(cat "$webhook_token_file")" -H "Content-Type: application/json" \
+  --data "{\"object_kind\":\"push\",\"ref\":\"refs/heads/main\",\"project\":{\"git_http_url\":\"$repo\"}}"
+echo
+wait_for 30 "the new revision at the agent" has_revision "$new_commit"
+end_ms=$(date +%s%3N)
+echo "revision main@sha1:$new_commit arrived at the agent $((end_ms - start_ms)) ms after the webhook:"
+"$bin/relay-agent" list --config "$demo/agent.yaml"
+say "done: relay and agent logs are in $demo/relay.log and $demo/agent.log"

@@ -9,7 +9,7 @@ struct RelayServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-server",
         abstract: "Mirror Git sources, package them as Flux artifacts and push them to relay agents.",
-        subcommands: [Serve.self, HashToken.self, CheckConfig.self]
+        subcommands: [Serve.self, HashToken.self, CheckConfig.self, DevCerts.self]
     )
 }
 
@@ -79,5 +79,25 @@ struct CheckConfig: ParsableCommand {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)
         }
+    }
+}
+
+struct DevCerts: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dev-certs",
+        abstract: "Create (or reuse) a development CA and a server certificate for localhost, 127.0.0.1 and ::1.",
+        discussion: "For trying Relay on one machine. Production relays use certificates from your own CA.")
+
+    @Option(help: "Directory for ca.pem, ca-key.pem, server.pem, server-key.pem.")
+    var dir: String
+    @Option(name: .customLong("dns"), help: "Extra DNS name for the server certificate (repeatable).")
+    var dnsNames: [String] = []
+
+    func run() throws {
+        let certificates = try DevCertificates.ensure(in: URL(fileURLWithPath: dir),
+                                                      dnsNames: ["localhost"] + dnsNames)
+        print("ca:     \(certificates.caCertificate.path)")
+        print("server: \(certificates.serverCertificate.path)")
+        print("key:    \(certificates.serverKey.path)")
     }
 }
