@@ -25,7 +25,7 @@ public enum RelayServerApp {
         }
         let hub = DesiredStateHub(initial: known)
         let scheduler = PackagingScheduler(sources: config.sources, packer: packer, registry: registry, hub: hub,
-                                           logger: logger)
+                                           maxArtifactBytes: config.limits.maxArtifactBytes, logger: logger)
 
         let tunnel = TunnelService(authenticator: AgentAuthenticator(agents: config.agents), hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(),
@@ -47,6 +47,8 @@ public enum RelayServerApp {
                 transport.http2.maxFrameSize = 1 << 20
                 transport.http2.targetWindowSize = 4 << 20
                 transport.rpc.maxRequestPayloadSize = config.limits.maxMessageBytes
+                // Connect + the allowed Fetch streams, with room for a reconnect overlapping.
+                transport.http2.maxConcurrentStreams = 2 * (config.limits.maxConcurrentFetches + 1)
                 transport.connection.flushCoalescing = nil
             }
         ), services: [tunnel])

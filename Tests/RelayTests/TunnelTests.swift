@@ -112,3 +112,28 @@ import Testing
         #expect(try harness.published("edge").count == 1)
     }
 }
+
+@Suite struct MutualTLSTests {
+    @Test func relayRequiringClientCertificatesAcceptsOnlyAgentsThatPresentOne() throws {
+        let dir = try TemporaryDirectory(prefix: "mtls")
+        defer { dir.remove() }
+        let repo = try TunnelTests.makeRepo(dir, "app", files: ["app.yaml": "v: 1\n"])
+        let harness = try RelayHarness(sources: [.init(name: "app", repo: repo, branch: "main")], agents: [
+            .init(name: "with-cert", token: "tok-1", sources: ["app"]),
+            .init(name: "no-cert", token: "tok-2", sources: ["app"]),
+        ], dir: dir)
+        defer { harness.shutdown() }
+        harness.requireClientCertificates = true
+        let (cert, key) = try harness.certificates.issueClientCertificate(commonName: "with-cert")
+        harness.clientCertificates["with-cert"] = (cert, key)
+        try harness.startRelay()
+        try harness.startAgent("with-cert")
+        try harness.startAgent("no-cert")
+        try harness.waitUntil("the agent with a certificate synced") { try !harness.published("with-cert").isEmpty }
+        try harness.waitUntil("the agent without one failed the handshake") {
+            harness.agentLog("no-cert").contains("tunnel down")
+        }
+        #expect(try harness.published("no-cert").isEmpty)
+        #expect(!harness.relayLog.contains("agent=no-cert"))
+    }
+}

@@ -62,7 +62,7 @@ struct ArtifactFetcher: Sendable {
         var damaged = 0
         while file.length < artifact.size {
             do {
-                try await receive(artifact, into: file, tunnel: tunnel, metadata: metadata, maxChunk: limits.maxChunkBytes)
+                try await receive(artifact, into: file, tunnel: tunnel, metadata: metadata, limits: limits)
             } catch let error as FetchError {
                 guard case .corruptChunk = error, damaged < chunkRetries else { throw error }
                 damaged += 1
@@ -92,12 +92,15 @@ struct ArtifactFetcher: Sendable {
     }
 
     private func receive(_ artifact: Relay_V1_Artifact, into file: PartialFile, tunnel: Tunnel, metadata: Metadata,
-                         maxChunk: UInt32) async throws {
+                         limits: Relay_V1_Limits) async throws {
+        let maxChunk = limits.maxChunkBytes
         let request = Relay_V1_FetchRequest.with {
             $0.digest = artifact.digest
             $0.offset = file.length
         }
-        try await tunnel.fetch(request, metadata: metadata) { response in
+        var options = CallOptions.defaults
+        if limits.maxMessageBytes > 0 { options.maxResponseMessageBytes = Int(limits.maxMessageBytes) }
+        try await tunnel.fetch(request, metadata: metadata, options: options) { response in
             for try await chunk in response.messages {
                 guard chunk.offset == file.length else {
                     throw FetchError.protocolViolation("chunk at \(chunk.offset), expected \(file.length)")

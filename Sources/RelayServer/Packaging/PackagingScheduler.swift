@@ -12,9 +12,11 @@ public final class PackagingScheduler: Sendable {
     private let hub: DesiredStateHub
     private let logger: Logger
     private let triggers: [String: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)]
+    private let maxArtifactBytes: UInt64
 
     public init(sources: [ResolvedServerConfig.Source], packer: ArtifactPacker, registry: Registry,
-                hub: DesiredStateHub, logger: Logger) {
+                hub: DesiredStateHub, maxArtifactBytes: UInt64 = .max, logger: Logger) {
+        self.maxArtifactBytes = maxArtifactBytes
         self.sources = sources
         self.packer = packer
         self.registry = registry
@@ -74,6 +76,12 @@ public final class PackagingScheduler: Sendable {
             let artifact = PackagedArtifact(source: source.name, revision: result.revision, digest: result.digest,
                                             size: result.size, commit: result.commit, origin: source.remote.identity,
                                             createdAt: Date())
+            guard result.size <= maxArtifactBytes else {
+                logger.error("artifact exceeds limits.maxArtifactBytes; not offered to agents", metadata: [
+                    "source": "\(source.name)", "revision": "\(result.revision)", "size": "\(result.size)",
+                    "limit": "\(maxArtifactBytes)"])
+                return nil
+            }
             let current = await hub.artifact(forSource: source.name)
             if current?.digest != artifact.digest || current?.revision != artifact.revision {
                 try registry.record(artifact)

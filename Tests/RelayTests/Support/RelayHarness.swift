@@ -37,6 +37,10 @@ final class RelayHarness: @unchecked Sendable {
     private var relayStarts = 0
     private let heartbeat: String
     private let chunk: Int?
+    /// Relay requires client certificates signed by the dev CA.
+    var requireClientCertificates = false
+    /// Client certificate (cert, key) per agent name, when set.
+    var clientCertificates: [String: (URL, URL)] = [:]
 
     init(sources: [Source], agents: [Agent], dir: TemporaryDirectory, heartbeat: String = "500ms", chunkBytes: Int? = nil) throws {
         self.dir = dir
@@ -61,7 +65,7 @@ final class RelayHarness: @unchecked Sendable {
         var yaml = """
             listen: 127.0.0.1:\(tunnelPort)
             http: 127.0.0.1:\(httpPort)
-            tls: {certFile: \(certificates.serverCertificate.path), keyFile: \(certificates.serverKey.path)}
+            tls: {certFile: \(certificates.serverCertificate.path), keyFile: \(certificates.serverKey.path)\(requireClientCertificates ? ", clientCAFile: \(certificates.caCertificate.path)" : "")}
             dataDir: \(dir.appending("relay-data").path)
             webhookToken: \(webhookToken)
             drainRetryAfter: 300ms
@@ -125,7 +129,7 @@ final class RelayHarness: @unchecked Sendable {
             reconnectInitial: 100ms
             reconnectMax: 1s
 
-            """
+            """ + (clientCertificates[name].map { "clientCertFile: \($0.0.path)\nclientKeyFile: \($0.1.path)\n" } ?? "")
         let url = dir.appending("agent-\(name).yaml")
         try Data(yaml.utf8).write(to: url)
         return url
