@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/generate-proto.sh --check   # the committed generated code matches relay.proto
 swift build --build-tests
 swift test "$@"

@@ -158,30 +158,8 @@ public struct DevCertificates: Sendable {
                 throw DevCertificatesError.caExpired(certificate: caCertificate.path)
             }
             let key = P256.Signing.PrivateKey()
-            let publicKey = Certificate.PublicKey(key.publicKey)
-            let certificate = try Self.wrap("issue the client certificate", path: certificateURL.path) {
-                try Certificate(
-                    version: .v3,
-                    serialNumber: Self.randomSerialNumber(),
-                    publicKey: publicKey,
-                    notValidBefore: now - Self.backdating,
-                    notValidAfter: min(now + Self.leafLifetime, ca.certificate.notValidAfter),
-                    issuer: ca.certificate.subject,
-                    subject: try DistinguishedName {
-                        OrganizationName("Relay development")
-                        CommonName(commonName)
-                    },
-                    signatureAlgorithm: .ecdsaWithSHA256,
-                    extensions: try Certificate.Extensions([
-                        Certificate.Extension(BasicConstraints.notCertificateAuthority, critical: true),
-                        Certificate.Extension(KeyUsage(digitalSignature: true), critical: true),
-                        Certificate.Extension(try ExtendedKeyUsage([.clientAuth]), critical: false),
-                        Certificate.Extension(SubjectKeyIdentifier(hash: publicKey), critical: false),
-                        Certificate.Extension(ca.authorityKeyIdentifier, critical: false),
-                    ]),
-                    issuerPrivateKey: Certificate.PrivateKey(ca.key)
-                )
-            }
+            let certificate = try Self.issueLeaf(key: key, commonName: commonName, usage: .clientAuth, extra: [],
+                                                 ca: ca, now: now, path: certificateURL.path)
             try Self.write(key: key, to: keyURL)
             try Self.write(certificate: certificate, to: certificateURL)
             return (certificateURL, keyURL)
@@ -395,19 +373,35 @@ extension DevCertificates {
     /// Issues and writes a new server certificate and key (key first, then certificate).
     private func issueServerCertificate(names: SubjectAlternativeNames, ca: CA, now: Date) throws {
         let key = P256.Signing.PrivateKey()
-        let publicKey = Certificate.PublicKey(key.publicKey)
         let commonName: String
         switch names.first {
         case .dnsName(let name)?: commonName = name
         default: commonName = "Relay development server"
         }
-        let certificate = try Self.wrap("issue the server certificate", path: serverCertificate.path) {
+        let certificate = try Self.issueLeaf(key: key, commonName: commonName, usage: .serverAuth,
+                                             extra: [try Certificate.Extension(names, critical: false)],
+                                             ca: ca, now: now, path: serverCertificate.path)
+        try Self.write(key: key, to: serverKey)
+        try Self.write(certificate: certificate, to: serverCertificate)
+    }
+}
+
+// MARK: - Leaf certificates
+
+extension DevCertificates {
+    /// A P-256 leaf certificate signed by the CA: not a CA itself, digital signatures only,
+    /// one extended key usage, valid from `backdating` before now for `leafLifetime` (never
+    /// past the CA), plus `extra` extensions (e.g. the server's SANs).
+    fileprivate static func issueLeaf(key: P256.Signing.PrivateKey, commonName: String, usage: ExtendedKeyUsage.Usage,
+                                      extra: [Certificate.Extension], ca: CA, now: Date, path: String) throws -> Certificate {
+        let publicKey = Certificate.PublicKey(key.publicKey)
+        return try wrap("issue the certificate", path: path) {
             try Certificate(
                 version: .v3,
-                serialNumber: Self.randomSerialNumber(),
+                serialNumber: randomSerialNumber(),
                 publicKey: publicKey,
-                notValidBefore: now - Self.backdating,
-                notValidAfter: min(now + Self.leafLifetime, ca.certificate.notValidAfter),
+                notValidBefore: now - backdating,
+                notValidAfter: min(now + leafLifetime, ca.certificate.notValidAfter),
                 issuer: ca.certificate.subject,
                 subject: try DistinguishedName {
                     OrganizationName("Relay development")
@@ -417,16 +411,14 @@ extension DevCertificates {
                 extensions: try Certificate.Extensions([
                     Certificate.Extension(BasicConstraints.notCertificateAuthority, critical: true),
                     Certificate.Extension(KeyUsage(digitalSignature: true), critical: true),
-                    Certificate.Extension(try ExtendedKeyUsage([.serverAuth]), critical: false),
-                    Certificate.Extension(names, critical: false),
+                    Certificate.Extension(try ExtendedKeyUsage([usage]), critical: false),
+                ] + extra + [
                     Certificate.Extension(SubjectKeyIdentifier(hash: publicKey), critical: false),
                     Certificate.Extension(ca.authorityKeyIdentifier, critical: false),
                 ]),
                 issuerPrivateKey: Certificate.PrivateKey(ca.key)
             )
         }
-        try Self.write(key: key, to: serverKey)
-        try Self.write(certificate: certificate, to: serverCertificate)
     }
 }
 
