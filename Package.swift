@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "artifact-mirror", targets: ["ArtifactMirrorCLI"]),
         .executable(name: "relay-server", targets: ["RelayServerCLI"]),
         .executable(name: "relay-agent", targets: ["RelayAgentCLI"]),
+        .executable(name: "relay-bench", targets: ["RelayBench"]),
         .library(name: "ArtifactMirror", targets: ["ArtifactMirror"]),
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "RelayServer", targets: ["RelayServer"]),
@@ -121,6 +122,19 @@ let package = Package(
                 "RelayAgent", "RelayShared",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+
+        // Tunnel benchmark client, driven by Benchmarks/tunnel_bench.py.
+        .executableTarget(
+            name: "RelayBench",
+            dependencies: [
+                "Wire", "RelayShared",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/RelayBench"
         ),
 
         .testTarget(
