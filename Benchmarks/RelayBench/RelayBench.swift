@@ -428,6 +428,7 @@ struct FetchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        AllocatorTuning.apply()  // as `relay-agent run` does
         let options = connection, runs = max(1, self.runs)
         let (digest, results) = try await withSession(options) { tunnel, _, digest, metadata in
             var results: [FetchResult] = []
@@ -476,6 +477,7 @@ struct HeartbeatCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        AllocatorTuning.apply()  // as `relay-agent run` does
         let options = connection, interval = Duration.milliseconds(max(1, intervalMs))
         let baseline = baselineSeconds, repeats = max(1, self.repeats), wantSamples = samples
         let intervalMs = self.intervalMs

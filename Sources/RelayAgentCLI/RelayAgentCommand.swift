@@ -31,6 +31,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let resolved = try loadConfig(config)
+        AllocatorTuning.apply()
         var logger = Logger(label: "relay-agent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let runtime = try AgentRuntime(config: resolved, logger: logger)

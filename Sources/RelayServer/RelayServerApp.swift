@@ -24,12 +24,26 @@ public enum RelayServerApp {
             configured.contains($0.key) && FileSystemCheck.exists(store.path(forDigest: $0.value.digest).path)
         }
         let hub = DesiredStateHub(initial: known)
+        // Chunk checksums are computed once per artifact, when it is packaged (or, for what
+        // the store already holds, in the background at start), not by every Fetch.
+        let chunkHashes = ChunkHashCache()
+        let chunkSize = config.limits.maxChunkBytes
         let scheduler = PackagingScheduler(sources: config.sources, packer: packer, registry: registry, hub: hub,
-                                           maxArtifactBytes: config.limits.maxArtifactBytes, logger: logger)
+                                           maxArtifactBytes: config.limits.maxArtifactBytes, logger: logger,
+                                           beforePublish: { artifact in
+            await chunkHashes.prime(path: store.path(forDigest: artifact.digest).path, digest: artifact.digest,
+                                    chunkSize: chunkSize)
+        })
+        Task.detached(priority: .background) {
+            for artifact in known.values {
+                await chunkHashes.prime(path: store.path(forDigest: artifact.digest).path, digest: artifact.digest,
+                                        chunkSize: chunkSize)
+            }
+        }
 
         let tunnel = TunnelService(authenticator: AgentAuthenticator(agents: config.agents), hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(),
-                                   faults: FaultInjection(), logger: logger)
+                                   faults: FaultInjection(), logger: logger, chunkHashes: chunkHashes)
         let grpc = GRPCServer(transport: .http2NIOPosix(
             address: socketAddress(config.listen),
             transportSecurity: .tls(

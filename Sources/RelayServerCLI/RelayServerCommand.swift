@@ -30,6 +30,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)
         }
+        AllocatorTuning.apply()
         var logger = Logger(label: "relay-server")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         try await RelayServerApp.run(config: resolved, logger: logger)

@@ -13,10 +13,14 @@ public final class PackagingScheduler: Sendable {
     private let logger: Logger
     private let triggers: [String: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)]
     private let maxArtifactBytes: UInt64
+    /// Runs after a new artifact is packaged, before agents are told about it.
+    private let beforePublish: (@Sendable (PackagedArtifact) async -> Void)?
 
     public init(sources: [ResolvedServerConfig.Source], packer: ArtifactPacker, registry: Registry,
-                hub: DesiredStateHub, maxArtifactBytes: UInt64 = .max, logger: Logger) {
+                hub: DesiredStateHub, maxArtifactBytes: UInt64 = .max, logger: Logger,
+                beforePublish: (@Sendable (PackagedArtifact) async -> Void)? = nil) {
         self.maxArtifactBytes = maxArtifactBytes
+        self.beforePublish = beforePublish
         self.sources = sources
         self.packer = packer
         self.registry = registry
@@ -84,6 +88,7 @@ public final class PackagingScheduler: Sendable {
             }
             let current = await hub.artifact(forSource: source.name)
             if current?.digest != artifact.digest || current?.revision != artifact.revision {
+                await beforePublish?(artifact)
                 try registry.record(artifact)
                 await hub.publish(artifact)
                 logger.info("packaged", metadata: [
