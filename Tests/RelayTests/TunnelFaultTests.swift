@@ -35,6 +35,13 @@ import Testing
                          heartbeat: "500ms", chunkBytes: 256 * 1024)
     }
 
+    /// The big repository, the digest artifact-mirror computes for it, and a relay harness
+    /// serving it (not started).
+    static func setUp(_ dir: TemporaryDirectory) throws -> (expected: String, harness: RelayHarness) {
+        let repo = try bigRepo(dir)
+        return (try expectedDigest(repo, dir), try harness(dir, repo: repo))
+    }
+
     /// Offsets (> 0) that the relay served resumed fetches from.
     static func resumedOffsets(_ log: String) -> [UInt64] {
         log.split(separator: "\n").filter { $0.contains("fetch served") }.compactMap { line in
@@ -46,9 +53,7 @@ import Testing
     @Test func cutConnectionResumesFromTheVerifiedOffset() throws {
         let dir = try TemporaryDirectory(prefix: "fault")
         defer { dir.remove() }
-        let repo = try Self.bigRepo(dir)
-        let expected = try Self.expectedDigest(repo, dir)
-        let harness = try Self.harness(dir, repo: repo)
+        let (expected, harness) = try Self.setUp(dir)
         defer { harness.shutdown() }
         try harness.startRelay()
         let proxy = try FaultProxy(upstreamPort: harness.tunnelPort, fault: .cutAfter(bytes: 2_500_000))
@@ -67,9 +72,7 @@ import Testing
     @Test func stalledConnectionIsDetectedAndTheFetchCompletes() throws {
         let dir = try TemporaryDirectory(prefix: "fault")
         defer { dir.remove() }
-        let repo = try Self.bigRepo(dir)
-        let expected = try Self.expectedDigest(repo, dir)
-        let harness = try Self.harness(dir, repo: repo)
+        let (expected, harness) = try Self.setUp(dir)
         defer { harness.shutdown() }
         try harness.startRelay()
         let proxy = try FaultProxy(upstreamPort: harness.tunnelPort, fault: .stallAfter(bytes: 2_500_000, seconds: 4))
@@ -86,9 +89,7 @@ import Testing
     @Test func damagedChunkIsCaughtAndFetchedAgain() throws {
         let dir = try TemporaryDirectory(prefix: "fault")
         defer { dir.remove() }
-        let repo = try Self.bigRepo(dir)
-        let expected = try Self.expectedDigest(repo, dir)
-        let harness = try Self.harness(dir, repo: repo)
+        let (expected, harness) = try Self.setUp(dir)
         defer { harness.shutdown() }
         try harness.startRelay(environment: ["RELAY_TEST_CORRUPT_CHUNK": "5"])
         try harness.startAgent("edge")
@@ -102,9 +103,7 @@ import Testing
     @Test func killDashNineMidFetchPublishesNothingAndTheNextRunResumes() throws {
         let dir = try TemporaryDirectory(prefix: "fault")
         defer { dir.remove() }
-        let repo = try Self.bigRepo(dir)
-        let expected = try Self.expectedDigest(repo, dir)
-        let harness = try Self.harness(dir, repo: repo)
+        let (expected, harness) = try Self.setUp(dir)
         defer { harness.shutdown() }
         try harness.startRelay()
         let proxy = try FaultProxy(upstreamPort: harness.tunnelPort, fault: .stallAfter(bytes: 3_000_000, seconds: nil))

@@ -126,6 +126,17 @@ extension ServerConfig {
         func fail(_ field: String, _ message: String) -> ConfigError {
             ConfigError(file: file, field: field, message: message)
         }
+        /// A secret read from a file; a failure names the field.
+        func secret(_ path: String, _ field: String) throws(ConfigError) -> String {
+            do { return try TokenHash.readToken(file: absolute(path)) } catch { throw fail(field, error.message) }
+        }
+        /// A valid, not yet used name for a source or agent.
+        func checkName(_ name: String, _ field: String, _ kind: String, _ seen: inout Set<String>) throws(ConfigError) {
+            guard Self.isValidName(name) else {
+                throw fail("\(field).name", "'\(name)' must be 1-63 characters of a-z, 0-9, '-', '.', '_'")
+            }
+            guard seen.insert(name).inserted else { throw fail("\(field).name", "duplicate \(kind) '\(name)'") }
+        }
         func readable(_ path: String, _ field: String) throws(ConfigError) -> String {
             let full = absolute(path)
             guard FileManager.default.isReadableFile(atPath: full) else { throw fail(field, "cannot read \(full)") }
@@ -141,19 +152,14 @@ extension ServerConfig {
         var webhook = webhookToken
         if let webhookTokenFile {
             if webhook != nil { throw fail("webhookTokenFile", "set webhookToken or webhookTokenFile, not both") }
-            do { webhook = try TokenHash.readToken(file: absolute(webhookTokenFile)) } catch {
-                throw fail("webhookTokenFile", error.message)
-            }
+            webhook = try secret(webhookTokenFile, "webhookTokenFile")
         }
 
         var resolvedSources: [ResolvedServerConfig.Source] = []
         var names = Set<String>()
         for (index, source) in sources.enumerated() {
             let field = "sources[\(index)]"
-            guard Self.isValidName(source.name) else {
-                throw fail("\(field).name", "'\(source.name)' must be 1-63 characters of a-z, 0-9, '-', '.', '_'")
-            }
-            guard names.insert(source.name).inserted else { throw fail("\(field).name", "duplicate source '\(source.name)'") }
+            try checkName(source.name, field, "source", &names)
             let remote: RemoteLocation
             do { remote = try RemoteLocation(source.url, relativeTo: base.path) } catch {
                 throw fail("\(field).url", error.description)
@@ -163,14 +169,10 @@ extension ServerConfig {
             if let auth = source.auth {
                 credentials.username = auth.username
                 if let passwordFile = auth.passwordFile {
-                    do { credentials.password = try TokenHash.readToken(file: absolute(passwordFile)) } catch {
-                        throw fail("\(field).auth.passwordFile", error.message)
-                    }
+                    credentials.password = try secret(passwordFile, "\(field).auth.passwordFile")
                 }
                 if let tokenFile = auth.tokenFile {
-                    do { credentials.password = try TokenHash.readToken(file: absolute(tokenFile)) } catch {
-                        throw fail("\(field).auth.tokenFile", error.message)
-                    }
+                    credentials.password = try secret(tokenFile, "\(field).auth.tokenFile")
                     if credentials.username == nil { credentials.username = "oauth2" }
                 }
                 if let sshKeyFile = auth.sshKeyFile { credentials.sshPrivateKey = try readable(sshKeyFile, "\(field).auth.sshKeyFile") }
@@ -186,10 +188,7 @@ extension ServerConfig {
         var agentNames = Set<String>()
         for (index, agent) in agents.enumerated() {
             let field = "agents[\(index)]"
-            guard Self.isValidName(agent.name) else {
-                throw fail("\(field).name", "'\(agent.name)' must be 1-63 characters of a-z, 0-9, '-', '.', '_'")
-            }
-            guard agentNames.insert(agent.name).inserted else { throw fail("\(field).name", "duplicate agent '\(agent.name)'") }
+            try checkName(agent.name, field, "agent", &agentNames)
             let hash: String
             switch (agent.tokenSHA256, agent.tokenFile) {
             case (let sha?, nil):
@@ -199,9 +198,7 @@ extension ServerConfig {
                 }
                 hash = lower
             case (nil, let tokenFile?):
-                do { hash = TokenHash.sha256Hex(try TokenHash.readToken(file: absolute(tokenFile))) } catch {
-                    throw fail("\(field).tokenFile", error.message)
-                }
+                hash = TokenHash.sha256Hex(try secret(tokenFile, "\(field).tokenFile"))
             case (nil, nil):
                 throw fail("\(field)", "set tokenSHA256 (preferred) or tokenFile")
             case (.some, .some):
