@@ -3,10 +3,11 @@
 # it installs only what is missing.
 #   build:  libgit2-dev zlib1g-dev pkg-config
 #   tests:  git (git daemon, http-backend), lighttpd (HTTP(S) git server), openssh-server (sshd),
-#           openssl (test CA), ca-certificates, python3 (independent tarball reader), tar
+#           openssl (test CA), ca-certificates, python3 (independent tarball reader), tar,
+#           skopeo (an OCI client pulling from the agent's registry endpoint)
 set -euo pipefail
 
-packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd openssh-server openssh-client openssl ca-certificates tar gzip curl)
+packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd openssh-server openssh-client openssl ca-certificates tar gzip curl skopeo)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 
 missing=()

@@ -1,20 +1,43 @@
+import ArtifactMirror
 import Logging
 import ServiceLifecycle
 
-/// Runs the agent until SIGTERM/SIGINT.
+/// Runs the agent until SIGTERM/SIGINT: the tunnel, and (with `listen`) the Flux endpoint
+/// and integrations.
 public struct AgentService: Service {
     let runtime: AgentRuntime
+    let flux: FluxIntegration?
+    let publications: AsyncStream<ArtifactRecord>
 
-    public init(runtime: AgentRuntime) { self.runtime = runtime }
-
-    public func run() async throws {
-        await cancelWhenGracefulShutdown { await runtime.run() }
+    /// Subscribes to the runtime's publications now, so none is missed once it runs.
+    public init(runtime: AgentRuntime, flux: FluxIntegration?) {
+        self.runtime = runtime
+        self.flux = flux
+        publications = runtime.publications.subscribe()
     }
 
-    public static func runUntilSignalled(_ runtime: AgentRuntime, logger: Logger) async throws {
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: AgentService(runtime: runtime))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                if let flux { group.addTask { await flux.follow(publications) } }
+                await runtime.run()
+                group.cancelAll()
+            }
+        }
+        await flux?.shutdown()
+    }
+
+    public static func runUntilSignalled(_ runtime: AgentRuntime, logger: Logger,
+                                         onFluxListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var flux: FluxIntegration?
+        if let config = runtime.config.flux, let listen = runtime.config.listen {
+            let integration = try FluxIntegration(config: config, store: runtime.store, logger: logger)
+            flux = integration
+            services.append(.init(service: integration.endpoint.application(host: listen.host, port: listen.port, onListening: onFluxListening)))
+        }
+        services.insert(.init(service: AgentService(runtime: runtime, flux: flux)), at: 0)
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

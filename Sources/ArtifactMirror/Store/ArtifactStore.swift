@@ -19,9 +19,16 @@ public struct ArtifactRecord: Sendable, Codable, Equatable {
     public var ignoreKey: String
     public var createdAt: Date
     public var lastUsedAt: Date
+    /// Where the artifact came from (remote URL without credentials), when known: the relay
+    /// agent puts it in the OCI `org.opencontainers.image.source` annotation.
+    public var origin: String?
+    /// When the relay packaged it, when known (stable for the same artifact, unlike
+    /// `createdAt`, which is when this store recorded it).
+    public var packagedAt: Date?
 
     public init(source: String, revision: String, commit: String, digest: String, size: UInt64, files: Int,
-                skipped: [SkippedPath], ignoreKey: String, createdAt: Date, lastUsedAt: Date) {
+                skipped: [SkippedPath], ignoreKey: String, createdAt: Date, lastUsedAt: Date,
+                origin: String? = nil, packagedAt: Date? = nil) {
         self.source = source
         self.revision = revision
         self.commit = commit
@@ -32,6 +39,8 @@ public struct ArtifactRecord: Sendable, Codable, Equatable {
         self.ignoreKey = ignoreKey
         self.createdAt = createdAt
         self.lastUsedAt = lastUsedAt
+        self.origin = origin
+        self.packagedAt = packagedAt
     }
 }
 

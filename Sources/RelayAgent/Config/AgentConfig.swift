@@ -10,8 +10,10 @@ public struct AgentConfig: Sendable, Decodable {
     /// The agent's bearer token.
     public var tokenFile: String
     public var dataDir: String
-    /// Flux-facing HTTP (artifact URLs, OCI) — served from the next release on.
+    /// Flux-facing HTTP: OCI registry and artifact URLs, host:port.
     public var listen: String?
+    /// Which Flux integrations are on (needs `listen`).
+    public var flux: FluxConfig?
     /// Client certificate and key when the relay requires mutual TLS.
     public var clientCertFile: String?
     public var clientKeyFile: String?
@@ -49,14 +51,15 @@ public struct AgentConfig: Sendable, Decodable {
             throw fail("clientCertFile", "set clientCertFile and clientKeyFile together")
         }
         let keep = keep ?? 5
-        guard keep >= 1 else { throw fail("keep", "must be at least 1") }
+        guard keep >= 2 else { throw fail("keep", "must be at least 2: Flux may still be reading the previous artifact") }
+        let fluxConfig = try ResolvedFluxConfig.resolve(flux, listen: listenAddress, fail: fail, absolute: absolute)
         return ResolvedAgentConfig(
             relay: relay, caFile: ca, token: token, dataDirectory: URL(fileURLWithPath: absolute(dataDir)),
             listen: listenAddress,
             clientCertificate: try clientCertFile.map { (path) throws(ConfigError) in try readable(path, "clientCertFile") },
             clientKey: try clientKeyFile.map { (path) throws(ConfigError) in try readable(path, "clientKeyFile") },
             reconnectInitial: reconnectInitial?.duration ?? .milliseconds(500),
-            reconnectMax: reconnectMax?.duration ?? .seconds(30), keep: keep)
+            reconnectMax: reconnectMax?.duration ?? .seconds(30), keep: keep, flux: fluxConfig)
     }
 }
 
@@ -71,4 +74,6 @@ public struct ResolvedAgentConfig: Sendable {
     public var reconnectInitial: Duration
     public var reconnectMax: Duration
     public var keep: Int
+    /// Flux integrations; nil when `listen` is not set.
+    public var flux: ResolvedFluxConfig?
 }

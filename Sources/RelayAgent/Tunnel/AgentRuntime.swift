@@ -16,6 +16,8 @@ public final class AgentRuntime: Sendable {
     let store: ArtifactStore
     let fetcher: ArtifactFetcher
     let logger: Logger
+    /// Every artifact made current (fetched, re-recorded or rolled back to) is announced here.
+    public let publications = Publications()
 
     public init(config: ResolvedAgentConfig, logger: Logger) throws {
         self.config = config
@@ -215,16 +217,25 @@ public final class AgentRuntime: Sendable {
     private func reconcile(_ desired: Relay_V1_DesiredState, limits: Relay_V1_Limits, tunnel: ArtifactFetcher.Tunnel,
                            metadata: Metadata, post: AsyncStream<Relay_V1_AgentMessage>.Continuation) async throws {
         let records = try store.allRecords()
-        let published = Set(records.map { "\($0.source)\u{0}\($0.revision)\u{0}\($0.digest)" })
+        func key(_ source: String, _ revision: String, _ digest: String) -> String { "\(source)\u{0}\(revision)\u{0}\(digest)" }
+        let held = Set(records.map { key($0.source, $0.revision, $0.digest) })
+        // The record Flux is served as `latest` for each source: the newest in its index.
+        var current: [String: String] = [:]
+        for record in records where current[record.source] == nil { current[record.source] = key(record.source, record.revision, record.digest) }
         let heldDigests = Set(records.map(\.digest))
         var missing: [Relay_V1_Artifact] = []
-        for artifact in desired.artifacts where !published.contains("\(artifact.source)\u{0}\(artifact.revision)\u{0}\(artifact.digest)") {
-            if heldDigests.contains(artifact.digest) {
+        for artifact in desired.artifacts {
+            let wanted = key(artifact.source, artifact.revision, artifact.digest)
+            if held.contains(wanted) {
+                // Held already. If the relay went back to it (a rollback), make it current again.
+                if current[artifact.source] != wanted, let existing = records.first(where: { key($0.source, $0.revision, $0.digest) == wanted }) {
+                    _ = try store.recordExisting(existing)
+                    publications.announce(existing)
+                }
+            } else if heldDigests.contains(artifact.digest) {
                 // Same bytes under a new source or revision: no download.
-                let now = Date()
-                _ = try store.recordExisting(ArtifactRecord(
-                    source: artifact.source, revision: artifact.revision, commit: artifact.commit, digest: artifact.digest,
-                    size: artifact.size, files: 0, skipped: [], ignoreKey: "relay", createdAt: now, lastUsedAt: now))
+                let files = records.first { $0.digest == artifact.digest }?.files ?? 0
+                if let record = try store.recordExisting(ArtifactRecord(artifact, files: files)) { publications.announce(record) }
                 post.yield(Self.ack(artifact))
             } else {
                 missing.append(artifact)
@@ -242,6 +253,7 @@ public final class AgentRuntime: Sendable {
                 group.addTask {
                     let started = ContinuousClock.now
                     let record = try await self.fetcher.fetch(artifact, limits: limits, tunnel: tunnel, metadata: metadata)
+                    self.publications.announce(record)
                     self.logger.info("published", metadata: [
                         "source": "\(record.source)", "revision": "\(record.revision)", "digest": "\(record.digest)",
                         "size": "\(record.size)", "ms": "\((ContinuousClock.now - started).milliseconds)"])

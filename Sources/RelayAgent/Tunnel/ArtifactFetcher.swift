@@ -83,10 +83,7 @@ struct ArtifactFetcher: Sendable {
             unlink(path)
             throw FetchError.rejectedByFluxRules(report.errors)
         }
-        let now = Date()
-        let record = ArtifactRecord(source: artifact.source, revision: artifact.revision, commit: artifact.commit,
-                                    digest: artifact.digest, size: artifact.size, files: report.files, skipped: [],
-                                    ignoreKey: "relay", createdAt: now, lastUsedAt: now)
+        let record = ArtifactRecord(artifact, files: report.files)
         file.close()
         return try store.publish(verifiedFile: path, record: record)
     }
@@ -169,5 +166,16 @@ final class PartialFile: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         try? handle.close()
+    }
+}
+
+extension ArtifactRecord {
+    /// The store's record of an artifact the relay described.
+    init(_ artifact: Relay_V1_Artifact, files: Int) {
+        let now = Date()
+        self.init(source: artifact.source, revision: artifact.revision, commit: artifact.commit, digest: artifact.digest,
+                  size: artifact.size, files: files, skipped: [], ignoreKey: "relay", createdAt: now, lastUsedAt: now,
+                  origin: artifact.origin.isEmpty ? nil : artifact.origin,
+                  packagedAt: artifact.createdUnixMs > 0 ? Date(timeIntervalSince1970: Double(artifact.createdUnixMs) / 1000) : nil)
     }
 }

@@ -41,6 +41,19 @@ final class RelayHarness: @unchecked Sendable {
     var requireClientCertificates = false
     /// Client certificate (cert, key) per agent name, when set.
     var clientCertificates: [String: (URL, URL)] = [:]
+    /// Agents that serve Flux: their `listen` port (picked on first use) and extra YAML
+    /// (e.g. a `flux:` section).
+    private(set) var fluxPorts: [String: Int] = [:]
+    private var fluxYAML: [String: String] = [:]
+
+    /// Makes agent `name` serve Flux on a free loopback port; returns the port.
+    @discardableResult
+    func serveFlux(_ name: String, yaml: String = "") throws -> Int {
+        let port = try fluxPorts[name] ?? LoopbackPort.free()
+        fluxPorts[name] = port
+        fluxYAML[name] = yaml
+        return port
+    }
 
     init(sources: [Source], agents: [Agent], dir: TemporaryDirectory, heartbeat: String = "500ms", chunkBytes: Int? = nil) throws {
         self.dir = dir
@@ -130,6 +143,7 @@ final class RelayHarness: @unchecked Sendable {
             reconnectMax: 1s
 
             """ + (clientCertificates[name].map { "clientCertFile: \($0.0.path)\nclientKeyFile: \($0.1.path)\n" } ?? "")
+            + (fluxPorts[name].map { "listen: 127.0.0.1:\($0)\n" + (fluxYAML[name] ?? "") } ?? "")
         let url = dir.appending("agent-\(name).yaml")
         try Data(yaml.utf8).write(to: url)
         return url

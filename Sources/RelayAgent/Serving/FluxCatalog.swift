@@ -1,0 +1,170 @@
+import ArtifactMirror
+import Foundation
+import Synchronization
+
+/// What the Flux-facing endpoint serves, computed from the store's records: one OCI
+/// repository per source with its tags and manifests, and every stored artifact by digest.
+/// Immutable; `CatalogHolder` swaps in a new one after each publication.
+public struct FluxCatalog: Sendable {
+    public struct Repository: Sendable {
+        public let name: String
+        public let source: String
+        /// Tag → manifest digest.
+        public let tags: [String: String]
+        /// Manifest digest → manifest (every retained revision of the source).
+        public let manifests: [String: OCIManifest]
+        /// Layer digest → size: the blobs this repository may serve besides its config.
+        public let layers: [String: UInt64]
+    }
+
+    public let repositories: [String: Repository]
+    /// Artifact digest → size, for the plain artifact URLs.
+    public let artifacts: [String: UInt64]
+    /// Source → the current record (what `latest` points at).
+    public let current: [String: ArtifactRecord]
+
+    public static let empty = FluxCatalog(records: [], repositoryPrefix: nil)
+
+    /// `records` in the store's order: per source, most recent first.
+    public init(records: [ArtifactRecord], repositoryPrefix: String?) {
+        var bySource: [String: [ArtifactRecord]] = [:]
+        var order: [String] = []
+        for record in records {
+            if bySource[record.source] == nil { order.append(record.source) }
+            bySource[record.source, default: []].append(record)
+        }
+        var repositories: [String: Repository] = [:]
+        var current: [String: ArtifactRecord] = [:]
+        for source in order {
+            let records = bySource[source]!
+            guard let name = OCINames.repository(forSource: source, prefix: repositoryPrefix) else { continue }
+            current[source] = records[0]
+            var tags: [String: String] = [:]
+            var manifests: [String: OCIManifest] = [:]
+            var layers: [String: UInt64] = [:]
+            for (index, record) in records.enumerated() {
+                let manifest = OCIManifest(record: record)
+                manifests[manifest.digest] = manifest
+                layers[record.digest] = record.size
+                // Newer records win a tag; `latest` is the current one.
+                var names = OCINames.tags(forRevision: record.revision, commit: record.commit)
+                if index == 0 { names.insert("latest", at: 0) }
+                for tag in names where tags[tag] == nil { tags[tag] = manifest.digest }
+            }
+            repositories[name] = Repository(name: name, source: source, tags: tags, manifests: manifests, layers: layers)
+        }
+        self.repositories = repositories
+        self.current = current
+        artifacts = Dictionary(records.map { ($0.digest, $0.size) }, uniquingKeysWith: { first, _ in first })
+    }
+}
+
+/// Holds the catalog the endpoint serves right now.
+public final class CatalogHolder: Sendable {
+    private let value = Mutex(FluxCatalog.empty)
+    private let loaded = Atomic<Bool>(false)
+    let store: ArtifactStore
+    let repositoryPrefix: String?
+
+    public init(store: ArtifactStore, repositoryPrefix: String?) {
+        self.store = store
+        self.repositoryPrefix = repositoryPrefix
+    }
+
+    public var catalog: FluxCatalog { value.withLock { $0 } }
+    /// True once the store has been read (the endpoint's readiness).
+    public var isLoaded: Bool { loaded.load(ordering: .acquiring) }
+
+    /// Re-reads the store's index.
+    public func reload() throws {
+        let catalog = FluxCatalog(records: try store.allRecords(), repositoryPrefix: repositoryPrefix)
+        value.withLock { $0 = catalog }
+        loaded.store(true, ordering: .releasing)
+    }
+
+    public func path(forDigest digest: String) -> String { store.path(forDigest: digest).path }
+}
+
+/// Names as the OCI distribution spec allows them.
+public enum OCINames {
+    /// One path component of a repository name: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+    static func isComponent<S: StringProtocol>(_ text: S) -> Bool {
+        let bytes = Array(text.utf8)
+        guard let first = bytes.first, let last = bytes.last, isAlnum(first), isAlnum(last) else { return false }
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if isAlnum(byte) { index += 1; continue }
+            // A separator run: ".", "_", "__" or one or more "-", followed by an alphanumeric.
+            var end = index
+            while end < bytes.count, !isAlnum(bytes[end]) { end += 1 }
+            let run = bytes[index..<end]
+            let ok = run.elementsEqual([UInt8(ascii: ".")]) || run.elementsEqual([UInt8(ascii: "_")])
+                || run.elementsEqual([UInt8(ascii: "_"), UInt8(ascii: "_")]) || run.allSatisfy { $0 == UInt8(ascii: "-") }
+            guard ok else { return false }
+            index = end
+        }
+        return true
+    }
+
+    private static func isAlnum(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+    }
+
+    /// A full repository name: components separated by "/", at most 255 characters.
+    public static func isRepository(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 255 && name.split(separator: "/", omittingEmptySubsequences: false).allSatisfy(isComponent)
+    }
+
+    /// `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+    public static func isTag<S: StringProtocol>(_ tag: S) -> Bool {
+        let bytes = Array(tag.utf8)
+        guard let first = bytes.first, bytes.count <= 128 else { return false }
+        func word(_ byte: UInt8) -> Bool {
+            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "_")
+        }
+        return word(first) && bytes.allSatisfy { word($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+    }
+
+    /// `sha256:<64 lowercase hex>`, the only digests this endpoint ever serves.
+    public static func isSHA256Digest<S: StringProtocol>(_ text: S) -> Bool {
+        guard text.hasPrefix("sha256:") else { return false }
+        let hex = text.utf8.dropFirst(7)
+        return hex.count == 64 && hex.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) }
+    }
+
+    /// The repository serving a source: the source name (prefixed), made valid when the
+    /// source name alone is not (runs of separators collapsed, ends trimmed).
+    public static func repository(forSource source: String, prefix: String?) -> String? {
+        var name = ""
+        var pendingSeparator: Character?
+        for character in source.lowercased() {
+            if character.isASCII, character.isLetter || character.isNumber {
+                if let separator = pendingSeparator, !name.isEmpty { name.append(separator) }
+                pendingSeparator = nil
+                name.append(character)
+            } else if pendingSeparator == nil {
+                pendingSeparator = character == "." || character == "_" ? character : "-"
+            }
+        }
+        guard !name.isEmpty else { return nil }
+        let full = prefix.map { "\($0)/\(name)" } ?? name
+        return isRepository(full) ? full : nil
+    }
+
+    /// Tags for one revision: its branch or tag name (made tag-safe: `feature/x` becomes
+    /// `feature-x`) and the short commit.
+    public static func tags(forRevision revision: String, commit: String) -> [String] {
+        var tags: [String] = []
+        if let at = revision.range(of: "@", options: .backwards) {
+            let reference = revision[..<at.lowerBound]
+            var tag = String(reference.map { ($0.isASCII && ($0.isLetter || $0.isNumber)) || "._-".contains($0) ? $0 : "-" })
+            while let first = tag.first, first == "." || first == "-" { tag.removeFirst() }
+            tag = String(tag.prefix(128))
+            if isTag(tag) { tags.append(tag) }
+        }
+        if commit.count >= 7 { tags.append(String(commit.prefix(7))) }
+        return tags
+    }
+}
