@@ -44,7 +44,7 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
             switch code {
             case 401: hint = " (the API server rejected our credentials: check the service account token or kubeconfig user)"
             case 403: hint = " (RBAC: the agent's ServiceAccount lacks this permission; see deploy/)"
-            case 404 where reason == "NotFound" && message.contains("could not find the requested resource"):
+            case 404 where message.contains("page not found") || message.contains("could not find the requested resource"):
                 hint = " (the CRD is not installed: ExternalArtifact needs Flux 2.7 or later)"
             default: hint = ""
             }
@@ -184,16 +184,13 @@ public final class KubeClient: Sendable {
             }
             if (200..<300).contains(status) { return Answer(status: status, body: data) }
             let failure = Self.statusError(status: status, body: data, request: description)
-            switch status {
-            case 401 where !rereadToken:
-                if case .tokenFile = connection.credentials { rereadToken = true; continue }
-                throw failure
-            case 409, 429, 500, 502, 503, 504 where attempt < maxAttempts:
-                logger.debug("Kubernetes API answered \(status); retrying", metadata: ["request": "\(description)"])
-                try await pause(attempt: attempt, retryAfter: retryAfter)
-            default:
-                throw failure
+            if status == 401, !rereadToken, case .tokenFile = connection.credentials {
+                rereadToken = true  // a projected token may have rotated under us: read it again once
+                continue
             }
+            guard [409, 429, 500, 502, 503, 504].contains(status), attempt < maxAttempts else { throw failure }
+            logger.debug("Kubernetes API answered \(status); retrying", metadata: ["request": "\(description)"])
+            try await pause(attempt: attempt, retryAfter: retryAfter)
         }
     }
 

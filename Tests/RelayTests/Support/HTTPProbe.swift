@@ -15,7 +15,8 @@ struct HTTPProbe {
     var ociErrorCode: String? { ((json?["errors"] as? [[String: Any]])?.first?["code"]) as? String }
     var sha256: String { "sha256:" + SHA256.hash(data: body).map { String(format: "%02x", $0) }.joined() }
 
-    static func request(_ url: String, method: String = "GET", headers: [String] = [], user: String? = nil) throws -> HTTPProbe {
+    static func request(_ url: String, method: String = "GET", headers: [String] = [], user: String? = nil,
+                        body: Data? = nil, caFile: String? = nil) throws -> HTTPProbe {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("probe-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -24,6 +25,12 @@ struct HTTPProbe {
         arguments += method == "HEAD" ? ["-I"] : ["-X", method]
         for header in headers { arguments += ["-H", header] }
         if let user { arguments += ["-u", user] }
+        if let caFile { arguments += ["--cacert", caFile] }
+        if let body {
+            let file = dir.appendingPathComponent("request")
+            try body.write(to: file)
+            arguments += ["--data-binary", "@\(file.path)"]
+        }
         arguments.append(url)
         let output = try runProcess("/usr/bin/env", arguments)
         var fields: [String: String] = [:]
