@@ -48,8 +48,8 @@ final class RelayHarness: @unchecked Sendable {
 
     /// Makes agent `name` serve Flux on a free loopback port; returns the port.
     @discardableResult
-    func serveFlux(_ name: String, yaml: String = "") throws -> Int {
-        let port = try fluxPorts[name] ?? LoopbackPort.free()
+    func serveFlux(_ name: String, port chosen: Int? = nil, yaml: String = "") throws -> Int {
+        let port = try chosen ?? fluxPorts[name] ?? LoopbackPort.free()
         fluxPorts[name] = port
         fluxYAML[name] = yaml
         return port
