@@ -4,13 +4,14 @@
 #   1. installs what is missing and builds relay-server, relay-agent and artifact-mirror (release);
 #   2. first run only: creates development TLS certificates, an agent token and a Git
 #      repository from the bundled example manifests (examples/podinfo-like), all under .relay-demo/;
-#   3. starts the relay (tunnel on 127.0.0.1:8443, webhooks on 127.0.0.1:8080) and the agent,
-#      and waits for the first artifact to arrive at the agent;
-#   4. commits a change to the example repository, sends the relay a GitLab push webhook,
-#      and shows the new revision arriving at the agent, with how long it took;
-#   5. stops both (RELAY_DEMO_KEEP=1 leaves them running; logs are in .relay-demo/*.log).
+#   3. starts the relay (tunnel on 127.0.0.1:8443, webhooks on 127.0.0.1:8080) and the agent
+#      (Flux endpoint on 127.0.0.1:9090), and waits for the first artifact to arrive at the agent;
+#   4. shows what Flux would pull: the OCI tags and manifest of the source, and its artifact URL;
+#   5. commits a change to the example repository, sends the relay a GitLab push webhook,
+#      and shows the new revision arriving at the agent and behind the `main` OCI tag;
+#   6. stops both (RELAY_DEMO_KEEP=1 leaves them running; logs are in .relay-demo/*.log).
 #
-# Ports can be changed with RELAY_DEMO_TUNNEL_PORT and RELAY_DEMO_HTTP_PORT.
+# Ports can be changed with RELAY_DEMO_TUNNEL_PORT, RELAY_DEMO_HTTP_PORT and RELAY_DEMO_FLUX_PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -21,6 +22,7 @@ bin="$root/.build/release"
 demo="$root/.relay-demo"
 tunnel_port=${RELAY_DEMO_TUNNEL_PORT:-8443}
 http_port=${RELAY_DEMO_HTTP_PORT:-8080}
+flux_port=${RELAY_DEMO_FLUX_PORT:-9090}
 mkdir -p "$demo"
 
 say() { printf '\n== %s\n' "$*"; }
@@ -65,6 +67,7 @@ relay: 127.0.0.1:$tunnel_port
 caFile: tls/ca.pem
 tokenFile: edge-1.token
 dataDir: agent-data
+listen: 127.0.0.1:$flux_port
 EOF
 
 # --- run ------------------------------------------------------------------------------------
@@ -106,6 +109,25 @@ wait_for 30 "the first artifact at the agent" has_revision "$head_commit"
 echo "artifacts at the agent:"
 "$bin/relay-agent" list --config "$demo/agent.yaml"
 
+flux="http://127.0.0.1:$flux_port"
+wait_for 10 "the Flux endpoint" curl -sf "$flux/readyz"
+say "what Flux pulls from the agent (OCIRepository url: oci://127.0.0.1:$flux_port/example, insecure: true)"
+echo "GET $flux/v2/example/tags/list"
+curl -sf "$flux/v2/example/tags/list"; echo
+show_manifest() {
+  curl -sf "$flux/v2/example/manifests/main" | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+layer = m["layers"][0]
+print("  layer   ", layer["mediaType"], layer["digest"], layer["size"], "bytes")
+for key, value in sorted(m["annotations"].items()):
+    print("  " + key.rsplit(".", 1)[1].ljust(8), value)'
+}
+echo "GET $flux/v2/example/manifests/main"
+show_manifest
+digest=$(curl -sfI "$flux/v2/example/manifests/main" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')
+echo "  manifest $digest"
+
 say "pushing a commit and sending the relay a GitLab push webhook"
 replicas=$(( (RANDOM % 5) + 2 ))
 sed -i "s/replicas: [0-9]*/replicas: $replicas/" "$repo/base/deployment.yaml"
@@ -120,4 +142,6 @@ wait_for 30 "the new revision at the agent" has_revision "$new_commit"
 end_ms=$(date +%s%3N)
 echo "revision main@sha1:$new_commit arrived at the agent $((end_ms - start_ms)) ms after the webhook:"
 "$bin/relay-agent" list --config "$demo/agent.yaml"
+echo "the OCI tag main now points at it:"
+show_manifest
 say "done: relay and agent logs are in $demo/relay.log and $demo/agent.log"

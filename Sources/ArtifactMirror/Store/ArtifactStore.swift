@@ -60,9 +60,13 @@ public final class ArtifactStore: Sendable {
     public let root: URL
     /// Artifacts kept per source; older ones are deleted unless another source uses them.
     public let retention: Int
+    /// A record pushed out by retention stays (file and index entry) until the record that
+    /// replaced it is at least this old: readers that just resolved it can still fetch it.
+    public let replacedGrace: TimeInterval
 
-    public init(root: URL, retention: Int = 10) throws(ArtifactMirrorError) {
+    public init(root: URL, retention: Int = 10, replacedGrace: TimeInterval = 0) throws(ArtifactMirrorError) {
         guard retention >= 1 else { throw .invalidArgument("retention must be at least 1 (got \(retention))") }
+        self.replacedGrace = replacedGrace
         self.root = root.standardizedFileURL
         self.retention = retention
         for dir in ["artifacts/sha256", "index", "tmp"] {
@@ -154,8 +158,14 @@ public final class ArtifactStore: Sendable {
         var records = try readIndex(source: record.source)
         records.removeAll { $0.revision == record.revision && $0.ignoreKey == record.ignoreKey }
         records.insert(record, at: 0)
-        let evicted = records.count > retention ? Array(records[retention...]) : []
-        records = Array(records.prefix(retention))
+        var kept = Array(records.prefix(retention))
+        var evicted: [ArtifactRecord] = []
+        let now = Date()
+        for index in records.indices.dropFirst(retention) {
+            // records[index - 1] is the newer record that replaced this one.
+            if now.timeIntervalSince(records[index - 1].createdAt) < replacedGrace { kept.append(records[index]) } else { evicted.append(records[index]) }
+        }
+        records = kept
         try writeIndex(records, source: record.source)
         try collectGarbage(candidates: Set(evicted.map(\.digest)).subtracting(records.map(\.digest)))
     }

@@ -22,6 +22,8 @@ public struct AgentConfig: Sendable, Decodable {
     public var reconnectMax: ConfigDuration?
     /// Published artifacts kept per source (older ones stay for readers until then).
     public var keep: Int?
+    /// A replaced artifact stays servable at least this long (default 1m).
+    public var keepReplacedFor: ConfigDuration?
 
     public static func load(path: String) throws(ConfigError) -> ResolvedAgentConfig {
         let config = try ConfigLoader.load(AgentConfig.self, from: path)
@@ -59,7 +61,8 @@ public struct AgentConfig: Sendable, Decodable {
             clientCertificate: try clientCertFile.map { (path) throws(ConfigError) in try readable(path, "clientCertFile") },
             clientKey: try clientKeyFile.map { (path) throws(ConfigError) in try readable(path, "clientKeyFile") },
             reconnectInitial: reconnectInitial?.duration ?? .milliseconds(500),
-            reconnectMax: reconnectMax?.duration ?? .seconds(30), keep: keep, flux: fluxConfig)
+            reconnectMax: reconnectMax?.duration ?? .seconds(30), keep: keep,
+            keepReplacedFor: keepReplacedFor?.duration ?? .seconds(60), flux: fluxConfig)
     }
 }
 
@@ -74,6 +77,7 @@ public struct ResolvedAgentConfig: Sendable {
     public var reconnectInitial: Duration
     public var reconnectMax: Duration
     public var keep: Int
+    public var keepReplacedFor: Duration
     /// Flux integrations; nil when `listen` is not set.
     public var flux: ResolvedFluxConfig?
 }

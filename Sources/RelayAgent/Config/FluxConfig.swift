@@ -92,7 +92,9 @@ public struct ResolvedFluxConfig: Sendable {
             return nil
         }
         let flux = flux ?? FluxConfig()
-        let url = flux.url ?? "http://\(listen.host == "0.0.0.0" || listen.host == "::" ? "127.0.0.1" : listen.description)"
+        // Default: the listen address itself (a wildcard address means this host's loopback).
+        let reachable = listen.host == "0.0.0.0" || listen.host == "::" ? HostPort(host: "127.0.0.1", port: listen.port) : listen
+        let url = flux.url ?? "http://\(reachable.description)"
         guard let parsed = URLComponents(string: url), parsed.scheme == "http" || parsed.scheme == "https",
               let host = parsed.host, !host.isEmpty, parsed.query == nil else {
             throw fail("flux.url", "expected http(s)://host[:port], the address Flux uses to reach `listen`")

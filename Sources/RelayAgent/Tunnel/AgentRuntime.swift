@@ -22,7 +22,8 @@ public final class AgentRuntime: Sendable {
     public init(config: ResolvedAgentConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
-        store = try ArtifactStore(root: config.dataDirectory.appendingPathComponent("store"), retention: config.keep)
+        store = try ArtifactStore(root: config.dataDirectory.appendingPathComponent("store"), retention: config.keep,
+                                  replacedGrace: Double(config.keepReplacedFor.milliseconds) / 1000)
         fetcher = ArtifactFetcher(store: store, partialDirectory: config.dataDirectory.appendingPathComponent("partial"),
                                   logger: logger)
     }
