@@ -156,6 +156,8 @@ final class ControlStream: Sendable {
                             $0.sentUnixNanos = beat.sentUnixNanos
                             $0.reply = true
                         } })
+                    case .statusAck?:
+                        continue  // relay-bench sends no status
                     case .drain(let drain)?:
                         self.update { $0.ended = "relay drained: \(drain.reason)" }
                         return

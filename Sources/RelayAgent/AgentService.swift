@@ -32,7 +32,7 @@ public struct AgentService: Service {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var flux: FluxIntegration?
         if let config = runtime.config.flux, let listen = runtime.config.listen {
-            let integration = try FluxIntegration(config: config, store: runtime.store, logger: logger)
+            let integration = try FluxIntegration(config: config, store: runtime.store, journal: runtime.journal, logger: logger)
             flux = integration
             services.append(.init(service: integration.endpoint.application(host: listen.host, port: listen.port, onListening: onFluxListening)))
         }

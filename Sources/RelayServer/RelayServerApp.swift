@@ -41,9 +41,10 @@ public enum RelayServerApp {
             }
         }
 
+        let statusFeed = StatusFeed()
         let tunnel = TunnelService(authenticator: AgentAuthenticator(agents: config.agents), hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(),
-                                   faults: FaultInjection(), logger: logger, chunkHashes: chunkHashes)
+                                   faults: FaultInjection(), logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed)
         let grpc = GRPCServer(transport: .http2NIOPosix(
             address: socketAddress(config.listen),
             transportSecurity: .tls(

@@ -24,6 +24,8 @@ public struct AgentConfig: Sendable, Decodable {
     public var keep: Int?
     /// A replaced artifact stays servable at least this long (default 1m).
     public var keepReplacedFor: ConfigDuration?
+    /// Unacknowledged status entries kept on disk at most (bytes, default 32 MiB).
+    public var journalMaxBytes: Int?
 
     public static func load(path: String) throws(ConfigError) -> ResolvedAgentConfig {
         let config = try ConfigLoader.load(AgentConfig.self, from: path)
@@ -54,6 +56,7 @@ public struct AgentConfig: Sendable, Decodable {
         }
         let keep = keep ?? 5
         guard keep >= 2 else { throw fail("keep", "must be at least 2: Flux may still be reading the previous artifact") }
+        if let journalMaxBytes, journalMaxBytes < 1 << 20 { throw fail("journalMaxBytes", "must be at least 1048576 (1 MiB)") }
         let fluxConfig = try ResolvedFluxConfig.resolve(flux, listen: listenAddress, fail: fail, absolute: absolute)
         return ResolvedAgentConfig(
             relay: relay, caFile: ca, token: token, dataDirectory: URL(fileURLWithPath: absolute(dataDir)),
@@ -62,7 +65,8 @@ public struct AgentConfig: Sendable, Decodable {
             clientKey: try clientKeyFile.map { (path) throws(ConfigError) in try readable(path, "clientKeyFile") },
             reconnectInitial: reconnectInitial?.duration ?? .milliseconds(500),
             reconnectMax: reconnectMax?.duration ?? .seconds(30), keep: keep,
-            keepReplacedFor: keepReplacedFor?.duration ?? .seconds(60), flux: fluxConfig)
+            keepReplacedFor: keepReplacedFor?.duration ?? .seconds(60), journalMaxBytes: journalMaxBytes ?? 32 << 20,
+            flux: fluxConfig)
     }
 }
 
@@ -78,6 +82,7 @@ public struct ResolvedAgentConfig: Sendable {
     public var reconnectMax: Duration
     public var keep: Int
     public var keepReplacedFor: Duration
+    public var journalMaxBytes: Int
     /// Flux integrations; nil when `listen` is not set.
     public var flux: ResolvedFluxConfig?
 }

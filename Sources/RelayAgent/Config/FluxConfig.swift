@@ -10,6 +10,13 @@ public struct FluxConfig: Sendable, Decodable {
     public var externalArtifacts: ExternalArtifacts?
     public var reconcile: Reconcile?
     public var kubernetes: Kubernetes?
+    /// notification-controller events at POST /flux/events.
+    public var events: Events?
+
+    public struct Events: Sendable, Decodable {
+        /// The token of a `generic-hmac` Provider: events must carry its X-Signature.
+        public var hmacTokenFile: String?
+    }
 
     public struct OCI: Sendable, Decodable {
         public var enabled: Bool?
@@ -72,6 +79,7 @@ public struct ResolvedFluxConfig: Sendable {
     public var hosts: Set<String>
     public var receivers: [ReceiverCaller.Target]
     public var kubernetes: FluxConfig.Kubernetes?
+    public var eventsHMACKey: String?
 
     /// Whether anything needs the Kubernetes API.
     public var needsKubernetes: Bool { externalArtifacts != nil || reconcileOCIRepositories }
@@ -140,6 +148,9 @@ public struct ResolvedFluxConfig: Sendable {
         if let kubeconfig = flux.kubernetes?.kubeconfig {
             guard FileManager.default.isReadableFile(atPath: absolute(kubeconfig)) else { throw fail("flux.kubernetes.kubeconfig", "cannot read \(absolute(kubeconfig))") }
             resolved.kubernetes?.kubeconfig = absolute(kubeconfig)
+        }
+        if let file = flux.events?.hmacTokenFile {
+            do { resolved.eventsHMACKey = try TokenHash.readToken(file: absolute(file)) } catch { throw fail("flux.events.hmacTokenFile", error.message) }
         }
         if let dir = flux.kubernetes?.serviceAccountDir { resolved.kubernetes?.serviceAccountDir = absolute(dir) }
         return resolved

@@ -14,12 +14,13 @@ public final class FluxIntegration: Sendable {
     let http: HTTPClient?
     let logger: Logger
 
-    public init(config: ResolvedFluxConfig, store: ArtifactStore, logger: Logger) throws {
+    public init(config: ResolvedFluxConfig, store: ArtifactStore, journal: StatusJournal, logger: Logger) throws {
         self.config = config
         self.logger = logger
         catalog = CatalogHolder(store: store, repositoryPrefix: config.repositoryPrefix)
-        endpoint = FluxEndpoint(catalog: catalog, options: .init(oci: config.ociEnabled, artifacts: true, pullAuth: config.pullAuth),
-                                logger: logger)
+        var options = FluxEndpoint.Options(oci: config.ociEnabled, artifacts: true, pullAuth: config.pullAuth)
+        options.events = FluxEventReceiver(journal: journal, hmacKey: config.eventsHMACKey)
+        endpoint = FluxEndpoint(catalog: catalog, options: options, logger: logger)
         var kube: KubeClient?
         if config.needsKubernetes {
             let connection: KubeConnection

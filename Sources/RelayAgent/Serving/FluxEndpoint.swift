@@ -20,6 +20,8 @@ public struct FluxEndpoint: Sendable {
         public var pullAuth: PullAuth?
         /// Largest `n` a tags list accepts.
         public var maxTagsPage: Int
+        /// notification-controller events (`POST /flux/events`), when set.
+        public var events: FluxEventReceiver?
 
         public init(oci: Bool = true, artifacts: Bool = true, pullAuth: PullAuth? = nil, maxTagsPage: Int = 10_000) {
             self.oci = oci
@@ -54,6 +56,9 @@ public struct FluxEndpoint: Sendable {
             router.on("/v2", method: method) { request, context in try await respondOCI(request, context: context) }
             router.on("/v2/**", method: method) { request, context in try await respondOCI(request, context: context) }
             router.on("/artifacts/**", method: method) { request, context in try await respondArtifact(request, context: context) }
+        }
+        if let events = options.events {
+            router.post("/flux/events") { request, _ in await events.respond(request) }
         }
         for method in [HTTPRequest.Method.post, .put, .patch, .delete] {
             router.on("/v2/**", method: method) { request, _ in

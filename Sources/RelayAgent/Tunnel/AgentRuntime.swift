@@ -18,12 +18,15 @@ public final class AgentRuntime: Sendable {
     let logger: Logger
     /// Every artifact made current (fetched, re-recorded or rolled back to) is announced here.
     public let publications = Publications()
+    /// Flux status changes waiting to reach the relay.
+    public let journal: StatusJournal
 
     public init(config: ResolvedAgentConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
         store = try ArtifactStore(root: config.dataDirectory.appendingPathComponent("store"), retention: config.keep,
                                   replacedGrace: Double(config.keepReplacedFor.milliseconds) / 1000)
+        journal = try StatusJournal(directory: config.dataDirectory.appendingPathComponent("journal"), maxBytes: config.journalMaxBytes)
         fetcher = ArtifactFetcher(store: store, partialDirectory: config.dataDirectory.appendingPathComponent("partial"),
                                   logger: logger)
     }
@@ -166,6 +169,12 @@ public final class AgentRuntime: Sendable {
                             } else {
                                 state.recordRoundTrip(sentUnixNanos: beat.sentUnixNanos)
                             }
+                        case .statusAck(let ack)?:
+                            if ack.journalID == self.journal.summary.journalID {
+                                do { try self.journal.acknowledge(upTo: ack.upTo) } catch {
+                                    self.logger.error("cannot record the relay's acknowledgement", metadata: ["error": "\(error)"])
+                                }
+                            }
                         case .drain(let drain)?:
                             state.drain(after: .milliseconds(Int64(drain.retryAfterMs)))
                             self.logger.info("relay is draining", metadata: ["reason": "\(drain.reason)"])
@@ -200,6 +209,10 @@ public final class AgentRuntime: Sendable {
                         $0.sentUnixNanos = sentUnixNanos
                     } })
                 }
+            }
+            // Status up: the journal from the first unacknowledged entry, in order.
+            group.addTask {
+                try await self.sendStatus(state: state, post: post)
             }
             // Reconcile: fetch what the newest desired state lists and the store lacks.
             group.addTask {
@@ -262,6 +275,35 @@ public final class AgentRuntime: Sendable {
                 }
             }
             try await group.waitForAll()
+        }
+    }
+
+    /// Streams journal entries up once welcomed; never runs more than `window` entries ahead
+    /// of the relay's acknowledgements.
+    private func sendStatus(state: SessionState, post: AsyncStream<Relay_V1_AgentMessage>.Continuation,
+                            batchSize: Int = 256, window: UInt64 = 8192) async throws {
+        while !state.welcomed {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let journalID = journal.summary.journalID
+        var sent = journal.summary.acknowledged
+        while !Task.isCancelled {
+            let acknowledged = journal.summary.acknowledged
+            sent = max(sent, acknowledged)
+            if sent - acknowledged >= window {
+                try await Task.sleep(for: .milliseconds(10))
+                continue
+            }
+            let entries = journal.entries(after: sent, limit: batchSize)
+            guard let last = entries.last else {
+                await journal.waitForEntries(after: sent)
+                continue
+            }
+            post.yield(.with { $0.status = .with {
+                $0.journalID = journalID
+                $0.entries = entries
+            } })
+            sent = last.sequence
         }
     }
 

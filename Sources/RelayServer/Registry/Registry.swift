@@ -35,7 +35,7 @@ public struct Delivery: Sendable, Hashable, Codable {
 /// The relay's durable record in SQLite (`<dataDir>/relay.sqlite`): agents and their token
 /// hashes, grants, every packaged revision, and deliveries. A restart forgets nothing.
 public final class Registry: Sendable {
-    private let database: DatabaseQueue
+    let database: DatabaseQueue
 
     public init(path: URL) throws {
         try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -79,6 +79,34 @@ public final class Registry: Sendable {
                     digest TEXT NOT NULL,
                     delivered_ms INTEGER NOT NULL,
                     PRIMARY KEY (agent, digest)
+                );
+                """)
+        }
+        migrator.registerMigration("v2-status") { db in
+            // Every status entry agents sent, once: `id` is the relay-wide feed position.
+            try db.execute(sql: """
+                CREATE TABLE status_entry (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    agent TEXT NOT NULL,
+                    journal TEXT NOT NULL,
+                    sequence INTEGER NOT NULL,
+                    observed_ms INTEGER NOT NULL,
+                    received_ms INTEGER NOT NULL,
+                    type TEXT NOT NULL,
+                    kind TEXT, namespace TEXT, name TEXT,
+                    state TEXT, revision TEXT, source TEXT,
+                    payload TEXT NOT NULL,
+                    UNIQUE (agent, journal, sequence)
+                );
+                CREATE INDEX status_entry_by_agent ON status_entry(agent, id);
+                CREATE INDEX status_entry_by_source ON status_entry(source, id);
+                -- The latest state of each Flux object on each agent.
+                CREATE TABLE flux_object (
+                    agent TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+                    state TEXT NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL,
+                    revision_applied TEXT NOT NULL, revision_attempted TEXT NOT NULL, source TEXT NOT NULL,
+                    last_transition_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, entry_id INTEGER NOT NULL,
+                    PRIMARY KEY (agent, kind, namespace, name)
                 );
                 """)
         }

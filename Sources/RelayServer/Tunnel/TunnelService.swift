@@ -19,6 +19,8 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
     let logger: Logger
     /// Chunk checksums computed when an artifact is packaged (see `ChunkHashCache`).
     let chunkHashes: ChunkHashCache
+    /// Where stored status goes live.
+    let statusFeed: StatusFeed
 
     static let relayVersion = "relay-server/0.2"
 
@@ -130,6 +132,19 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                         try registry.recordDelivery(agent: agent.name, source: ack.source, revision: ack.revision, digest: ack.digest)
                         logger.info("delivered", metadata: ["agent": "\(agent.name)", "source": "\(ack.source)",
                                                             "revision": "\(ack.revision)"])
+                    case .status(let batch)?:
+                        guard welcomed, let last = batch.entries.last else { break }
+                        // Stored first, then acknowledged: the agent deletes only what is durable here.
+                        let stored = try registry.storeStatus(agent: agent.name, journal: batch.journalID, entries: batch.entries)
+                        try await writer.write(.with { $0.statusAck = .with {
+                            $0.journalID = batch.journalID
+                            $0.upTo = last.sequence
+                        } })
+                        statusFeed.publish(stored)
+                        if let gap = stored.first(where: { $0.type == "gap" })?.gap {
+                            logger.warning("agent's status journal overflowed; entries were lost", metadata: [
+                                "agent": "\(agent.name)", "first": "\(gap.first)", "last": "\(gap.last)"])
+                        }
                     case nil:
                         continue  // a newer agent's message kind: ignore
                     }

@@ -67,12 +67,21 @@ public nonisolated struct Relay_V1_AgentMessage: Sendable {
     set {kind = .ack(newValue)}
   }
 
+  public var status: Relay_V1_StatusBatch {
+    get {
+      if case .status(let v)? = kind {return v}
+      return Relay_V1_StatusBatch()
+    }
+    set {kind = .status(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
     case hello(Relay_V1_Hello)
     case heartbeat(Relay_V1_Heartbeat)
     case ack(Relay_V1_Ack)
+    case status(Relay_V1_StatusBatch)
 
   }
 
@@ -155,6 +164,14 @@ public nonisolated struct Relay_V1_RelayMessage: Sendable {
     set {kind = .drain(newValue)}
   }
 
+  public var statusAck: Relay_V1_StatusAck {
+    get {
+      if case .statusAck(let v)? = kind {return v}
+      return Relay_V1_StatusAck()
+    }
+    set {kind = .statusAck(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -162,6 +179,7 @@ public nonisolated struct Relay_V1_RelayMessage: Sendable {
     case desiredState(Relay_V1_DesiredState)
     case heartbeat(Relay_V1_Heartbeat)
     case drain(Relay_V1_Drain)
+    case statusAck(Relay_V1_StatusAck)
 
   }
 
@@ -299,6 +317,174 @@ public nonisolated struct Relay_V1_Drain: Sendable {
   public init() {}
 }
 
+public nonisolated struct Relay_V1_StatusBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Random id of the agent's journal; a new journal (new disk) starts sequences again at 1.
+  public var journalID: String = String()
+
+  public var entries: [Relay_V1_StatusEntry] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Relay_V1_StatusEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Strictly increasing within a journal, never reused; no holes except those a Gap explains.
+  public var sequence: UInt64 = 0
+
+  /// When the agent observed it (Unix milliseconds).
+  public var observedUnixMs: Int64 = 0
+
+  public var kind: Relay_V1_StatusEntry.OneOf_Kind? = nil
+
+  public var object: Relay_V1_ObjectState {
+    get {
+      if case .object(let v)? = kind {return v}
+      return Relay_V1_ObjectState()
+    }
+    set {kind = .object(newValue)}
+  }
+
+  public var event: Relay_V1_FluxEvent {
+    get {
+      if case .event(let v)? = kind {return v}
+      return Relay_V1_FluxEvent()
+    }
+    set {kind = .event(newValue)}
+  }
+
+  public var gap: Relay_V1_Gap {
+    get {
+      if case .gap(let v)? = kind {return v}
+      return Relay_V1_Gap()
+    }
+    set {kind = .gap(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    case object(Relay_V1_ObjectState)
+    case event(Relay_V1_FluxEvent)
+    case gap(Relay_V1_Gap)
+
+  }
+
+  public init() {}
+}
+
+/// A Flux object reduced to what a deployment dashboard needs (kstatus rules, spec §7).
+public nonisolated struct Relay_V1_ObjectState: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var apiVersion: String = String()
+
+  public var kind: String = String()
+
+  public var namespace: String = String()
+
+  public var name: String = String()
+
+  /// "ready", "progressing", "failed", "failing", "suspended", "terminating", "deleted", "unknown".
+  public var state: String = String()
+
+  public var reason: String = String()
+
+  public var message: String = String()
+
+  public var revisionApplied: String = String()
+
+  public var revisionAttempted: String = String()
+
+  /// Ready's lastTransitionTime (Unix milliseconds), 0 when unknown.
+  public var lastTransitionUnixMs: Int64 = 0
+
+  /// The relay source this object consumes, when the agent can tell (its source points at
+  /// the agent's OCI repository or ExternalArtifact).
+  public var source: String = String()
+
+  public var generation: Int64 = 0
+
+  public var observedGeneration: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A notification-controller event (generic / generic-hmac provider payload).
+public nonisolated struct Relay_V1_FluxEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: String = String()
+
+  public var namespace: String = String()
+
+  public var name: String = String()
+
+  public var severity: String = String()
+
+  public var reason: String = String()
+
+  public var message: String = String()
+
+  public var revision: String = String()
+
+  public var controller: String = String()
+
+  public var timestampUnixMs: Int64 = 0
+
+  public var metadata: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The journal was full and dropped entries first..last (inclusive) before they were sent.
+public nonisolated struct Relay_V1_Gap: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var first: UInt64 = 0
+
+  public var last: UInt64 = 0
+
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Everything with sequence <= up_to in this journal is stored by the relay.
+public nonisolated struct Relay_V1_StatusAck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var journalID: String = String()
+
+  public var upTo: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Relay_V1_FetchRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -341,7 +527,7 @@ fileprivate nonisolated let _protobuf_package = "relay.v1"
 
 nonisolated extension Relay_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{1}ack\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{1}ack\0\u{1}status\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -388,6 +574,19 @@ nonisolated extension Relay_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobu
           self.kind = .ack(v)
         }
       }()
+      case 4: try {
+        var v: Relay_V1_StatusBatch?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .status(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .status(v)
+        }
+      }()
       default: break
       }
     }
@@ -410,6 +609,10 @@ nonisolated extension Relay_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobu
     case .ack?: try {
       guard case .ack(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .status?: try {
+      guard case .status(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     }()
     case nil: break
     }
@@ -505,7 +708,7 @@ nonisolated extension Relay_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Relay_V1_RelayMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RelayMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{3}desired_state\0\u{1}heartbeat\0\u{1}drain\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{3}desired_state\0\u{1}heartbeat\0\u{1}drain\0\u{3}status_ack\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -565,6 +768,19 @@ nonisolated extension Relay_V1_RelayMessage: SwiftProtobuf.Message, SwiftProtobu
           self.kind = .drain(v)
         }
       }()
+      case 5: try {
+        var v: Relay_V1_StatusAck?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .statusAck(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .statusAck(v)
+        }
+      }()
       default: break
       }
     }
@@ -591,6 +807,10 @@ nonisolated extension Relay_V1_RelayMessage: SwiftProtobuf.Message, SwiftProtobu
     case .drain?: try {
       guard case .drain(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .statusAck?: try {
+      guard case .statusAck(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
     case nil: break
     }
@@ -873,6 +1093,375 @@ nonisolated extension Relay_V1_Drain: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.retryAfterMs != rhs.retryAfterMs {return false}
     if lhs.redirect != rhs.redirect {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_StatusBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatusBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}journal_id\0\u{1}entries\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.journalID) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.journalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.journalID, fieldNumber: 1)
+    }
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_StatusBatch, rhs: Relay_V1_StatusBatch) -> Bool {
+    if lhs.journalID != rhs.journalID {return false}
+    if lhs.entries != rhs.entries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_StatusEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatusEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}observed_unix_ms\0\u{1}object\0\u{1}event\0\u{1}gap\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.observedUnixMs) }()
+      case 3: try {
+        var v: Relay_V1_ObjectState?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .object(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .object(v)
+        }
+      }()
+      case 4: try {
+        var v: Relay_V1_FluxEvent?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .event(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .event(v)
+        }
+      }()
+      case 5: try {
+        var v: Relay_V1_Gap?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .gap(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .gap(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 1)
+    }
+    if self.observedUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.observedUnixMs, fieldNumber: 2)
+    }
+    switch self.kind {
+    case .object?: try {
+      guard case .object(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .event?: try {
+      guard case .event(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .gap?: try {
+      guard case .gap(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_StatusEntry, rhs: Relay_V1_StatusEntry) -> Bool {
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.observedUnixMs != rhs.observedUnixMs {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_ObjectState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ObjectState"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}namespace\0\u{1}name\0\u{1}state\0\u{1}reason\0\u{1}message\0\u{3}revision_applied\0\u{3}revision_attempted\0\u{3}last_transition_unix_ms\0\u{1}source\0\u{1}generation\0\u{3}observed_generation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.apiVersion) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.namespace) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.revisionApplied) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.revisionAttempted) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.lastTransitionUnixMs) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 12: try { try decoder.decodeSingularInt64Field(value: &self.generation) }()
+      case 13: try { try decoder.decodeSingularInt64Field(value: &self.observedGeneration) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.apiVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.apiVersion, fieldNumber: 1)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.namespace.isEmpty {
+      try visitor.visitSingularStringField(value: self.namespace, fieldNumber: 3)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 4)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 5)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 6)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 7)
+    }
+    if !self.revisionApplied.isEmpty {
+      try visitor.visitSingularStringField(value: self.revisionApplied, fieldNumber: 8)
+    }
+    if !self.revisionAttempted.isEmpty {
+      try visitor.visitSingularStringField(value: self.revisionAttempted, fieldNumber: 9)
+    }
+    if self.lastTransitionUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastTransitionUnixMs, fieldNumber: 10)
+    }
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 11)
+    }
+    if self.generation != 0 {
+      try visitor.visitSingularInt64Field(value: self.generation, fieldNumber: 12)
+    }
+    if self.observedGeneration != 0 {
+      try visitor.visitSingularInt64Field(value: self.observedGeneration, fieldNumber: 13)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_ObjectState, rhs: Relay_V1_ObjectState) -> Bool {
+    if lhs.apiVersion != rhs.apiVersion {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.namespace != rhs.namespace {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.revisionApplied != rhs.revisionApplied {return false}
+    if lhs.revisionAttempted != rhs.revisionAttempted {return false}
+    if lhs.lastTransitionUnixMs != rhs.lastTransitionUnixMs {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.generation != rhs.generation {return false}
+    if lhs.observedGeneration != rhs.observedGeneration {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_FluxEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FluxEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}namespace\0\u{1}name\0\u{1}severity\0\u{1}reason\0\u{1}message\0\u{1}revision\0\u{1}controller\0\u{3}timestamp_unix_ms\0\u{1}metadata\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.namespace) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.severity) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.revision) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.controller) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.timestampUnixMs) }()
+      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 1)
+    }
+    if !self.namespace.isEmpty {
+      try visitor.visitSingularStringField(value: self.namespace, fieldNumber: 2)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+    }
+    if !self.severity.isEmpty {
+      try visitor.visitSingularStringField(value: self.severity, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 6)
+    }
+    if !self.revision.isEmpty {
+      try visitor.visitSingularStringField(value: self.revision, fieldNumber: 7)
+    }
+    if !self.controller.isEmpty {
+      try visitor.visitSingularStringField(value: self.controller, fieldNumber: 8)
+    }
+    if self.timestampUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.timestampUnixMs, fieldNumber: 9)
+    }
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_FluxEvent, rhs: Relay_V1_FluxEvent) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.namespace != rhs.namespace {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.severity != rhs.severity {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs.controller != rhs.controller {return false}
+    if lhs.timestampUnixMs != rhs.timestampUnixMs {return false}
+    if lhs.metadata != rhs.metadata {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_Gap: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Gap"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}first\0\u{1}last\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.first) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.last) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.first != 0 {
+      try visitor.visitSingularUInt64Field(value: self.first, fieldNumber: 1)
+    }
+    if self.last != 0 {
+      try visitor.visitSingularUInt64Field(value: self.last, fieldNumber: 2)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_Gap, rhs: Relay_V1_Gap) -> Bool {
+    if lhs.first != rhs.first {return false}
+    if lhs.last != rhs.last {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_StatusAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatusAck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}journal_id\0\u{3}up_to\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.journalID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.upTo) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.journalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.journalID, fieldNumber: 1)
+    }
+    if self.upTo != 0 {
+      try visitor.visitSingularUInt64Field(value: self.upTo, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_StatusAck, rhs: Relay_V1_StatusAck) -> Bool {
+    if lhs.journalID != rhs.journalID {return false}
+    if lhs.upTo != rhs.upTo {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

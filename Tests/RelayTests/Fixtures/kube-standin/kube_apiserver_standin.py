@@ -26,23 +26,48 @@ kustomizations; helm.toolkit.fluxcd.io/v2 helmreleases):
 * POST create (201, or 409 AlreadyExists); DELETE gives a Success Status or,
   when finalizers are set, the object marked as being deleted;
 * server-managed metadata: uid, resourceVersion, generation,
-  creationTimestamp, managedFields.
+  creationTimestamp, managedFields;
+* watch (GET on a collection with ?watch=1/true; any value but 0/false
+  counts): 200 at once, chunked application/json, one WatchEvent
+  {"type","object"} per line, written as it happens. resourceVersion ""/"0":
+  synthetic ADDED for the matching objects (key order), then live events. A
+  number: every change after it from the event history, then live events;
+  below the compaction horizon, one ERROR event (410 Expired "too old
+  resource version: RV (HORIZON)") ends the stream. Not a number: 422 Invalid
+  (storage's ParseResourceVersion error, as upstream). Every write that
+  changes an object is an event (ADDED on create/seed, MODIFIED, DELETED with
+  the last state at the deletion's resourceVersion); as in the watch cache,
+  an object entering/leaving the labelSelector is ADDED/DELETED. Each watch
+  gets every event once, in resourceVersion order. allowWatchBookmarks: a
+  BOOKMARK (kind, apiVersion, metadata.resourceVersion = current) after each
+  --bookmark-seconds without events. timeoutSeconds ends the stream cleanly
+  (absent or 0: --watch-max-seconds); so does the control API. Options are
+  checked as by a server with the WatchList feature gate off (1.33):
+  sendInitialEvents and resourceVersionMatch get upstream's 422.
 What upstream does, and this stand-in copies: a resource whose CRD is missing
 (--crd-missing), or any unknown path, gets Go's plain-text "404 page not
 found" (client-go turns that into "the server could not find the requested
 resource"). Apply without fieldManager gets 422 Invalid on PatchOptions.
-What it does NOT implement: watch, PUT/update, JSON Patch, dryRun,
+What it does NOT implement: PUT/update, JSON Patch, dryRun,
 deletecollection, discovery, YAML/protobuf/CBOR bodies, the core /api group,
 namespaces as objects, OpenAPI validation/defaulting/pruning, admission, RBAC,
-set-based selectors. None is silently ignored: watch, PUT, JSON Patch and
-dryRun get 405 "... is not implemented by this kube-apiserver stand-in".
+set-based selectors, watch over WebSocket, the deprecated /watch/ path prefix,
+the WatchList streaming (sendInitialEvents). None is silently ignored: PUT,
+JSON Patch and dryRun get 405 "... is not implemented by this kube-apiserver
+stand-in"; sendInitialEvents gets the 422 described above.
 Test-only control API under /_standin/ (no auth, JSON): objects (GET; POST to
-seed, keeping status; DELETE all), requests (GET, DELETE), faults (GET, POST,
-DELETE), expire-continue (POST; this also advances resourceVersion by one, so
-no later token can look like an expired one), tokens (POST). Seeded objects
-have no field owners unless ?fieldManager=NAME is given.
+seed, keeping status; DELETE all, one DELETED event each), requests (GET,
+DELETE), faults (GET, POST, DELETE), expire-continue (POST; this also
+advances resourceVersion by one, so no later token can look like an expired
+one), tokens (POST), watches (GET: count and each open watch's path/query),
+compact (POST: the compaction horizon becomes the current resourceVersion,
+so a watch from an older one gets the 410 ERROR event; continue tokens are
+not affected), close-watches (POST: every open watch ends at once with its
+terminating chunk, then its connection closes, like an apiserver restart;
+?abrupt=true cuts the connection without the terminating chunk instead).
+Seeded objects have no field owners unless ?fieldManager=NAME is given.
 """
-import argparse, base64, copy, json, random, re, signal, socket, ssl, sys, threading, traceback, uuid
+import argparse, base64, bisect, collections, copy, json, random, re, select, signal, socket, ssl, sys, threading, time, traceback, uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -111,9 +136,15 @@ def modified(res, name):
 
 
 def invalid(group, kind, name, field, why, reason="FieldValueInvalid"):  # NewInvalid with one field error
+    return invalid_all(group, kind, name, [(field, why, reason)])
+
+
+def invalid_all(group, kind, name, errs):  # NewInvalid: errs are (field, why, reason); several are aggregated as [a, b]
     details = {k: v for k, v in (("name", name), ("group", group), ("kind", kind)) if v}
-    details["causes"] = [{"reason": reason, "message": why, "field": field}]
-    return status(422, "Invalid", f"{kind}.{group} {q(name)} is invalid: {field}: {why}", details)
+    details["causes"] = [{"reason": reason, "message": why, "field": field} for field, why, reason in errs]
+    texts = [f"{field}: {why}" for field, why, _ in errs]
+    return status(422, "Invalid", f"{kind}.{group} {q(name)} is invalid: " + (texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"),
+                  details)
 
 
 def unsupported(what):
@@ -122,6 +153,19 @@ def unsupported(what):
 
 def now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def encode(body):  # custom resources are Go maps on the server, so their keys come out sorted; a Status is typed
+    typed = isinstance(body, dict) and body.get("kind") == "Status"
+    return json.dumps(body, sort_keys=not typed, ensure_ascii=False, separators=(",", ":"))
+
+
+def at_rv(obj, rv):  # a copy of a stored object carrying another resourceVersion (as etcd3's decodeObj sets it)
+    return dict(obj, metadata=dict(obj["metadata"], resourceVersion=str(rv)))
+
+
+def query_flag(query, key):  # apimachinery's Convert_Slice_string_To_bool: present and not "0"/"false" is true, even empty
+    return key in query and query[key].lower() not in ("0", "false")
 
 
 # ---- field paths: tuples of map keys; lists and scalars are leaves (CRD lists are atomic) ----
@@ -186,7 +230,7 @@ def merge_patch(target, patch):  # RFC 7386
 
 # ---- storage ----
 class State:
-    def __init__(self, tokens, missing):
+    def __init__(self, tokens, missing, bookmark_seconds=1.0, watch_max_seconds=30.0):
         self.lock = threading.RLock()
         self.tokens, self.missing = set(tokens), set(missing)
         self.rv = 0          # the global resourceVersion counter (etcd's revision)
@@ -194,6 +238,30 @@ class State:
         self.owners = {}     # same key -> {(manager, operation, subresource): {"apiVersion", "time", "paths"}}
         self.snapshots = {}  # resourceVersion -> copy of self.objects, behind continue tokens
         self.requests, self.faults = [], []
+        # watch: every change since the compaction horizon, oldest first, as (rv, type, key, object, previous object);
+        # stored objects are never mutated, so events share them
+        self.history, self.horizon, self.watches = [], 0, set()
+        self.bookmark_seconds, self.watch_max_seconds = bookmark_seconds, watch_max_seconds
+
+    def publish(self, kind, key, obj, prev=None):
+        """Record a change made at self.rv and queue it on every open watch. Callers hold the lock, so
+        watches get events in resourceVersion order."""
+        event = (self.rv, kind, key, obj, prev)
+        self.history.append(event)
+        for w in self.watches:
+            w.offer(event)
+
+    def remove(self, key, last):
+        """Delete an object at a new resourceVersion. The DELETED event carries its last stored state with the
+        deletion's resourceVersion, as etcd's delete event (prevKV) does through the apiserver."""
+        self.objects.pop(key, None), self.owners.pop(key, None)
+        self.rv += 1
+        self.publish("DELETED", key, at_rv(last, self.rv))
+
+    def close_watches(self, how):
+        for w in list(self.watches):
+            w.stop(how)
+        return len(self.watches)
 
     def owners_copy(self, key):
         return {k: dict(e, paths=set(e["paths"])) for k, e in self.owners.get(key, {}).items()}
@@ -207,16 +275,19 @@ class State:
             return old
         if actor in ents:
             ents[actor]["time"] = now()
-        self.rv += 1
         meta = new["metadata"]
+        deleted = meta.get("deletionTimestamp") and not meta.get("finalizers")  # last finalizer removed: now deleted
+        if deleted and old is not None:
+            self.remove(key, old)  # upstream deletes rather than storing this update (deleteWithoutFinalizers)
+        else:
+            self.rv += 1
         meta["resourceVersion"] = str(self.rv)
         meta.pop("managedFields", None)
         if ents:
             meta["managedFields"] = [managed_entry(k, e) for k, e in ents.items()]
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):  # last finalizer removed: now deleted
-            self.objects.pop(key, None), self.owners.pop(key, None)
-        else:
+        if not deleted:
             self.objects[key], self.owners[key] = new, ents
+            self.publish("ADDED" if old is None else "MODIFIED", key, new, old)
         return new
 
 
@@ -401,9 +472,7 @@ def do_delete(st, res, ns, name):
             new = copy.deepcopy(live)
             new["metadata"].update(deletionTimestamp=now(), deletionGracePeriodSeconds=0, generation=live["metadata"]["generation"] + 1)
             return 200, st.write(key, live, new, st.owners_copy(key), None)
-        del st.objects[key]
-        st.owners.pop(key, None)
-        st.rv += 1
+        st.remove(key, live)
         return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",  # the CR store returns no object
                      "details": {"name": name, "group": res.group, "kind": res.plural, "uid": live["metadata"]["uid"]}}
 
@@ -459,6 +528,110 @@ def do_list(st, res, ns, query):
         return 200, {"apiVersion": res.api_version, "items": [copy.deepcopy(o) for _, o in page], "kind": res.kind + "List", "metadata": meta}
 
 
+# ---- watch ----
+class Watch:
+    """One open watch: what it selects, and the events its connection's thread has yet to send."""
+
+    def __init__(self, res, ns, match, after, seconds, bookmarks, path, query):
+        self.res, self.ns, self.match = res, ns, match
+        self.after = after  # changes at or below this resourceVersion are not sent (the cacheWatcher's start RV)
+        self.seconds, self.bookmarks = seconds, bookmarks
+        self.info = {"path": path, "query": query, "started": now()}
+        self.cond = threading.Condition()
+        self.queue = collections.deque()  # (type, object), in resourceVersion order
+        self.end = None  # why the stream stops early: "done" (end it cleanly), "close" (end it, then the connection), "cut"
+
+    def event(self, change):
+        """What this watch sees of a change, as the watch cache filters it: an object that starts matching the
+        selector is ADDED, one that stops matching is DELETED (its previous state at the change's resourceVersion)."""
+        rv, kind, key, obj, prev = change
+        if rv <= self.after or key[0] != self.res.plural or self.ns not in (None, key[1]):
+            return None
+        if kind == "DELETED":
+            return ("DELETED", obj) if self.match(obj) else None
+        now_in, was_in = self.match(obj), prev is not None and self.match(prev)
+        if now_in:
+            return ("MODIFIED" if was_in else "ADDED", obj)
+        return ("DELETED", at_rv(prev, rv)) if was_in else None
+
+    def offer(self, change):  # called with the state lock held
+        e = self.event(change)
+        if e:
+            with self.cond:
+                self.queue.append(e)
+                self.cond.notify()
+
+    def stop(self, how):
+        with self.cond:
+            self.end = self.end or how
+            self.cond.notify()
+
+
+def watch_options_errors(query):
+    """metainternalversion validateWatchOptions, for a server with the WatchList feature gate off (as in 1.33)."""
+    errs, match = [], query.get("resourceVersionMatch", "")
+    rvm = "resourceVersionMatch"
+    if "sendInitialEvents" in query:
+        if match != "NotOlderThan":
+            errs.append((rvm, "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan", "FieldValueForbidden"))
+        errs.append(("sendInitialEvents", "Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+                     "FieldValueForbidden"))
+    if match:
+        if "sendInitialEvents" not in query:
+            errs.append((rvm, "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                         "FieldValueForbidden"))
+        if match != "NotOlderThan":
+            errs.append((rvm, f'Unsupported value: {q(match)}: supported values: "NotOlderThan"', "FieldValueNotSupported"))
+        if query.get("continue"):
+            errs.append((rvm, "Forbidden: resourceVersionMatch is forbidden when continue is provided", "FieldValueForbidden"))
+    return errs
+
+
+def go_uint(text, bits, signed):  # strconv.ParseInt/ParseUint in base 10: (value, None) or (None, Go's error text)
+    func = "strconv.ParseInt" if signed else "strconv.ParseUint"
+    if not re.fullmatch(r"[+-]?[0-9]+" if signed else r"[0-9]+", text):
+        return None, f"{func}: parsing {q(text)}: invalid syntax"
+    v = int(text)
+    if not (-(1 << (bits - 1)) <= v < (1 << (bits - 1)) if signed else v < (1 << bits)):
+        return None, f"{func}: parsing {q(text)}: value out of range"
+    return v, None
+
+
+def do_watch(st, res, ns, query, path):
+    """Start a watch: the Watch to stream, with its first events queued, or an ApiError before any streaming."""
+    seconds = st.watch_max_seconds
+    if "timeoutSeconds" in query:  # ListOptions decoding: a bad number is a 400
+        t, err = go_uint(query["timeoutSeconds"], 64, True)
+        if err:
+            raise bad_request(err)
+        seconds = max(t, 0) if t else seconds  # 0 means the server's default, as upstream
+    match, _ = label_matcher(query.get("labelSelector", ""))
+    errs = watch_options_errors(query)
+    if errs:
+        raise invalid_all("meta.k8s.io", "ListOptions", "", errs)
+    text = query.get("resourceVersion", "")
+    rv = 0
+    if text not in ("", "0"):  # storage's ParseResourceVersion: an apiserver storage error, hence 422
+        rv, err = go_uint(text, 64, False)
+        if err:
+            raise status(422, "Invalid", f"resourceVersion: Invalid value: {q(text)}: {err}")
+    with st.lock:
+        w = Watch(res, ns, match, rv or st.rv, seconds, query_flag(query, "allowWatchBookmarks"), path, query)
+        if not rv:  # "" and "0": the current state as synthetic ADDED events (etcd key order), then changes
+            w.queue.extend(("ADDED", o) for _, o in sorted(
+                (k[2] if ns else f"{k[1]}/{k[2]}", o) for k, o in st.objects.items()
+                if k[0] == res.plural and ns in (None, k[1]) and match(o)))
+        elif rv < st.horizon:  # the history no longer reaches back that far: one ERROR event ends the stream
+            w.queue.append(("ERROR", status(410, "Expired", f"too old resource version: {rv} ({st.horizon})").body))
+            w.end = "done"
+            return 200, w
+        else:  # every change after rv, then live ones
+            start = bisect.bisect_right(st.history, rv, key=lambda change: change[0])
+            w.queue.extend(e for e in map(w.event, st.history[start:]) if e)
+        st.watches.add(w)
+        return 200, w
+
+
 # ---- routing ----
 def parse_path(st, path):
     """/apis/<group>/<version>/[namespaces/<ns>/]<plural>[/<name>[/status]] -> (Res, ns, name, subresource)."""
@@ -486,14 +659,14 @@ def handle_api(st, method, path, query, raw, headers):
         raise unsupported("dryRun")
     manager = query.get("fieldManager") or (headers.get("User-Agent") or "").split("/")[0][:128]  # upstream's default
     if name is None:
-        if method == "GET" and query.get("watch", "").lower() not in ("true", "1"):
-            return do_list(st, res, ns, query)
+        if method == "GET":
+            return do_watch(st, res, ns, query, path) if query_flag(query, "watch") else do_list(st, res, ns, query)
         if method == "POST":
             if ns is None:
                 raise page_not_found()
             return do_create(st, res, ns, raw, manager)
-        raise unsupported("watch" if method == "GET" else f"{method} on a collection")
-    if method == "GET":
+        raise unsupported(f"{method} on a collection")
+    if method == "GET":  # ?watch on a named object is ignored, as upstream's GetResource does
         with st.lock:
             if (res.plural, ns, name) not in st.objects:
                 raise not_found(res, name)
@@ -541,7 +714,8 @@ def handle_control(st, method, path, query, raw):
         if path == "/_standin/objects" and method == "GET":
             return 200, [copy.deepcopy(st.objects[k]) for k in sorted(st.objects)]
         if path == "/_standin/objects" and method == "DELETE":
-            st.objects.clear(), st.owners.clear()
+            for key in sorted(st.objects):  # one deletion each, so watches see them
+                st.remove(key, st.objects[key])
             return 200, {"ok": True}
         if path == "/_standin/objects" and method == "POST":
             return seed(st, body, query)
@@ -561,6 +735,13 @@ def handle_control(st, method, path, query, raw):
             st.snapshots.clear()
             st.rv += 1  # tokens issued from now on carry a newer resourceVersion than any expired one
             return 200, {"ok": True}
+        if path == "/_standin/watches" and method == "GET":
+            return 200, {"count": len(st.watches), "watches": sorted((w.info for w in st.watches), key=lambda i: i["started"])}
+        if path == "/_standin/compact" and method == "POST":
+            st.horizon, st.history = st.rv, []
+            return 200, {"horizon": st.rv}
+        if path == "/_standin/close-watches" and method == "POST":
+            return 200, {"closed": st.close_watches("cut" if query_flag(query, "abrupt") else "close")}
         if path == "/_standin/tokens" and method == "POST":
             if not isinstance(body, dict) or not isinstance(body.get("tokens"), list):
                 return 400, {"error": 'need {"tokens": [...]}'}
@@ -586,7 +767,7 @@ def seed(st, obj, query):
 
 # ---- HTTP ----
 class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive; every response carries Content-Length
+    protocol_version = "HTTP/1.1"  # keep-alive; every response carries Content-Length, except a watch's (chunked)
     server_version, sys_version = "kube-apiserver-standin", ""
 
     def log_message(self, *args):
@@ -604,11 +785,7 @@ class Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def send(self, code, body, ctype="application/json", headers=()):
-        if isinstance(body, str):
-            data = body.encode()
-        else:  # custom resources are Go maps on the server, so their keys come out sorted; a Status is typed
-            typed = isinstance(body, dict) and body.get("kind") == "Status"
-            data = (json.dumps(body, sort_keys=not typed, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        data = (body if isinstance(body, str) else encode(body) + "\n").encode()
         self.send_response(code)
         for k, v in [("Content-Type", ctype), ("Content-Length", str(len(data)))] + list(headers):
             self.send_header(k, v)
@@ -652,13 +829,94 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:  # logged before answering, so a test reading the log after a response sees it
             st.requests.append({"method": self.command, "path": path, "query": query, "contentType": self.headers.get("Content-Type"),
                                 "authorization": self.headers.get("Authorization"), "body": logged_body, "status": code})
+        if isinstance(body, Watch):
+            return self.stream(body)
         self.send(code, body, ctype, headers)
+
+    def stream(self, w):
+        """Serve a watch as upstream's WatchServer does: 200 and headers at once, then one JSON event per line, each
+        written (and so flushed) as it comes, until the timeout, close-watches, or the client leaving."""
+        st, chunked = self.server.state, self.request_version != "HTTP/1.0"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:  # HTTP/1.0 has no chunking: the body ends with the connection (as Go's server does)
+            self.close_connection = True
+        self.end_headers()
+        start = last_sent = time.monotonic()
+        end = None
+        try:
+            while end is None:
+                with w.cond:
+                    if not w.queue and w.end is None:
+                        wake = [start + w.seconds, last_sent + st.bookmark_seconds if w.bookmarks else float("inf")]
+                        w.cond.wait(max(0.0, min(0.2, min(wake) - time.monotonic())))  # 0.2: how often to look for a gone client
+                    batch, end = list(w.queue), w.end
+                    w.queue.clear()
+                if end == "cut":
+                    break
+                for kind, obj in batch:
+                    self.write_chunk(f'{{"type":{q(kind)},"object":{encode(obj)}}}\n'.encode(), chunked)
+                    last_sent = time.monotonic()
+                t = time.monotonic()
+                if end is None and t >= start + w.seconds:
+                    end = "done"
+                elif end is None and w.bookmarks and t - last_sent >= st.bookmark_seconds:
+                    with st.lock, w.cond:  # nothing queued: everything up to st.rv has been sent
+                        rv = st.rv if not w.queue and st.rv >= w.after else None  # never behind the client's resourceVersion
+                    if rv is not None:
+                        bookmark = {"kind": w.res.kind, "apiVersion": w.res.api_version, "metadata": {"resourceVersion": str(rv)}}
+                        self.write_chunk(f'{{"type":"BOOKMARK","object":{encode(bookmark)}}}\n'.encode(), chunked)
+                    last_sent = t  # sent, or events are queued, or the next try is one period away
+                if end is None and self.client_gone():
+                    end = "gone"
+            if end in ("done", "close") and chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away mid-write
+            end = "gone"
+        finally:
+            with st.lock:
+                st.watches.discard(w)
+        if end != "done":  # closed by the control API (like a restarting apiserver or a cut connection), or gone
+            self.close_connection = True
+        if end == "cut":
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)  # no terminating chunk: the client sees a truncated body
+            except OSError:
+                pass
+
+    def write_chunk(self, data, chunked):  # wfile is unbuffered: each write goes out at once
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
+    def client_gone(self):
+        """True when the client closed its end (a watch has no other way to notice while idle). A client sends
+        nothing while a watch streams, so readable means EOF, a TLS close_notify, or an unexpected byte."""
+        conn = self.connection
+        try:
+            if not select.select([conn], [], [], 0)[0]:
+                return False
+            timeout = conn.gettimeout()
+            conn.settimeout(0)
+            try:
+                if isinstance(conn, ssl.SSLSocket):  # TLS can't peek; bytes read here are lost, so the connection can't be reused
+                    data = conn.recv(1024)
+                    self.close_connection = self.close_connection or bool(data)
+                    return not data
+                return conn.recv(1, socket.MSG_PEEK) == b""
+            finally:
+                conn.settimeout(timeout)
+        except (ssl.SSLWantReadError, BlockingIOError):  # only TLS records without application data so far
+            return False
+        except (OSError, ValueError):
+            return True
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = dispatch
 
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # listen backlog; socketserver's 5 drops connections when many clients connect at once
     ssl_ctx = None
 
     def finish_request(self, request, client_address):
@@ -688,12 +946,14 @@ def main():
     ap.add_argument("--tls-cert"), ap.add_argument("--tls-key")
     ap.add_argument("--crd-missing", action="append", default=[], choices=sorted(RESOURCES), metavar="PLURAL", help="type not served")
     ap.add_argument("--max-seconds", type=float, default=600, help="stop by itself after this long")
+    ap.add_argument("--bookmark-seconds", type=float, default=1.0, help="BOOKMARK period on an idle watch with allowWatchBookmarks")
+    ap.add_argument("--watch-max-seconds", type=float, default=30, help="a watch without timeoutSeconds ends after this long")
     args = ap.parse_args()
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
     Server.address_family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     server = Server((args.host, args.port), Handler)
-    server.state = State(args.token, args.crd_missing)
+    server.state = State(args.token, args.crd_missing, args.bookmark_seconds, args.watch_max_seconds)
     if args.tls_cert:
         server.ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server.ssl_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -705,6 +965,11 @@ def main():
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     stop.wait(args.max_seconds)  # until a signal, or the safety net
+    with server.state.lock:  # end open watches cleanly, as a terminating apiserver does
+        server.state.close_watches("close")
+    deadline = time.monotonic() + 2
+    while server.state.watches and time.monotonic() < deadline:
+        time.sleep(0.02)
     server.shutdown()
     server.server_close()
     return 0

@@ -1,0 +1,237 @@
+import Foundation
+import GRDB
+import Wire
+
+/// One stored status entry as the API, the live stream and the notifiers see it.
+public struct StatusRecord: Sendable, Codable, Equatable {
+    public struct Object: Sendable, Codable, Equatable {
+        public var apiVersion: String
+        public var kind: String
+        public var namespace: String
+        public var name: String
+        public var state: String
+        public var reason: String
+        public var message: String
+        public var revisionApplied: String
+        public var revisionAttempted: String
+        public var source: String
+        public var lastTransitionTime: Date?
+    }
+
+    public struct Event: Sendable, Codable, Equatable {
+        public var kind: String
+        public var namespace: String
+        public var name: String
+        public var severity: String
+        public var reason: String
+        public var message: String
+        public var revision: String
+        public var controller: String
+        public var timestamp: Date?
+        public var metadata: [String: String]
+    }
+
+    public struct Gap: Sendable, Codable, Equatable {
+        public var first: UInt64
+        public var last: UInt64
+        public var reason: String
+    }
+
+    /// Position in the relay's feed (`since` and `Last-Event-ID` take it).
+    public var id: Int64
+    public var agent: String
+    public var journal: String
+    public var sequence: UInt64
+    public var observedAt: Date
+    public var receivedAt: Date
+    /// "object", "event" or "gap".
+    public var type: String
+    public var object: Object?
+    public var event: Event?
+    public var gap: Gap?
+}
+
+extension StatusRecord {
+    /// The record for an entry (id and received time filled in when stored).
+    init?(agent: String, journal: String, entry: Relay_V1_StatusEntry, receivedAt: Date) {
+        func date(_ ms: Int64) -> Date? { ms > 0 ? Date(timeIntervalSince1970: Double(ms) / 1000) : nil }
+        self.init(id: 0, agent: agent, journal: journal, sequence: entry.sequence,
+                  observedAt: date(entry.observedUnixMs) ?? receivedAt, receivedAt: receivedAt, type: "")
+        switch entry.kind {
+        case .object(let o)?:
+            type = "object"
+            object = Object(apiVersion: o.apiVersion, kind: o.kind, namespace: o.namespace, name: o.name, state: o.state,
+                            reason: o.reason, message: o.message, revisionApplied: o.revisionApplied,
+                            revisionAttempted: o.revisionAttempted, source: o.source, lastTransitionTime: date(o.lastTransitionUnixMs))
+        case .event(let e)?:
+            type = "event"
+            event = Event(kind: e.kind, namespace: e.namespace, name: e.name, severity: e.severity, reason: e.reason,
+                          message: e.message, revision: e.revision, controller: e.controller, timestamp: date(e.timestampUnixMs),
+                          metadata: e.metadata)
+        case .gap(let g)?:
+            type = "gap"
+            gap = Gap(first: g.first, last: g.last, reason: g.reason)
+        case nil:
+            return nil  // a newer agent's entry kind: not stored, still acknowledged
+        }
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(StatusRecord.timestamp(date))
+        }
+        return encoder
+    }()
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = StatusRecord.parse(text) else { throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad date \(text)")) }
+            return date
+        }
+        return decoder
+    }()
+
+    /// RFC 3339 UTC with milliseconds.
+    static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: date)
+    }
+
+    static func parse(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) { return date }
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: text)
+    }
+}
+
+/// The latest state of one Flux object on one agent.
+public struct FluxObjectState: Sendable, Codable, Equatable {
+    public var agent: String
+    public var kind: String
+    public var namespace: String
+    public var name: String
+    public var state: String
+    public var reason: String
+    public var message: String
+    public var revisionApplied: String
+    public var revisionAttempted: String
+    public var source: String
+    public var lastTransitionTime: Date?
+    public var updatedAt: Date
+}
+
+/// Query for the timeline.
+public struct TimelineQuery: Sendable {
+    public var since: Int64 = 0
+    public var agent: String?
+    public var source: String?
+    public var limit: Int = 500
+    public init(since: Int64 = 0, agent: String? = nil, source: String? = nil, limit: Int = 500) {
+        self.since = since
+        self.agent = agent
+        self.source = source
+        self.limit = limit
+    }
+}
+
+extension Registry {
+    /// Stores a batch from one agent in one transaction. Entries already stored (a replay
+    /// after a reconnect) are skipped. Returns the newly stored records, in order.
+    public func storeStatus(agent: String, journal: String, entries: [Relay_V1_StatusEntry], receivedAt: Date = Date()) throws -> [StatusRecord] {
+        try database.write { db in
+            var stored: [StatusRecord] = []
+            for entry in entries {
+                guard var record = StatusRecord(agent: agent, journal: journal, entry: entry, receivedAt: receivedAt) else { continue }
+                let payload = String(decoding: try StatusRecord.encoder.encode(record), as: UTF8.self)
+                try db.execute(sql: """
+                    INSERT INTO status_entry(agent, journal, sequence, observed_ms, received_ms, type, kind, namespace, name,
+                                             state, revision, source, payload)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(agent, journal, sequence) DO NOTHING
+                    """, arguments: [agent, journal, Int64(entry.sequence), Self.milliseconds(record.observedAt),
+                                     Self.milliseconds(receivedAt), record.type,
+                                     record.object?.kind ?? record.event?.kind, record.object?.namespace ?? record.event?.namespace,
+                                     record.object?.name ?? record.event?.name, record.object?.state ?? record.event?.severity,
+                                     record.object?.revisionApplied ?? record.event?.revision, record.object?.source, payload])
+                guard db.changesCount > 0 else { continue }
+                record.id = db.lastInsertedRowID
+                if let object = record.object {
+                    try db.execute(sql: """
+                        INSERT INTO flux_object(agent, kind, namespace, name, state, reason, message, revision_applied,
+                                                revision_attempted, source, last_transition_ms, updated_ms, entry_id)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT(agent, kind, namespace, name) DO UPDATE SET
+                          state = excluded.state, reason = excluded.reason, message = excluded.message,
+                          revision_applied = excluded.revision_applied, revision_attempted = excluded.revision_attempted,
+                          source = excluded.source, last_transition_ms = excluded.last_transition_ms,
+                          updated_ms = excluded.updated_ms, entry_id = excluded.entry_id
+                        """, arguments: [agent, object.kind, object.namespace, object.name, object.state, object.reason, object.message,
+                                         object.revisionApplied, object.revisionAttempted, object.source,
+                                         object.lastTransitionTime.map(Self.milliseconds) ?? 0, Self.milliseconds(record.observedAt), record.id])
+                    if object.state == "deleted" {
+                        try db.execute(sql: "DELETE FROM flux_object WHERE agent = ? AND kind = ? AND namespace = ? AND name = ?",
+                                       arguments: [agent, object.kind, object.namespace, object.name])
+                    }
+                }
+                stored.append(record)
+            }
+            return stored
+        }
+    }
+
+    /// Entries after `since`, oldest first.
+    public func timeline(_ query: TimelineQuery) throws -> [StatusRecord] {
+        try database.read { db in
+            var sql = "SELECT id, payload FROM status_entry WHERE id > ?"
+            var arguments: [any DatabaseValueConvertible] = [query.since]
+            if let agent = query.agent { sql += " AND agent = ?"; arguments.append(agent) }
+            if let source = query.source { sql += " AND source = ?"; arguments.append(source) }
+            sql += " ORDER BY id LIMIT ?"
+            arguments.append(max(1, min(query.limit, 10_000)))
+            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).compactMap { row in
+                var record = try? StatusRecord.decoder.decode(StatusRecord.self, from: Data((row["payload"] as String).utf8))
+                record?.id = row["id"]
+                return record
+            }
+        }
+    }
+
+    /// Sequence numbers stored for an agent's journal (for checks and diagnostics).
+    public func statusSequences(agent: String) throws -> [(journal: String, sequence: UInt64)] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT journal, sequence FROM status_entry WHERE agent = ? ORDER BY id", arguments: [agent])
+                .map { ($0["journal"], UInt64($0["sequence"] as Int64)) }
+        }
+    }
+
+    public func fluxObjects(agent: String? = nil) throws -> [FluxObjectState] {
+        try database.read { db in
+            var sql = "SELECT * FROM flux_object"
+            var arguments: [any DatabaseValueConvertible] = []
+            if let agent { sql += " WHERE agent = ?"; arguments.append(agent) }
+            sql += " ORDER BY agent, kind, namespace, name"
+            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
+                let transition: Int64 = row["last_transition_ms"]
+                return FluxObjectState(agent: row["agent"], kind: row["kind"], namespace: row["namespace"], name: row["name"],
+                                       state: row["state"], reason: row["reason"], message: row["message"],
+                                       revisionApplied: row["revision_applied"], revisionAttempted: row["revision_attempted"],
+                                       source: row["source"],
+                                       lastTransitionTime: transition > 0 ? Date(timeIntervalSince1970: Double(transition) / 1000) : nil,
+                                       updatedAt: Date(timeIntervalSince1970: Double(row["updated_ms"] as Int64) / 1000))
+            }
+        }
+    }
+
+    /// The newest feed position.
+    public func latestStatusID() throws -> Int64 {
+        try database.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM status_entry") ?? 0 }
+    }
+}
