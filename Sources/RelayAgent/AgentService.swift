@@ -19,7 +19,10 @@ public struct AgentService: Service {
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
-                if let flux { group.addTask { await flux.follow(publications) } }
+                if let flux {
+                    group.addTask { await flux.follow(publications) }
+                    group.addTask { await flux.watchStatus() }
+                }
                 await runtime.run()
                 group.cancelAll()
             }

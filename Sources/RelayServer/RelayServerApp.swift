@@ -70,6 +70,8 @@ public enum RelayServerApp {
 
         let router = WebhookRouter.make(webhookToken: config.webhookToken, sources: config.sources,
                                         scheduler: scheduler, hub: hub)
+        StatusAPI(registry: registry, feed: statusFeed, readers: config.readers, sources: config.sources.map(\.name), logger: logger)
+            .add(to: router)
         let http = Application(router: router,
                                configuration: .init(address: .hostname(config.http.host, port: config.http.port),
                                                     serverName: "relay-server"),

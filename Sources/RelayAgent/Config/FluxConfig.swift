@@ -12,6 +12,14 @@ public struct FluxConfig: Sendable, Decodable {
     public var kubernetes: Kubernetes?
     /// notification-controller events at POST /flux/events.
     public var events: Events?
+    /// Watch Flux objects and report their status to the relay.
+    public var status: Status?
+
+    public struct Status: Sendable, Decodable {
+        public var watch: Bool?
+        /// Where to watch (default: all namespaces).
+        public var namespaces: [String]?
+    }
 
     public struct Events: Sendable, Decodable {
         /// The token of a `generic-hmac` Provider: events must carry its X-Signature.
@@ -80,9 +88,11 @@ public struct ResolvedFluxConfig: Sendable {
     public var receivers: [ReceiverCaller.Target]
     public var kubernetes: FluxConfig.Kubernetes?
     public var eventsHMACKey: String?
+    public var watchStatus: Bool = false
+    public var statusNamespaces: [String]?
 
     /// Whether anything needs the Kubernetes API.
-    public var needsKubernetes: Bool { externalArtifacts != nil || reconcileOCIRepositories }
+    public var needsKubernetes: Bool { externalArtifacts != nil || reconcileOCIRepositories || watchStatus }
 
     /// A DNS-1123 subdomain: dot-separated labels of [a-z0-9-], each starting and ending alphanumeric.
     static func isDNS1123(_ name: String) -> Bool {
@@ -149,6 +159,8 @@ public struct ResolvedFluxConfig: Sendable {
             guard FileManager.default.isReadableFile(atPath: absolute(kubeconfig)) else { throw fail("flux.kubernetes.kubeconfig", "cannot read \(absolute(kubeconfig))") }
             resolved.kubernetes?.kubeconfig = absolute(kubeconfig)
         }
+        resolved.watchStatus = flux.status?.watch ?? false
+        resolved.statusNamespaces = flux.status?.namespaces
         if let file = flux.events?.hmacTokenFile {
             do { resolved.eventsHMACKey = try TokenHash.readToken(file: absolute(file)) } catch { throw fail("flux.events.hmacTokenFile", error.message) }
         }

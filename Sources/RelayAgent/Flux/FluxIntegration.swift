@@ -10,6 +10,8 @@ public final class FluxIntegration: Sendable {
     public let catalog: CatalogHolder
     public let endpoint: FluxEndpoint
     public let notifier: FluxNotifier
+    /// Follows Flux objects and journals their status (flux.status.watch).
+    public let watcher: FluxStatusWatcher?
     let kube: KubeClient?
     let http: HTTPClient?
     let logger: Logger
@@ -44,6 +46,19 @@ public final class FluxIntegration: Sendable {
                 : nil,
             receivers: http.map { ReceiverCaller(targets: config.receivers, http: $0) },
             logger: logger)
+        if config.watchStatus, let kube {
+            let resolver = SourceResolver(config: config, catalog: catalog)
+            watcher = FluxStatusWatcher(client: kube, journal: journal, namespaces: config.statusNamespaces, logger: logger) {
+                resolver.source(kind: $0, object: $1, ociURLs: $2)
+            }
+        } else {
+            watcher = nil
+        }
+    }
+
+    /// Watches Flux objects until cancelled (nothing when status watching is off).
+    func watchStatus() async {
+        await watcher?.run()
     }
 
     /// Keeps the catalog current and tells Flux about each publication, until cancelled.
@@ -55,6 +70,7 @@ public final class FluxIntegration: Sendable {
             // The catalog first: Flux, once woken, must find the new tag.
             do { try catalog.reload() } catch { logger.error("cannot read the store index", metadata: ["error": "\(error)"]) }
             await notifier.submit(record)
+            do { try watcher?.refreshSources() } catch { logger.error("cannot journal status", metadata: ["error": "\(error)"]) }
         }
         await notifier.stop()
     }
@@ -62,5 +78,45 @@ public final class FluxIntegration: Sendable {
     func shutdown() async {
         await kube?.shutdown()
         try? await http?.shutdown()
+    }
+}
+
+/// Which relay source a Flux object consumes: a Kustomization or HelmRelease through its
+/// sourceRef/chartRef, an OCIRepository through its URL, an ExternalArtifact by its name.
+struct SourceResolver: Sendable {
+    let config: ResolvedFluxConfig
+    let catalog: CatalogHolder
+
+    func source(kind: String, object: FluxObject, ociURLs: [String: String]) -> String {
+        let sources = Array(catalog.catalog.current.keys)
+        let namespace = object.metadata.namespace ?? ""
+        switch kind {
+        case "Kustomization", "HelmRelease":
+            guard let reference = kind == "Kustomization" ? object.spec?.sourceRef : object.spec?.chartRef,
+                  let name = reference.name else { return "" }
+            let referenceNamespace = reference.namespace ?? namespace
+            switch reference.kind {
+            case "ExternalArtifact": return externalArtifactSource(name: name, namespace: referenceNamespace, sources: sources)
+            case "OCIRepository": return ociURLs["\(referenceNamespace)/\(name)"].map { ociSource(url: $0, sources: sources) } ?? ""
+            default: return ""
+            }
+        case "OCIRepository": return ociSource(url: object.spec?.url ?? "", sources: sources)
+        case "ExternalArtifact": return externalArtifactSource(name: object.metadata.name, namespace: namespace, sources: sources)
+        default: return ""
+        }
+    }
+
+    private func ociSource(url: String, sources: [String]) -> String {
+        let nudger = OCIRepositoryNudger.Matcher(hosts: config.hosts)
+        return sources.first { source in
+            OCINames.repository(forSource: source, prefix: config.repositoryPrefix).map { nudger.pointsHere(url, repository: $0) } ?? false
+        } ?? ""
+    }
+
+    private func externalArtifactSource(name: String, namespace: String, sources: [String]) -> String {
+        guard let ea = config.externalArtifacts, ea.namespace == namespace else { return "" }
+        return sources.first { source in
+            (ea.names[source] ?? OCINames.repository(forSource: source, prefix: nil)?.replacingOccurrences(of: "_", with: "-")) == name
+        } ?? ""
     }
 }

@@ -33,13 +33,21 @@ public struct OCIRepositoryNudger: Sendable {
         var metadata: Metadata
     }
 
-    /// Whether an `oci://host[:port]/repo` URL names `repository` on this agent.
+    /// Whether an `oci://host[:port]/repo` URL names a repository on this agent.
+    struct Matcher: Sendable {
+        let hosts: Set<String>
+
+        func pointsHere(_ url: String, repository: String) -> Bool {
+            guard url.lowercased().hasPrefix("oci://") else { return false }
+            let rest = url.dropFirst("oci://".count)
+            guard let slash = rest.firstIndex(of: "/") else { return false }
+            let host = rest[..<slash].lowercased()
+            return hosts.contains(host) && rest[rest.index(after: slash)...] == repository
+        }
+    }
+
     func pointsHere(_ url: String, repository: String) -> Bool {
-        guard url.lowercased().hasPrefix("oci://") else { return false }
-        let rest = url.dropFirst("oci://".count)
-        guard let slash = rest.firstIndex(of: "/") else { return false }
-        let host = rest[..<slash].lowercased()
-        return hosts.contains(host) && rest[rest.index(after: slash)...] == repository
+        Matcher(hosts: hosts).pointsHere(url, repository: repository)
     }
 
     /// Patches every matching OCIRepository; returns "namespace/name" of each.

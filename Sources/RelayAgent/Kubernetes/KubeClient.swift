@@ -63,6 +63,8 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
 public final class KubeClient: Sendable {
     public let connection: KubeConnection
     let http: HTTPClient
+    /// Watches stay open for minutes: their own client, without the idle read timeout.
+    let watchHTTP: HTTPClient
     let logger: Logger
     let maxAttempts: Int
 
@@ -87,10 +89,14 @@ public final class KubeClient: Sendable {
         configuration.timeout = .init(connect: .seconds(5), read: .seconds(30))
         configuration.redirectConfiguration = .disallow
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        var watchConfiguration = configuration
+        watchConfiguration.timeout = .init(connect: .seconds(5), read: .seconds(600))
+        watchHTTP = HTTPClient(eventLoopGroupProvider: .singleton, configuration: watchConfiguration)
     }
 
     public func shutdown() async {
         try? await http.shutdown()
+        try? await watchHTTP.shutdown()
     }
 
     public static let fieldManager = "relay-agent"
@@ -165,7 +171,7 @@ public final class KubeClient: Sendable {
             request.headers.add(name: "Accept", value: "application/json")
             request.headers.add(name: "User-Agent", value: "relay-agent")
             if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
-            if let token = try bearerToken() { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            if let token = try currentToken() { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
             if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
             let status: Int
             let data: Data
@@ -194,7 +200,7 @@ public final class KubeClient: Sendable {
         }
     }
 
-    private func bearerToken() throws(KubeError) -> String? {
+    func currentToken() throws(KubeError) -> String? {
         switch connection.credentials {
         case .token(let token): return token
         case .tokenFile(let path):

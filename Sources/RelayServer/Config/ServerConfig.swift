@@ -66,6 +66,14 @@ public struct ServerConfig: Sendable, Decodable {
     public var limits: Limits?
     /// Delay agents are told to wait before reconnecting when the relay drains (jittered).
     public var drainRetryAfter: ConfigDuration?
+    /// Who may read the status API, stream and page.
+    public var readers: [Reader]?
+
+    public struct Reader: Sendable, Decodable {
+        public var name: String
+        public var tokenSHA256: String?
+        public var tokenFile: String?
+    }
 
     /// Loads and validates the file; relative paths are resolved against its directory.
     public static func load(path: String) throws(ConfigError) -> ResolvedServerConfig {
@@ -93,6 +101,11 @@ public struct ResolvedServerConfig: Sendable {
         public var sources: [String]
     }
 
+    public struct Reader: Sendable {
+        public var name: String
+        public var tokenSHA256: String
+    }
+
     public var listen: HostPort
     public var http: HostPort
     public var certificateFile: String
@@ -104,6 +117,7 @@ public struct ResolvedServerConfig: Sendable {
     public var agents: [Agent]
     public var limits: TunnelLimits
     public var drainRetryAfter: Duration
+    public var readers: [Reader] = []
 }
 
 /// The tunnel's explicit limits (all configurable under `limits:`).
@@ -129,6 +143,23 @@ extension ServerConfig {
         /// A secret read from a file; a failure names the field.
         func secret(_ path: String, _ field: String) throws(ConfigError) -> String {
             do { return try TokenHash.readToken(file: absolute(path)) } catch { throw fail(field, error.message) }
+        }
+        /// A token's SHA-256 from `tokenSHA256` (preferred) or a token file.
+        func tokenHash(_ sha: String?, _ file: String?, _ field: String) throws(ConfigError) -> String {
+            switch (sha, file) {
+            case (let sha?, nil):
+                let lower = sha.lowercased()
+                guard lower.count == 64, lower.allSatisfy(\.isHexDigit) else {
+                    throw fail("\(field).tokenSHA256", "expected 64 hex digits (sha256sum of the token)")
+                }
+                return lower
+            case (nil, let tokenFile?):
+                return TokenHash.sha256Hex(try secret(tokenFile, "\(field).tokenFile"))
+            case (nil, nil):
+                throw fail("\(field)", "set tokenSHA256 (preferred) or tokenFile")
+            case (.some, .some):
+                throw fail("\(field)", "set tokenSHA256 or tokenFile, not both")
+            }
         }
         /// A valid, not yet used name for a source or agent.
         func checkName(_ name: String, _ field: String, _ kind: String, _ seen: inout Set<String>) throws(ConfigError) {
@@ -189,25 +220,18 @@ extension ServerConfig {
         for (index, agent) in agents.enumerated() {
             let field = "agents[\(index)]"
             try checkName(agent.name, field, "agent", &agentNames)
-            let hash: String
-            switch (agent.tokenSHA256, agent.tokenFile) {
-            case (let sha?, nil):
-                let lower = sha.lowercased()
-                guard lower.count == 64, lower.allSatisfy(\.isHexDigit) else {
-                    throw fail("\(field).tokenSHA256", "expected 64 hex digits (sha256sum of the token)")
-                }
-                hash = lower
-            case (nil, let tokenFile?):
-                hash = TokenHash.sha256Hex(try secret(tokenFile, "\(field).tokenFile"))
-            case (nil, nil):
-                throw fail("\(field)", "set tokenSHA256 (preferred) or tokenFile")
-            case (.some, .some):
-                throw fail("\(field)", "set tokenSHA256 or tokenFile, not both")
-            }
+            let hash = try tokenHash(agent.tokenSHA256, agent.tokenFile, field)
             for (sourceIndex, name) in agent.sources.enumerated() where !names.contains(name) {
                 throw fail("\(field).sources[\(sourceIndex)]", "unknown source '\(name)'")
             }
             resolvedAgents.append(.init(name: agent.name, tokenSHA256: hash, sources: agent.sources))
+        }
+        var resolvedReaders: [ResolvedServerConfig.Reader] = []
+        var readerNames = Set<String>()
+        for (index, reader) in (readers ?? []).enumerated() {
+            let field = "readers[\(index)]"
+            try checkName(reader.name, field, "reader", &readerNames)
+            resolvedReaders.append(.init(name: reader.name, tokenSHA256: try tokenHash(reader.tokenSHA256, reader.tokenFile, field)))
         }
         let hashes = resolvedAgents.map(\.tokenSHA256)
         if Set(hashes).count != hashes.count { throw fail("agents", "two agents share one token; give each its own") }
@@ -242,7 +266,7 @@ extension ServerConfig {
             listen: listen, http: http, certificateFile: cert, keyFile: key, clientCAFile: clientCA,
             dataDirectory: URL(fileURLWithPath: absolute(dataDir)), webhookToken: webhook,
             sources: resolvedSources, agents: resolvedAgents, limits: resolvedLimits,
-            drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2))
+            drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), readers: resolvedReaders)
     }
 
     static func isValidName(_ name: String) -> Bool {

@@ -235,3 +235,38 @@ extension Registry {
         try database.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM status_entry") ?? 0 }
     }
 }
+
+/// An agent as the status API shows it.
+public struct AgentSummary: Sendable, Codable, Equatable {
+    public var name: String
+    public var connected: Bool
+    public var lastHeard: Date?
+    public var version: String?
+    public var sources: [String]
+}
+
+extension Registry {
+    public func agentSummaries() throws -> [AgentSummary] {
+        try database.read { db in
+            let grants = try Row.fetchAll(db, sql: "SELECT agent, source FROM grant_ ORDER BY source")
+            var sources: [String: [String]] = [:]
+            for row in grants { sources[row["agent"], default: []].append(row["source"]) }
+            return try Row.fetchAll(db, sql: "SELECT * FROM agent ORDER BY name").map { row in
+                let seen: Int64? = row["last_seen_ms"]
+                return AgentSummary(name: row["name"], connected: (row["connected"] as Int64) != 0,
+                                    lastHeard: seen.map { Date(timeIntervalSince1970: Double($0) / 1000) }, version: row["version"],
+                                    sources: sources[row["name"]] ?? [])
+            }
+        }
+    }
+
+    /// Every delivery, newest first per agent and source.
+    public func allDeliveries() throws -> [Delivery] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM delivery ORDER BY delivered_ms DESC").map {
+                Delivery(agent: $0["agent"], source: $0["source"], revision: $0["revision"], digest: $0["digest"],
+                         deliveredAt: Date(timeIntervalSince1970: Double($0["delivered_ms"] as Int64) / 1000))
+            }
+        }
+    }
+}

@@ -16,11 +16,11 @@ struct HTTPProbe {
     var sha256: String { "sha256:" + SHA256.hash(data: body).map { String(format: "%02x", $0) }.joined() }
 
     static func request(_ url: String, method: String = "GET", headers: [String] = [], user: String? = nil,
-                        body: Data? = nil, caFile: String? = nil) throws -> HTTPProbe {
+                        body: Data? = nil, caFile: String? = nil, maxTime: Int = 20) throws -> HTTPProbe {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("probe-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        var arguments = ["curl", "-sS", "--path-as-is", "--max-time", "20", "-o", dir.appendingPathComponent("body").path,
+        var arguments = ["curl", "-sS", "--path-as-is", "--max-time", String(maxTime), "-o", dir.appendingPathComponent("body").path,
                          "-D", dir.appendingPathComponent("headers").path, "-w", "%{http_code}"]
         arguments += method == "HEAD" ? ["-I"] : ["-X", method]
         for header in headers { arguments += ["-H", header] }
@@ -32,7 +32,7 @@ struct HTTPProbe {
             arguments += ["--data-binary", "@\(file.path)"]
         }
         arguments.append(url)
-        let output = try runProcess("/usr/bin/env", arguments)
+        let output = try runProcess("/usr/bin/env", arguments, allowFailure: true)
         var fields: [String: String] = [:]
         let raw = (try? String(contentsOf: dir.appendingPathComponent("headers"), encoding: .utf8)) ?? ""
         for line in raw.split(whereSeparator: \.isNewline) {

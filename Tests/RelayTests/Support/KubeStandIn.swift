@@ -104,3 +104,51 @@ func offPool<T>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
 }
 
 struct Handover<T>: @unchecked Sendable { let result: Result<T, any Error> }
+
+extension KubeStandIn {
+    /// A Flux Kustomization consuming an OCIRepository, with a status as kustomize-controller writes it.
+    static func kustomization(_ name: String, namespace: String = "flux-system", sourceKind: String = "OCIRepository",
+                              source: String, status: [String: Any]) -> [String: Any] {
+        ["apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+         "metadata": ["name": name, "namespace": namespace],
+         "spec": ["interval": "10m", "path": "./apps", "prune": true, "sourceRef": ["kind": sourceKind, "name": source]],
+         "status": status]
+    }
+
+    /// kustomize-controller's status while reconciling, and after applying `revision`.
+    static func progressingStatus() -> [String: Any] {
+        let now = "2026-11-21T10:00:00Z"
+        return ["observedGeneration": 1, "conditions": [
+            ["type": "Reconciling", "status": "True", "reason": "Progressing", "message": "Reconciliation in progress",
+             "lastTransitionTime": now, "observedGeneration": 1],
+            ["type": "Ready", "status": "Unknown", "reason": "Progressing", "message": "Reconciliation in progress",
+             "lastTransitionTime": now, "observedGeneration": 1],
+        ]]
+    }
+
+    static func readyStatus(revision: String) -> [String: Any] {
+        ["observedGeneration": 1, "lastAppliedRevision": revision, "lastAttemptedRevision": revision, "conditions": [
+            ["type": "Ready", "status": "True", "reason": "ReconciliationSucceeded", "message": "Applied revision: \(revision)",
+             "lastTransitionTime": "2026-11-21T10:01:00Z", "observedGeneration": 1],
+        ]]
+    }
+
+    static func failingStatus(revision: String, message: String) -> [String: Any] {
+        ["observedGeneration": 1, "lastAttemptedRevision": revision, "conditions": [
+            ["type": "Ready", "status": "False", "reason": "HealthCheckFailed", "message": message,
+             "lastTransitionTime": "2026-11-21T10:02:00Z", "observedGeneration": 1],
+        ]]
+    }
+
+    /// Writes an object's status as its controller would: a merge patch on /status that
+    /// replaces `status` (null first clears fields the new status leaves out).
+    func setStatus(group: String, version: String, plural: String, namespace: String, name: String, status: [String: Any]) throws {
+        let path = "/apis/\(group)/\(version)/namespaces/\(namespace)/\(plural)/\(name)/status"
+        for body in [["status": NSNull()], ["status": status]] as [[String: Any]] {
+            let answer = try HTTPProbe.request(server + path, method: "PATCH",
+                                               headers: ["Content-Type: application/merge-patch+json", "Authorization: Bearer \(token)"],
+                                               body: try JSONSerialization.data(withJSONObject: body), caFile: tls.caFile.path)
+            guard answer.status == 200 else { throw KubeStandInError.control("status patch: \(answer.status) \(answer.text)") }
+        }
+    }
+}

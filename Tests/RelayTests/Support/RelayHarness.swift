@@ -30,6 +30,8 @@ final class RelayHarness: @unchecked Sendable {
     let sources: [Source]
     let agents: [Agent]
     let webhookToken = "hook-secret"
+    /// A reader token for the status API, stream and page.
+    let readerToken = "reader-secret"
     private(set) var tunnelPort = 0
     private(set) var httpPort = 0
     private(set) var relay: BackgroundProcess?
@@ -89,6 +91,7 @@ final class RelayHarness: @unchecked Sendable {
         for source in sources {
             yaml += "  - {name: \(source.name), url: \(source.repo.url.path), ref: {branch: \(source.branch)}, interval: 1h}\n"
         }
+        yaml += "readers:\n  - {name: dashboard, tokenSHA256: \(TokenHash.sha256Hex(readerToken))}\n"
         yaml += "agents:\n"
         for agent in agents {
             yaml += "  - {name: \(agent.name), tokenSHA256: \(TokenHash.sha256Hex(agent.token)), sources: [\(agent.sources.joined(separator: ", "))]}\n"
