@@ -4,10 +4,11 @@
 #   build:  libgit2-dev zlib1g-dev pkg-config
 #   tests:  git (git daemon, http-backend), lighttpd (HTTP(S) git server), openssh-server (sshd),
 #           openssl (test CA), ca-certificates, python3 (independent tarball reader), tar,
-#           skopeo (an OCI client pulling from the agent's registry endpoint)
+#           skopeo (an OCI client pulling from the agent's registry endpoint),
+#           chromium (headless: the status page test)
 set -euo pipefail
 
-packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd openssh-server openssh-client openssl ca-certificates tar gzip curl skopeo)
+packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd openssh-server openssh-client openssl ca-certificates tar gzip curl skopeo chromium)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 
 missing=()

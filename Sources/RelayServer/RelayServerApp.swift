@@ -86,6 +86,9 @@ public enum RelayServerApp {
                 .init(service: TunnelServerService(server: grpc, hub: hub, drainRetryAfter: config.drainRetryAfter, logger: logger)),
                 .init(service: http),
                 .init(service: SchedulerService(scheduler: scheduler)),
+                .init(service: NotifierService(notifier: Notifier(
+                    registry: registry, feed: statusFeed, sources: config.sources, notifications: config.notifications,
+                    publicURL: config.publicURL, logger: logger))),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
@@ -132,4 +135,13 @@ struct SchedulerService: Service {
 
 enum FileSystemCheck {
     static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
+}
+
+/// Runs the notifier until shutdown (a service that returned early would stop the relay).
+struct NotifierService: Service {
+    let notifier: Notifier
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await notifier.run() }
+        if !notifier.isActive { try? await gracefulShutdown() }
+    }
 }

@@ -5,6 +5,10 @@ import Testing
 /// agent; the Kubernetes API is the kube-apiserver STAND-IN (it cannot run here), written to
 /// the way kustomize-controller writes Kustomization status.
 @Suite struct StatusFeedTests {
+    static func fixture(_ path: String) -> String {
+        InteropTests.repoRoot.appendingPathComponent("Tests/RelayTests/Fixtures/\(path)").path
+    }
+
     final class Setup: @unchecked Sendable {
         let dir: TemporaryDirectory
         let api: KubeStandIn
@@ -14,7 +18,7 @@ import Testing
         var base: String { "http://127.0.0.1:\(harness.httpPort)" }
         var token: String { harness.readerToken }
 
-        init(_ prefix: String) throws {
+        init(_ prefix: String, configure: (TemporaryDirectory, RelayHarness) throws -> Void = { _, _ in }) throws {
             dir = try TemporaryDirectory(prefix: prefix)
             api = try KubeStandIn(dir: dir)
             let kubeconfig = dir.appending("kubeconfig")
@@ -25,8 +29,10 @@ import Testing
             harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
                                        agents: [.init(name: "edge", token: "t-edge", sources: ["podinfo"])], dir: dir)
             let port = try LoopbackPort.free()
+            try configure(dir, harness)
             try api.seed(KubeStandIn.ociRepository("podinfo", url: "oci://127.0.0.1:\(port)/podinfo"))
-            try api.seed(KubeStandIn.kustomization("podinfo", source: "podinfo", status: KubeStandIn.progressingStatus()))
+            try api.seed(KubeStandIn.kustomization("podinfo", source: "podinfo",
+                                                   status: KubeStandIn.progressingStatus(attempting: "main@sha1:\(commit)")))
             try harness.serveFlux("edge", port: port, yaml: """
                 flux:
                   url: http://127.0.0.1:\(port)
@@ -153,5 +159,43 @@ import Testing
                                             maxTime: 2)
         let resumedIDs = resumed.text.split(separator: "\n").filter { $0.hasPrefix("id: ") }.compactMap { Int($0.dropFirst(4)) }
         #expect(resumedIDs == Array(ids.dropFirst()))
+    }
+}
+
+/// The status page in a real browser (headless Chromium driven over the DevTools protocol).
+@Suite struct StatusPageTests {
+    @Test func thePageRendersTheMatrixAndAStatusChangeAppearsWithoutAReload() throws {
+        let setup = try StatusFeedTests.Setup("status-page")
+        defer { setup.shutdown() }
+        try setup.harness.waitUntil("Kustomization at the relay") { try setup.kustomizationState() == "progressing" }
+        let python = try InteropTests.python()
+        let chromium = try #require(findExecutable("chromium"), "chromium is installed by scripts/setup.sh")
+        let artifacts = InteropTests.repoRoot.appendingPathComponent(".test-artifacts")
+        try FileManager.default.createDirectory(at: artifacts, withIntermediateDirectories: true)
+        let screenshot = artifacts.appendingPathComponent("status-page.png")
+        let ready = setup.dir.appending("page-ready")
+        let log = setup.dir.appending("page-check.log")
+        let check = try BackgroundProcess(name: "page-check", executable: python, arguments: [
+            StatusFeedTests.fixture("page/page_check.py"), "--url", "\(setup.base)/?access_token=\(setup.token)",
+            "--selector", "#cell-edge-podinfo", "--attribute", "data-state", "--initial", "progressing", "--final", "ready",
+            "--ready-file", ready.path, "--screenshot", screenshot.path, "--timeout", "30", "--chromium", chromium,
+        ], logFile: log)
+        defer { check.stop() }
+        try setup.harness.waitUntil("page loaded with the matrix", timeout: 40) { FileManager.default.fileExists(atPath: ready.path) }
+        // The change happens on the agent's side: kustomize-controller reports the revision applied.
+        try setup.api.setStatus(group: "kustomize.toolkit.fluxcd.io", version: "v1", plural: "kustomizations", namespace: "flux-system",
+                                name: "podinfo", status: KubeStandIn.readyStatus(revision: "main@sha1:\(setup.commit)"))
+        try setup.harness.waitUntil("page check finished", timeout: 40) {
+            (try? String(contentsOf: log, encoding: .utf8))?.contains("{\"ok\"") == true
+        }
+        let line = try #require(try String(contentsOf: log, encoding: .utf8).split(separator: "\n").last { $0.hasPrefix("{\"ok\"") })
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(result["ok"] as? Bool == true, "\(result)")
+        #expect(result["reloaded"] as? Bool == false)
+        #expect(result["final"] as? String == "ready")
+        #expect((result["text"] as? String)?.contains("applied main@\(setup.commit.prefix(7))") == true, "\(result["text"] ?? "")")
+        #expect((result["consoleErrors"] as? [Any])?.isEmpty == true, "\(result["consoleErrors"] ?? "")")
+        let png = try Data(contentsOf: screenshot)
+        #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 5000)
     }
 }

@@ -36,6 +36,24 @@ public struct ServerConfig: Sendable, Decodable {
         public var auth: SourceAuth?
         /// Extra ignore patterns (like GitRepository `.spec.ignore`).
         public var ignore: String?
+        /// Post Flux status to this GitLab project as commit statuses.
+        public var gitlab: GitLab?
+    }
+
+    public struct GitLab: Sendable, Decodable {
+        /// e.g. https://gitlab.example.com
+        public var url: String
+        /// Numeric id or full path (group/project).
+        public var project: String
+        /// A token with the api scope (Developer role or more on the project).
+        public var tokenFile: String
+    }
+
+    public struct Notifications: Sendable, Decodable {
+        public struct Slack: Sendable, Decodable { public var webhookURLFile: String }
+        public struct Webhook: Sendable, Decodable { public var url: String }
+        public var slack: [Slack]?
+        public var webhooks: [Webhook]?
     }
 
     public struct Agent: Sendable, Decodable {
@@ -68,6 +86,10 @@ public struct ServerConfig: Sendable, Decodable {
     public var drainRetryAfter: ConfigDuration?
     /// Who may read the status API, stream and page.
     public var readers: [Reader]?
+    /// Failure and recovery notifications.
+    public var notifications: Notifications?
+    /// The relay's page as people reach it (link in GitLab commit statuses).
+    public var publicURL: String?
 
     public struct Reader: Sendable, Decodable {
         public var name: String
@@ -93,6 +115,18 @@ public struct ResolvedServerConfig: Sendable {
         public var ignore: String?
         /// Branch names a GitLab push for this source may name (from `ref.branch`).
         public var branch: String?
+        public var gitlab: GitLabTarget?
+    }
+
+    public struct GitLabTarget: Sendable, Equatable {
+        /// `<url>/api/v4/projects/<url-encoded project>`
+        public var projectAPI: String
+        public var token: String
+    }
+
+    public struct Notifications: Sendable {
+        public var slack: [String] = []
+        public var webhooks: [String] = []
     }
 
     public struct Agent: Sendable {
@@ -118,6 +152,8 @@ public struct ResolvedServerConfig: Sendable {
     public var limits: TunnelLimits
     public var drainRetryAfter: Duration
     public var readers: [Reader] = []
+    public var notifications = Notifications()
+    public var publicURL: String?
 }
 
 /// The tunnel's explicit limits (all configurable under `limits:`).
@@ -211,8 +247,20 @@ extension ServerConfig {
             }
             let interval = source.interval?.duration ?? .seconds(60)
             guard interval >= .seconds(1) else { throw fail("\(field).interval", "must be at least 1s") }
+            var gitlab: ResolvedServerConfig.GitLabTarget?
+            if let target = source.gitlab {
+                guard let url = URLComponents(string: target.url), url.scheme == "https" || url.scheme == "http", url.host != nil else {
+                    throw fail("\(field).gitlab.url", "expected the GitLab base URL, e.g. https://gitlab.example.com")
+                }
+                guard !target.project.isEmpty, !target.project.hasPrefix("/"), !target.project.hasSuffix("/") else {
+                    throw fail("\(field).gitlab.project", "expected a project id or its full path, e.g. group/podinfo")
+                }
+                let encoded = target.project.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? target.project
+                let base = target.url.hasSuffix("/") ? String(target.url.dropLast()) : target.url
+                gitlab = .init(projectAPI: "\(base)/api/v4/projects/\(encoded)", token: try secret(target.tokenFile, "\(field).gitlab.tokenFile"))
+            }
             resolvedSources.append(.init(name: source.name, remote: remote, reference: reference, interval: interval,
-                                         credentials: credentials, ignore: source.ignore, branch: source.ref?.branch))
+                                         credentials: credentials, ignore: source.ignore, branch: source.ref?.branch, gitlab: gitlab))
         }
 
         var resolvedAgents: [ResolvedServerConfig.Agent] = []
@@ -233,6 +281,21 @@ extension ServerConfig {
             try checkName(reader.name, field, "reader", &readerNames)
             resolvedReaders.append(.init(name: reader.name, tokenSHA256: try tokenHash(reader.tokenSHA256, reader.tokenFile, field)))
         }
+        var resolvedNotifications = ResolvedServerConfig.Notifications()
+        for (index, slack) in (notifications?.slack ?? []).enumerated() {
+            let url = try secret(slack.webhookURLFile, "notifications.slack[\(index)].webhookURLFile")
+            guard let parsed = URLComponents(string: url), parsed.scheme == "https" || parsed.scheme == "http", parsed.host != nil else {
+                throw fail("notifications.slack[\(index)].webhookURLFile", "the file must hold the incoming webhook URL")
+            }
+            resolvedNotifications.slack.append(url)
+        }
+        for (index, hook) in (notifications?.webhooks ?? []).enumerated() {
+            guard let parsed = URLComponents(string: hook.url), parsed.scheme == "https" || parsed.scheme == "http", parsed.host != nil else {
+                throw fail("notifications.webhooks[\(index)].url", "expected an http(s) URL")
+            }
+            resolvedNotifications.webhooks.append(hook.url)
+        }
+        if let publicURL, URLComponents(string: publicURL)?.host == nil { throw fail("publicURL", "expected an http(s) URL") }
         let hashes = resolvedAgents.map(\.tokenSHA256)
         if Set(hashes).count != hashes.count { throw fail("agents", "two agents share one token; give each its own") }
 
@@ -266,7 +329,8 @@ extension ServerConfig {
             listen: listen, http: http, certificateFile: cert, keyFile: key, clientCAFile: clientCA,
             dataDirectory: URL(fileURLWithPath: absolute(dataDir)), webhookToken: webhook,
             sources: resolvedSources, agents: resolvedAgents, limits: resolvedLimits,
-            drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), readers: resolvedReaders)
+            drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), readers: resolvedReaders,
+            notifications: resolvedNotifications, publicURL: publicURL)
     }
 
     static func isValidName(_ name: String) -> Bool {

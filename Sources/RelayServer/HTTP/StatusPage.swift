@@ -22,12 +22,12 @@ enum StatusPage {
       th.agent.offline { color: #8c959f; }
       td.cell { min-width: 13rem; font-size: .85rem; }
       .state { display: inline-block; padding: .05rem .45rem; border-radius: .7rem; font-weight: 600; font-size: .75rem; }
-      .ready { background: #dafbe1; color: #116329; }
-      .progressing, .delivered, .waiting { background: #fff8c5; color: #7d4e00; }
-      .failed, .failing { background: #ffebe9; color: #a40e26; }
-      .unknown, .suspended, .terminating, .none { background: #eaeef2; color: #57606a; }
+      .state.ready { background: #dafbe1; color: #116329; }
+      .state.progressing, .state.delivered, .state.waiting { background: #fff8c5; color: #7d4e00; }
+      .state.failed, .state.failing { background: #ffebe9; color: #a40e26; }
+      .state.unknown, .state.suspended, .state.terminating, .state.none { background: #eaeef2; color: #57606a; }
       .rev { font-family: ui-monospace, monospace; font-size: .75rem; display: block; margin-top: .2rem; }
-      .msg { color: #57606a; font-size: .75rem; display: block; margin-top: .2rem; max-width: 22rem; }
+      .msg { color: #57606a; font-size: .75rem; display: block; margin-top: .2rem; max-width: 22rem; overflow-wrap: anywhere; }
       #live.on { color: #116329; } #live.off { color: #a40e26; }
     </style>
     </head>
@@ -64,8 +64,8 @@ enum StatusPage {
           if (!c) { row.append(el("td", { class: "cell", "data-source": s }, el("span", { class: "state none" }, "not granted"))); continue; }
           row.append(el("td", { class: "cell", id: "cell-" + a.name + "-" + s, "data-source": s, "data-state": c.state },
             el("span", { class: "state " + c.state }, c.state),
-            el("span", { class: "rev delivered" }, "delivered " + short(c.delivered)),
-            el("span", { class: "rev applied" }, "applied " + short(c.applied)),
+            el("span", { class: "rev rev-delivered" }, "delivered " + short(c.delivered)),
+            el("span", { class: "rev rev-applied" }, "applied " + short(c.applied)),
             el("span", { class: "msg" }, c.message || "")));
         }
         return row;

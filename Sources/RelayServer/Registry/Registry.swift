@@ -110,6 +110,30 @@ public final class Registry: Sendable {
                 );
                 """)
         }
+        migrator.registerMigration("v3-notifications") { db in
+            try db.execute(sql: """
+                -- How far each notifier has read the status feed.
+                CREATE TABLE notifier_cursor (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+                -- Notifications waiting to be sent (or retried), oldest first per target.
+                CREATE TABLE outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    target TEXT NOT NULL,
+                    url TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_ms INTEGER NOT NULL,
+                    last_error TEXT,
+                    created_ms INTEGER NOT NULL
+                );
+                CREATE INDEX outbox_by_target ON outbox(target, id);
+                -- What was last reported per Flux object: its health, and the commit status.
+                CREATE TABLE notify_state (
+                    agent TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+                    health TEXT NOT NULL DEFAULT '', gitlab_state TEXT NOT NULL DEFAULT '', gitlab_sha TEXT NOT NULL DEFAULT '',
+                    PRIMARY KEY (agent, kind, namespace, name)
+                );
+                """)
+        }
         return migrator
     }
 

@@ -116,14 +116,16 @@ extension KubeStandIn {
     }
 
     /// kustomize-controller's status while reconciling, and after applying `revision`.
-    static func progressingStatus() -> [String: Any] {
+    static func progressingStatus(attempting revision: String? = nil) -> [String: Any] {
         let now = "2026-11-21T10:00:00Z"
-        return ["observedGeneration": 1, "conditions": [
+        var status: [String: Any] = ["observedGeneration": 1, "conditions": [
             ["type": "Reconciling", "status": "True", "reason": "Progressing", "message": "Reconciliation in progress",
              "lastTransitionTime": now, "observedGeneration": 1],
             ["type": "Ready", "status": "Unknown", "reason": "Progressing", "message": "Reconciliation in progress",
              "lastTransitionTime": now, "observedGeneration": 1],
         ]]
+        if let revision { status["lastAttemptedRevision"] = revision }
+        return status
     }
 
     static func readyStatus(revision: String) -> [String: Any] {

@@ -32,6 +32,9 @@ final class RelayHarness: @unchecked Sendable {
     let webhookToken = "hook-secret"
     /// A reader token for the status API, stream and page.
     let readerToken = "reader-secret"
+    /// Extra YAML for relay.yaml: top level, and inside a source's mapping.
+    var relayExtraYAML = ""
+    var sourceExtraYAML: [String: String] = [:]
     private(set) var tunnelPort = 0
     private(set) var httpPort = 0
     private(set) var relay: BackgroundProcess?
@@ -89,8 +92,9 @@ final class RelayHarness: @unchecked Sendable {
 
             """
         for source in sources {
-            yaml += "  - {name: \(source.name), url: \(source.repo.url.path), ref: {branch: \(source.branch)}, interval: 1h}\n"
+            yaml += "  - {name: \(source.name), url: \(source.repo.url.path), ref: {branch: \(source.branch)}, interval: 1h\(sourceExtraYAML[source.name].map { ", " + $0 } ?? "")}\n"
         }
+        yaml += relayExtraYAML
         yaml += "readers:\n  - {name: dashboard, tokenSHA256: \(TokenHash.sha256Hex(readerToken))}\n"
         yaml += "agents:\n"
         for agent in agents {

@@ -1,0 +1,262 @@
+import AsyncHTTPClient
+import Foundation
+import GRDB
+import Logging
+import NIOCore
+
+/// Turns stored status into GitLab commit statuses, Slack messages and JSON webhooks.
+///
+/// Two loops, both restart-safe through the database:
+/// - `derive` reads the status feed after its cursor and, in the same transaction that
+///   advances the cursor, queues what must be sent in `outbox`;
+/// - `deliver` sends the oldest queued item of each target; a 2xx removes it, a refusal
+///   (4xx other than 429) is logged and dropped, anything else is retried with backoff and
+///   holds back that target's later items (GitLab state changes must arrive in order).
+/// A GitLab or Slack that is down only delays notifications; delivery to agents never waits.
+public final class Notifier: Sendable {
+    let registry: Registry
+    let feed: StatusFeed
+    let sources: [ResolvedServerConfig.Source]
+    let notifications: ResolvedServerConfig.Notifications
+    let publicURL: String?
+    let http: HTTPClient
+    let logger: Logger
+    let retryInitial: Duration
+    let retryMax: Duration
+
+    public init(registry: Registry, feed: StatusFeed, sources: [ResolvedServerConfig.Source],
+                notifications: ResolvedServerConfig.Notifications, publicURL: String?, logger: Logger,
+                retryInitial: Duration = .seconds(1), retryMax: Duration = .seconds(300)) {
+        self.registry = registry
+        self.feed = feed
+        self.sources = sources
+        self.notifications = notifications
+        self.publicURL = publicURL
+        self.logger = logger
+        self.retryInitial = retryInitial
+        self.retryMax = retryMax
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(5), read: .seconds(20))
+        configuration.redirectConfiguration = .disallow
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    /// Whether anything is configured to be notified.
+    public var isActive: Bool { sources.contains { $0.gitlab != nil } || !notifications.slack.isEmpty || !notifications.webhooks.isEmpty }
+
+    public func run() async {
+        guard isActive else {
+            try? await http.shutdown()
+            return
+        }
+        let (wake, poke) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await _ in self.feed.subscribe() { poke.yield() }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(2))
+                    poke.yield()
+                }
+            }
+            group.addTask {
+                for await _ in wake {
+                    do {
+                        while try self.derive() > 0 {}
+                        try await self.deliverDue()
+                    } catch {
+                        self.logger.error("notifier failed; will retry", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
+        try? await http.shutdown()
+    }
+
+    // MARK: - Derive
+
+    struct Item { var target: String; var url: String; var body: Data }
+
+    /// Reads up to 500 feed entries after the cursor and queues their notifications.
+    /// Returns how many entries it read.
+    func derive() throws -> Int {
+        let entries = try registry.timeline(.init(since: try registry.notifierCursor("notifier"), limit: 500))
+        guard let last = entries.last else { return 0 }
+        try registry.database.write { db in
+            for record in entries {
+                guard let object = record.object, object.kind == "Kustomization" || object.kind == "HelmRelease" else { continue }
+                let previous = try Row.fetchOne(db, sql: """
+                    SELECT health, gitlab_state, gitlab_sha FROM notify_state WHERE agent = ? AND kind = ? AND namespace = ? AND name = ?
+                    """, arguments: [record.agent, object.kind, object.namespace, object.name])
+                var health: String = previous?["health"] ?? ""
+                var gitlabState: String = previous?["gitlab_state"] ?? ""
+                var gitlabSHA: String = previous?["gitlab_sha"] ?? ""
+                var items: [Item] = []
+                // Failures and recoveries.
+                let failing = object.state == "failing" || object.state == "failed"
+                if failing && health != "failing" {
+                    items += alerts(kind: "failure", record: record, object: object)
+                    health = "failing"
+                } else if object.state == "ready" {
+                    if health == "failing" { items += alerts(kind: "recovery", record: record, object: object) }
+                    health = "ready"
+                }
+                // GitLab commit statuses.
+                if let gitlab = sources.first(where: { $0.name == object.source })?.gitlab,
+                   let (state, sha) = Self.commitStatus(object), state != gitlabState || sha != gitlabSHA {
+                    items.append(commitStatusItem(gitlab, source: object.source, state: state, sha: sha, record: record, object: object))
+                    gitlabState = state
+                    gitlabSHA = sha
+                }
+                for item in items {
+                    try db.execute(sql: "INSERT INTO outbox(target, url, body, next_attempt_ms, created_ms) VALUES (?, ?, ?, ?, ?)",
+                                   arguments: [item.target, item.url, String(decoding: item.body, as: UTF8.self),
+                                               Registry.milliseconds(Date()), Registry.milliseconds(Date())])
+                }
+                if object.state == "deleted" {
+                    try db.execute(sql: "DELETE FROM notify_state WHERE agent = ? AND kind = ? AND namespace = ? AND name = ?",
+                                   arguments: [record.agent, object.kind, object.namespace, object.name])
+                } else {
+                    try db.execute(sql: """
+                        INSERT INTO notify_state(agent, kind, namespace, name, health, gitlab_state, gitlab_sha) VALUES (?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT(agent, kind, namespace, name) DO UPDATE SET
+                          health = excluded.health, gitlab_state = excluded.gitlab_state, gitlab_sha = excluded.gitlab_sha
+                        """, arguments: [record.agent, object.kind, object.namespace, object.name, health, gitlabState, gitlabSHA])
+                }
+            }
+            try db.execute(sql: """
+                INSERT INTO notifier_cursor(name, position) VALUES ('notifier', ?)
+                ON CONFLICT(name) DO UPDATE SET position = excluded.position
+                """, arguments: [last.id])
+        }
+        return entries.count
+    }
+
+    /// GitLab's state and the commit for a Flux object state: ready → success (the applied
+    /// commit), progressing → running, failing/failed → failed (the attempted commit).
+    static func commitStatus(_ object: StatusRecord.Object) -> (String, String)? {
+        let state: String
+        let revision: String
+        switch object.state {
+        case "ready": state = "success"; revision = object.revisionApplied
+        case "progressing": state = "running"; revision = object.revisionAttempted.isEmpty ? object.revisionApplied : object.revisionAttempted
+        case "failing", "failed": state = "failed"; revision = object.revisionAttempted.isEmpty ? object.revisionApplied : object.revisionAttempted
+        default: return nil
+        }
+        guard let range = revision.range(of: "sha1:", options: .backwards) else { return nil }
+        let sha = String(revision[range.upperBound...])
+        guard sha.count == 40, sha.allSatisfy(\.isHexDigit) else { return nil }
+        return (state, sha)
+    }
+
+    func commitStatusItem(_ gitlab: ResolvedServerConfig.GitLabTarget, source: String, state: String, sha: String,
+                          record: StatusRecord, object: StatusRecord.Object) -> Item {
+        var body: [String: String] = [
+            "state": state,
+            "name": "relay/\(record.agent)/\(object.namespace)/\(object.name)",
+            "description": String("\(object.kind) \(object.state)\(object.message.isEmpty ? "" : ": \(object.message)")".prefix(255)),
+        ]
+        if let ref = object.revisionApplied.split(separator: "@").first, object.revisionApplied.contains("@") { body["ref"] = String(ref) }
+        if let publicURL { body["target_url"] = String(publicURL.prefix(255)) }
+        return Item(target: "gitlab:\(source)", url: "\(gitlab.projectAPI)/statuses/\(sha)", body: Self.json(body))
+    }
+
+    func alerts(kind: String, record: StatusRecord, object: StatusRecord.Object) -> [Item] {
+        let where_ = "\(object.namespace)/\(object.name) (\(object.kind)) on \(record.agent)"
+        let revision = object.revisionAttempted.isEmpty ? object.revisionApplied : object.revisionAttempted
+        let text = kind == "failure"
+            ? ":x: \(where_) is \(object.state): \(object.message)\(revision.isEmpty ? "" : " — revision \(revision)")"
+            : ":white_check_mark: \(where_) recovered: ready at \(object.revisionApplied)"
+        var items = notifications.slack.enumerated().map { Item(target: "slack:\($0.offset)", url: $0.element, body: Self.json(["text": text])) }
+        let event: [String: String] = [
+            "type": kind, "agent": record.agent, "kind": object.kind, "namespace": object.namespace, "name": object.name,
+            "state": object.state, "reason": object.reason, "message": object.message, "revision": revision, "source": object.source,
+            "feedID": String(record.id), "at": StatusRecord.timestamp(record.observedAt),
+        ]
+        items += notifications.webhooks.enumerated().map { Item(target: "webhook:\($0.offset)", url: $0.element, body: Self.json(event)) }
+        return items
+    }
+
+    static func json(_ object: [String: String]) -> Data {
+        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+    }
+
+    // MARK: - Deliver
+
+    struct Pending { var id: Int64; var target: String; var url: String; var body: String; var attempts: Int; var due: Int64 }
+
+    /// Sends the head item of every target whose head is due, until nothing is due.
+    func deliverDue() async throws {
+        while true {
+            let now = Registry.milliseconds(Date())
+            let heads = try await registry.database.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT o.* FROM outbox o JOIN (SELECT target, MIN(id) AS head FROM outbox GROUP BY target) h ON o.id = h.head
+                    """).map { Pending(id: $0["id"], target: $0["target"], url: $0["url"], body: $0["body"], attempts: $0["attempts"], due: $0["next_attempt_ms"]) }
+            }
+            let due = heads.filter { $0.due <= now }
+            if due.isEmpty { return }
+            await withTaskGroup(of: Void.self) { group in
+                for item in due { group.addTask { await self.send(item) } }
+            }
+        }
+    }
+
+    func send(_ item: Pending) async {
+        var request = HTTPClientRequest(url: item.url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "relay-server")
+        if item.target.hasPrefix("gitlab:"), let token = sources.first(where: { "gitlab:\($0.name)" == item.target })?.gitlab?.token {
+            request.headers.add(name: "PRIVATE-TOKEN", value: token)
+        }
+        request.body = .bytes(ByteBuffer(string: item.body))
+        let outcome: (done: Bool, error: String?)
+        do {
+            let response = try await http.execute(request, timeout: .seconds(20))
+            let text = String(buffer: try await response.body.collect(upTo: 1 << 16))
+            let code = Int(response.status.code)
+            switch code {
+            case 200..<300: outcome = (true, nil)
+            case 429, 500...599: outcome = (false, "\(code) \(text.prefix(200))")
+            default:
+                logger.error("notification refused; dropping it", metadata: [
+                    "target": "\(item.target)", "status": "\(code)", "answer": "\(text.prefix(300))"])
+                outcome = (true, nil)
+            }
+        } catch {
+            outcome = (false, "\(error)")
+        }
+        do {
+            try await registry.database.write { db in
+                if outcome.done {
+                    try db.execute(sql: "DELETE FROM outbox WHERE id = ?", arguments: [item.id])
+                } else {
+                    let attempts = item.attempts + 1
+                    let delay = min(retryMax, retryInitial * Double(1 << min(attempts - 1, 16)))
+                    let next = Registry.milliseconds(Date()) + delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000
+                    try db.execute(sql: "UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ? WHERE id = ?",
+                                   arguments: [attempts, next, outcome.error, item.id])
+                    if attempts == 1 || attempts % 10 == 0 {
+                        logger.warning("notification not delivered; retrying", metadata: [
+                            "target": "\(item.target)", "attempts": "\(attempts)", "error": "\(outcome.error ?? "")"])
+                    }
+                }
+            }
+        } catch {
+            logger.error("cannot update the notification outbox", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+extension Registry {
+    func notifierCursor(_ name: String) throws -> Int64 {
+        try database.read { db in try Int64.fetchOne(db, sql: "SELECT position FROM notifier_cursor WHERE name = ?", arguments: [name]) ?? 0 }
+    }
+
+    /// Notifications waiting (for metrics and diagnostics).
+    public func outboxSize() throws -> Int {
+        try database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox") ?? 0 }
+    }
+}
