@@ -9,7 +9,9 @@
 #   4. shows what Flux would pull: the OCI tags and manifest of the source, and its artifact URL;
 #   5. commits a change to the example repository, sends the relay a GitLab push webhook,
 #      and shows the new revision arriving at the agent and behind the `main` OCI tag;
-#   6. stops both (RELAY_DEMO_KEEP=1 leaves them running; logs are in .relay-demo/*.log).
+#   6. sends the agent a Flux event (as notification-controller would) and shows it on the
+#      relay's status timeline, and prints the status page's address;
+#   7. stops both (RELAY_DEMO_KEEP=1 leaves them running; logs are in .relay-demo/*.log).
 #
 # Ports can be changed with RELAY_DEMO_TUNNEL_PORT, RELAY_DEMO_HTTP_PORT and RELAY_DEMO_FLUX_PORT.
 set -euo pipefail
@@ -36,6 +38,9 @@ fi
 token_sha=$("$bin/relay-server" hash-token --token-file "$demo/edge-1.token")
 webhook_token_file="$demo/webhook.token"
 [ -s "$webhook_token_file" ] || "$bin/relay-server" hash-token --generate | head -n 1 > "$webhook_token_file"
+reader_token_file="$demo/reader.token"
+[ -s "$reader_token_file" ] || "$bin/relay-server" hash-token --generate | head -n 1 > "$reader_token_file"
+reader_sha=$("$bin/relay-server" hash-token --token-file "$reader_token_file")
 repo="$demo/example-repo"
 git_demo() { git -C "$repo" -c user.name="Relay demo" -c user.email="demo@relay.invalid" "$@"; }
 if [ ! -d "$repo/.git" ]; then
@@ -57,6 +62,9 @@ sources:
     url: example-repo
     ref: {branch: main}
     interval: 1m
+readers:
+  - name: demo
+    tokenSHA256: $reader_sha
 agents:
   - name: edge-1
     tokenSHA256: $token_sha
@@ -144,4 +152,24 @@ echo "revision main@sha1:$new_commit arrived at the agent $((end_ms - start_ms))
 "$bin/relay-agent" list --config "$demo/agent.yaml"
 echo "the OCI tag main now points at it:"
 show_manifest
+
+say "status back up: a Flux event at the agent, on the relay's timeline"
+reader=$(cat "$reader_token_file")
+since=$(curl -sf -H "Authorization: Bearer $reader" "http://127.0.0.1:$http_port/api/v1/timeline?limit=10000" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["next"])')
+curl -sf -X POST "$flux/flux/events" -H "Content-Type: application/json" --data "{
+  \"involvedObject\": {\"kind\": \"Kustomization\", \"namespace\": \"flux-system\", \"name\": \"example\"},
+  \"severity\": \"info\", \"reason\": \"ReconciliationSucceeded\", \"reportingController\": \"kustomize-controller\",
+  \"message\": \"Applied revision: main@sha1:$new_commit\", \"metadata\": {\"revision\": \"main@sha1:$new_commit\"}}"
+echo
+seen_event() {
+  curl -sf -H "Authorization: Bearer $reader" "http://127.0.0.1:$http_port/api/v1/timeline?since=$since" | grep -q "$new_commit"
+}
+wait_for 10 "the event at the relay" seen_event
+curl -sf -H "Authorization: Bearer $reader" "http://127.0.0.1:$http_port/api/v1/timeline?since=$since" | python3 -c '
+import json, sys
+for e in json.load(sys.stdin)["entries"]:
+    ev = e.get("event") or {}
+    print("  #%s  agent %s  journal seq %s  %s %s/%s: %s" % (e["id"], e["agent"], e["sequence"], ev.get("kind"), ev.get("namespace"), ev.get("name"), ev.get("message")))'
+echo "status page: http://127.0.0.1:$http_port/?access_token=$reader   (RELAY_DEMO_KEEP=1 keeps it running)"
 say "done: relay and agent logs are in $demo/relay.log and $demo/agent.log"

@@ -50,3 +50,15 @@ import Yams
         #expect(Self.find(objects, "Secret") != nil)
     }
 }
+
+extension DeployExamplesTests {
+    @Test func eventsExampleSendsFluxEventsToTheAgent() throws {
+        let objects = try Self.build("events")
+        let provider = try #require(Self.find(objects, "Provider"))
+        let spec = try #require(provider["spec"] as? [String: Any])
+        #expect(spec["type"] as? String == "generic-hmac")
+        #expect((spec["address"] as? String)?.hasSuffix("/flux/events") == true)
+        let alert = try #require(Self.find(objects, "Alert"))
+        #expect(((alert["spec"] as? [String: Any])?["providerRef"] as? [String: Any])?["name"] as? String == "relay-agent")
+    }
+}

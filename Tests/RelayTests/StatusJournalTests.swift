@@ -76,4 +76,31 @@ import Wire
         #expect(accounted == Set(1...(summary.nextSequence - 1)))
         #expect(entries.map(\.sequence) == entries.map(\.sequence).sorted())
     }
+
+    @Test func concurrentAppendsShareFsyncsAndKeepEverySequenceOnce() throws {
+        let dir = try TemporaryDirectory(prefix: "journal-concurrent")
+        defer { dir.remove() }
+        let journal = try StatusJournal(directory: dir.url, segmentBytes: 16 << 10)
+        let group = DispatchGroup()
+        let failures = NSLock()
+        nonisolated(unsafe) var errors: [any Error] = []
+        for thread in 0..<8 {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                for n in 0..<200 {
+                    do { try journal.append([Self.event(thread * 1000 + n)]) } catch {
+                        failures.lock(); errors.append(error); failures.unlock()
+                    }
+                }
+            }
+        }
+        #expect(group.wait(timeout: .now() + 60) == .success)
+        #expect(errors.isEmpty)
+        let entries = journal.entries(after: 0, limit: 10_000)
+        #expect(entries.map(\.sequence) == Array(1...1600))
+        // What a restart reads back is exactly what readers saw.
+        let reopened = try StatusJournal(directory: dir.url)
+        #expect(reopened.entries(after: 0, limit: 10_000).map(\.event.message) == entries.map(\.event.message))
+    }
 }

@@ -15,7 +15,9 @@ import Glibc
 /// journal.json              {"journalID": "...", "acknowledged": N}
 /// seg-<first sequence>.log  records: 4-byte length, StatusEntry (protobuf), 4-byte checksum
 /// ```
-/// `append` returns only after the records are fsynced. A record torn by a crash (short or
+/// `append` returns only after the records are fsynced; concurrent appends share one fsync
+/// (group commit), and readers see an entry only once it is durable, so a sequence number
+/// that was sent can never be handed out again after a crash. A record torn by a crash (short or
 /// failing its checksum) ends its segment: the file is cut back to the last good record.
 /// Segments whose entries are all acknowledged are deleted. When the unacknowledged bytes
 /// would pass `maxBytes`, the oldest segments are dropped and a `Gap` entry says which
@@ -43,15 +45,33 @@ public final class StatusJournal: Sendable {
         var acknowledged: UInt64
         var nextSequence: UInt64
         var segments: [Segment]
+        /// Entries up to here are on disk (fsynced) and visible to readers.
+        var durable: UInt64
+        /// Entries up to here are written (not necessarily synced).
+        var written: UInt64
+        /// The open file of the last segment.
+        var fd: Int32 = -1
+        var fdSegment: URL?
         var gaps = 0
         var waiters: [CheckedContinuation<Void, Never>] = []
-        var unackedBytes: Int { segments.reduce(0) { $0 + $1.bytes } }
+        var unackedBytes = 0
     }
 
     public let directory: URL
     public let maxBytes: Int
     let segmentBytes: Int
     private let state: Mutex<State>
+    /// One fsync at a time; whoever holds it syncs everything written so far.
+    private let syncing = Mutex<Void>(())
+
+    deinit {
+        state.withLock { if $0.fd >= 0 { close($0.fd) } }
+    }
+
+    /// The journal's id (cheap).
+    public var journalID: String { state.withLock { $0.journalID } }
+    /// The highest sequence the relay acknowledged (cheap).
+    public var acknowledgedSequence: UInt64 { state.withLock { $0.acknowledged } }
 
     public init(directory: URL, maxBytes: Int = 32 << 20, segmentBytes: Int = 1 << 20) throws {
         self.directory = directory
@@ -74,7 +94,10 @@ public final class StatusJournal: Sendable {
             last = max(last, segment.entries.last!.sequence)
             segments.append(segment)
         }
-        state = Mutex(State(journalID: meta.journalID, acknowledged: meta.acknowledged, nextSequence: last + 1, segments: segments))
+        var initial = State(journalID: meta.journalID, acknowledged: meta.acknowledged, nextSequence: last + 1, segments: segments,
+                            durable: last, written: last)
+        initial.unackedBytes = segments.reduce(0) { $0 + $1.bytes }
+        state = Mutex(initial)
         try Self.writeMeta(directory, journalID: meta.journalID, acknowledged: meta.acknowledged)
     }
 
@@ -89,9 +112,7 @@ public final class StatusJournal: Sendable {
     @discardableResult
     public func append(_ kinds: [Relay_V1_StatusEntry.OneOf_Kind], observed: Date = Date()) throws -> [UInt64] {
         guard !kinds.isEmpty else { return [] }
-        let waiters: [CheckedContinuation<Void, Never>]
-        let sequences: [UInt64]
-        (sequences, waiters) = try state.withLock { state in
+        let (sequences, last) = try state.withLock { state -> ([UInt64], UInt64) in
             var assigned: [UInt64] = []
             var pending: [Relay_V1_StatusEntry] = []
             for kind in kinds {
@@ -111,6 +132,8 @@ public final class StatusJournal: Sendable {
             var lost: [ClosedRange<UInt64>] = []
             while state.unackedBytes + incoming > maxBytes, let oldest = state.segments.first {
                 state.segments.removeFirst()
+                state.unackedBytes -= oldest.bytes
+                if oldest.url == state.fdSegment { closeSegment(&state) }
                 try? FileManager.default.removeItem(at: oldest.url)
                 for entry in oldest.entries {
                     if case .gap(let gap)? = entry.kind { lost.append(gap.first...gap.last) }
@@ -134,21 +157,45 @@ public final class StatusJournal: Sendable {
                 records.append((gap, try Self.encode(gap)))
             }
             try write(records, state: &state)
-            let waiters = state.waiters
-            state.waiters = []
-            return (assigned, waiters)
+            state.written = records.last!.0.sequence
+            return (assigned, state.written)
         }
-        for waiter in waiters { waiter.resume() }
+        try sync(upTo: last)
         return sequences
     }
 
-    /// Unacknowledged entries with a sequence above `after`, oldest first.
+    /// Makes everything up to `sequence` durable: one fsync covers every append written
+    /// before it started, so concurrent appenders share it.
+    private func sync(upTo sequence: UInt64) throws {
+        try syncing.withLock { _ in
+            let (fd, target, done) = state.withLock { state in (state.fd, state.written, state.durable >= sequence) }
+            if done { return }
+            if fd >= 0, fsync(fd) != 0 {
+                throw JournalError.io("cannot fsync the status journal: \(String(cString: strerror(errno)))")
+            }
+            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.durable = max(state.durable, target)
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    /// Durable, unacknowledged entries with a sequence above `after`, oldest first.
     public func entries(after: UInt64, limit: Int) -> [Relay_V1_StatusEntry] {
         state.withLock { state in
             var result: [Relay_V1_StatusEntry] = []
             for segment in state.segments {
                 guard let last = segment.entries.last, last.sequence > after else { continue }
-                for entry in segment.entries where entry.sequence > after {
+                // Entries are sorted: find the first one after `after`.
+                var low = 0, high = segment.entries.count
+                while low < high {
+                    let middle = (low + high) / 2
+                    if segment.entries[middle].sequence <= after { low = middle + 1 } else { high = middle }
+                }
+                for entry in segment.entries[low...] {
+                    guard entry.sequence <= state.durable else { return result }
                     result.append(entry)
                     if result.count >= limit { return result }
                 }
@@ -166,6 +213,7 @@ public final class StatusJournal: Sendable {
             var kept: [Segment] = []
             for var segment in state.segments {
                 if segment.entries.last!.sequence <= state.acknowledged {
+                    if segment.url == state.fdSegment { closeSegment(&state) }
                     try? FileManager.default.removeItem(at: segment.url)
                 } else {
                     let before = segment.entries.count
@@ -177,6 +225,7 @@ public final class StatusJournal: Sendable {
                 }
             }
             state.segments = kept
+            state.unackedBytes = kept.reduce(0) { $0 + $1.bytes }
         }
     }
 
@@ -186,7 +235,7 @@ public final class StatusJournal: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { state -> Bool in
-                    if state.nextSequence - 1 > sequence || Task.isCancelled { return true }
+                    if state.durable > sequence || Task.isCancelled { return true }
                     state.waiters.append(continuation)
                     return false
                 }
@@ -223,10 +272,27 @@ public final class StatusJournal: Sendable {
                 segment.entries.append(records[index].0)
                 index += 1
             }
-            try Self.appendDurably(chunk, to: segment.url)
+            if state.fdSegment != segment.url {
+                // Rolling over: the finished segment is made durable before it is let go.
+                if state.fd >= 0, fsync(state.fd) != 0 {
+                    throw JournalError.io("cannot fsync the status journal: \(String(cString: strerror(errno)))")
+                }
+                closeSegment(&state)
+                state.fd = open(segment.url.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+                guard state.fd >= 0 else { throw JournalError.io("cannot open \(segment.url.path): \(String(cString: strerror(errno)))") }
+                state.fdSegment = segment.url
+            }
+            try Self.writeAll(chunk, fd: state.fd, path: segment.url.path)
             segment.bytes += chunk.count
+            state.unackedBytes += chunk.count
             state.segments.append(segment)
         }
+    }
+
+    private func closeSegment(_ state: inout State) {
+        if state.fd >= 0 { close(state.fd) }
+        state.fd = -1
+        state.fdSegment = nil
     }
 
     /// Sorted ranges with overlapping and adjacent ones joined.
@@ -278,22 +344,18 @@ public final class StatusJournal: Sendable {
         return Segment(first: first, url: url, bytes: offset, entries: entries)
     }
 
-    private static func appendDurably(_ data: Data, to url: URL) throws {
-        let fd = open(url.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw JournalError.io("cannot open \(url.path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+    private static func writeAll(_ data: Data, fd: Int32, path: String) throws {
         try data.withUnsafeBytes { raw in
             var written = 0
             while written < raw.count {
                 let n = Glibc.write(fd, raw.baseAddress! + written, raw.count - written)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw JournalError.io("cannot write \(url.path): \(String(cString: strerror(errno)))")
+                    throw JournalError.io("cannot write \(path): \(String(cString: strerror(errno)))")
                 }
                 written += n
             }
         }
-        guard fsync(fd) == 0 else { throw JournalError.io("cannot fsync \(url.path): \(String(cString: strerror(errno)))") }
     }
 
     private struct Meta: Codable { var journalID: String; var acknowledged: UInt64 }

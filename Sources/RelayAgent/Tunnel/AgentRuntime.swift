@@ -170,7 +170,7 @@ public final class AgentRuntime: Sendable {
                                 state.recordRoundTrip(sentUnixNanos: beat.sentUnixNanos)
                             }
                         case .statusAck(let ack)?:
-                            if ack.journalID == self.journal.summary.journalID {
+                            if ack.journalID == self.journal.journalID {
                                 do { try self.journal.acknowledge(upTo: ack.upTo) } catch {
                                     self.logger.error("cannot record the relay's acknowledgement", metadata: ["error": "\(error)"])
                                 }
@@ -285,10 +285,10 @@ public final class AgentRuntime: Sendable {
         while !state.welcomed {
             try await Task.sleep(for: .milliseconds(20))
         }
-        let journalID = journal.summary.journalID
-        var sent = journal.summary.acknowledged
+        let journalID = journal.journalID
+        var sent = journal.acknowledgedSequence
         while !Task.isCancelled {
-            let acknowledged = journal.summary.acknowledged
+            let acknowledged = journal.acknowledgedSequence
             sent = max(sent, acknowledged)
             if sent - acknowledged >= window {
                 try await Task.sleep(for: .milliseconds(10))
@@ -297,6 +297,8 @@ public final class AgentRuntime: Sendable {
             let entries = journal.entries(after: sent, limit: batchSize)
             guard let last = entries.last else {
                 await journal.waitForEntries(after: sent)
+                // Let a burst gather into one batch (one relay transaction) rather than many.
+                try await Task.sleep(for: .milliseconds(2))
                 continue
             }
             post.yield(.with { $0.status = .with {

@@ -41,6 +41,12 @@ public final class Registry: Sendable {
         try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
+        // WAL: one fsync per transaction (status batches arrive many times a second), and
+        // readers (API, stream) never wait for the writer.
+        configuration.prepareDatabase { db in
+            if try String.fetchOne(db, sql: "PRAGMA journal_mode") != "wal" { try db.execute(sql: "PRAGMA journal_mode = WAL") }
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
         database = try DatabaseQueue(path: path.path, configuration: configuration)
         try Self.migrator.migrate(database)
     }
