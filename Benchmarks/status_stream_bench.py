@@ -42,7 +42,7 @@ def parse_args(argv):
     p.add_argument("--rate", type=int, default=1000)
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--readers", type=int, default=3)
-    p.add_argument("--senders", type=int, default=8)
+    p.add_argument("--senders", type=int, default=16)
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 

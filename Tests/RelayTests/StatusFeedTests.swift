@@ -136,6 +136,30 @@ import Testing
         #expect(offline["lastHeard"] is String)
     }
 
+    @Test func theWatcherRelistsAfter410AndDroppedWatchesAndReportsDeletions() throws {
+        let setup = try Setup("status-watch")
+        defer { setup.shutdown() }
+        try setup.harness.waitUntil("Kustomization at the relay") { try setup.kustomizationState() == "progressing" }
+        // The API server compacts and cuts every watch: the agent's next watch from its last
+        // resourceVersion gets 410 Gone, lists again, and carries on.
+        try setup.api.control("POST", "compact")
+        try setup.api.control("POST", "close-watches")
+        try setup.api.setStatus(group: "kustomize.toolkit.fluxcd.io", version: "v1", plural: "kustomizations", namespace: "flux-system",
+                                name: "podinfo", status: KubeStandIn.readyStatus(revision: "main@sha1:\(setup.commit)"))
+        try setup.harness.waitUntil("ready after the relist") { try setup.kustomizationState() == "ready" }
+        #expect(setup.harness.agentLog("edge").contains("watch expired (410 Gone); listing again"))
+        // A deleted object is reported as such and leaves the relay's object list.
+        let path = "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/podinfo"
+        let deleted = try HTTPProbe.request(setup.api.server + path, method: "DELETE",
+                                            headers: ["Authorization: Bearer \(setup.api.token)"], caFile: setup.api.tls.caFile.path)
+        #expect(deleted.status == 200)
+        try setup.harness.waitUntil("deletion at the relay") { try setup.kustomizationState() == nil }
+        let timeline = try #require(try setup.json("/api/v1/timeline?agent=edge") as? [String: Any])
+        let states = (timeline["entries"] as? [[String: Any]] ?? []).compactMap { $0["object"] as? [String: Any] }
+            .filter { $0["kind"] as? String == "Kustomization" }.compactMap { $0["state"] as? String }
+        #expect(states.last == "deleted")
+    }
+
     @Test func theStreamDeliversChangesLiveAndResumesFromLastEventID() throws {
         let setup = try Setup("status-sse")
         defer { setup.shutdown() }

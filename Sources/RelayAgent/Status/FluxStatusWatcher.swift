@@ -67,24 +67,36 @@ public final class FluxStatusWatcher: Sendable {
                 try observeList(resource, namespace: namespace, items: items)
                 var version = listedVersion
                 var relist = false
+                var dropped = 0
                 while !relist, !Task.isCancelled {
-                    try await client.watch(resource, namespace: namespace, resourceVersion: version, as: FluxObject.self) { event in
-                        if let rv = event.resourceVersion { version = rv }
-                        switch event.type {
-                        case .added, .modified:
-                            if let object = event.object { try self.observe(resource, object, deleted: false) }
-                        case .deleted:
-                            if let object = event.object { try self.observe(resource, object, deleted: true) }
-                        case .bookmark:
-                            break
-                        case .error:
-                            if event.code == 410 {
-                                self.logger.debug("watch expired; listing again", metadata: ["resource": "\(resource.plural)"])
-                            } else {
-                                self.logger.warning("watch error", metadata: ["resource": "\(resource.plural)", "error": "\(event.message ?? "")"])
+                    do {
+                        try await client.watch(resource, namespace: namespace, resourceVersion: version, as: FluxObject.self) { event in
+                            if let rv = event.resourceVersion { version = rv }
+                            switch event.type {
+                            case .added, .modified:
+                                if let object = event.object { try self.observe(resource, object, deleted: false) }
+                            case .deleted:
+                                if let object = event.object { try self.observe(resource, object, deleted: true) }
+                            case .bookmark:
+                                break
+                            case .error:
+                                if event.code == 410 {
+                                    self.logger.info("watch expired (410 Gone); listing again", metadata: ["resource": "\(resource.plural)"])
+                                } else {
+                                    self.logger.warning("watch error; listing again", metadata: ["resource": "\(resource.plural)", "error": "\(event.message ?? "")"])
+                                }
+                                relist = true
                             }
-                            relist = true
                         }
+                        dropped = 0
+                    } catch let error as KubeError where error.code != nil {
+                        throw error  // an API answer (404, 401, …): handled below
+                    } catch {
+                        // A dropped connection: watch again from where we were, as client-go
+                        // does; list again only if that keeps failing.
+                        dropped += 1
+                        if dropped >= 3 || Task.isCancelled { throw error }
+                        try await Task.sleep(for: .milliseconds(200 * dropped))
                     }
                     backoff.reset()
                 }

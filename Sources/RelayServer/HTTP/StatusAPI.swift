@@ -49,8 +49,15 @@ struct StatusAPI: Sendable {
         api.get("timeline") { request, _ in
             try authorized(request) {
                 let query = try timelineQuery(request)
-                let entries = try registry.timeline(query)
-                return try json(TimelinePage(entries: entries, next: entries.last?.id ?? query.since))
+                let entries = try registry.timelineJSON(query)
+                var body = Data("{\"entries\":[".utf8)
+                for (index, entry) in entries.enumerated() {
+                    if index > 0 { body.append(UInt8(ascii: ",")) }
+                    body.append(StatusRecord.json(id: entry.id, payload: entry.payload))
+                }
+                body.append(Data("],\"next\":\(entries.last?.id ?? query.since)}".utf8))
+                return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                                body: .init(byteBuffer: ByteBuffer(bytes: body)))
             }
         }
         api.get("stream") { request, _ in
@@ -63,8 +70,6 @@ struct StatusAPI: Sendable {
             }
         }
     }
-
-    struct TimelinePage: Codable { var entries: [StatusRecord]; var next: Int64 }
 
     struct RevisionStatus: Codable {
         struct PerAgent: Codable {
@@ -141,38 +146,41 @@ struct StatusAPI: Sendable {
                     }
                     /// Subscribes first, then catches up from the database: nothing stored in
                     /// between is missed, and `position` filters what arrives twice.
-                    func follow() throws -> [StatusRecord] {
+                    func follow() -> AsyncStream<[StatusRecord]> {
                         let live = feed.subscribe()
                         group.addTask {
                             for await records in live { sink.yield(.records(records)) }
                             sink.yield(.feedEnded)
                         }
-                        var backlog = query
-                        backlog.since = position
-                        return try registry.timeline(backlog)
+                        return live
                     }
-                    var catchUp = try follow()
-                    while !catchUp.isEmpty {
-                        try await Self.send(catchUp, after: &position, query: query, to: &writer)
-                        var more = query
-                        more.since = position
-                        catchUp = catchUp.count < query.limit ? [] : try registry.timeline(more)
+                    func catchUp() async throws {
+                        while true {
+                            var backlog = query
+                            backlog.since = position
+                            let rows = try registry.timelineJSON(backlog)
+                            try await Self.send(rows, after: &position, to: &writer)
+                            if rows.count < backlog.limit { return }
+                        }
                     }
+                    _ = follow()
+                    try await catchUp()
                     for await event in events {
                         switch event {
                         case .records(let records):
-                            try await Self.send(records, after: &position, query: query, to: &writer)
+                            let rows = records.compactMap { record -> (id: Int64, payload: Data)? in
+                                if let agent = query.agent, record.agent != agent { return nil }
+                                if let source = query.source, record.object?.source != source { return nil }
+                                return record.payload.map { (record.id, $0) }
+                            }
+                            try await Self.send(rows, after: &position, to: &writer)
+                            if let last = records.last?.id { position = max(position, last) }
                         case .tick:
                             try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                         case .feedEnded:
                             // Fell behind the live feed: catch up from the database again.
-                            var backlog = try follow()
-                            while !backlog.isEmpty {
-                                try await Self.send(backlog, after: &position, query: query, to: &writer)
-                                var more = query
-                                more.since = position
-                                backlog = backlog.count < query.limit ? [] : try registry.timeline(more)
-                            }
+                            _ = follow()
+                            try await catchUp()
                         }
                     }
                     group.cancelAll()
@@ -186,16 +194,14 @@ struct StatusAPI: Sendable {
                                                HTTPField.Name("X-Accel-Buffering")!: "no"], body: body)
     }
 
-    /// Writes the records after `position` that match the query as SSE events.
-    static func send(_ records: [StatusRecord], after position: inout Int64, query: TimelineQuery,
+    /// Writes stored entries after `position` as SSE events, in one write.
+    static func send(_ rows: [(id: Int64, payload: Data)], after position: inout Int64,
                      to writer: inout any ResponseBodyWriter) async throws {
         var buffer = ByteBuffer()
-        for record in records where record.id > position {
-            position = record.id
-            if let agent = query.agent, record.agent != agent { continue }
-            if let source = query.source, record.object?.source != source { continue }
-            buffer.writeString("id: \(record.id)\nevent: status\ndata: ")
-            buffer.writeBytes(try StatusRecord.encoder.encode(record))
+        for row in rows where row.id > position {
+            position = row.id
+            buffer.writeString("id: \(row.id)\nevent: status\ndata: ")
+            buffer.writeBytes(StatusRecord.json(id: row.id, payload: row.payload))
             buffer.writeString("\n\n")
         }
         if buffer.readableBytes > 0 { try await writer.write(buffer) }

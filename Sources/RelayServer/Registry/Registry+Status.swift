@@ -1,6 +1,9 @@
 import Foundation
 import GRDB
 import Wire
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One stored status entry as the API, the live stream and the notifiers see it.
 public struct StatusRecord: Sendable, Codable, Equatable {
@@ -37,8 +40,9 @@ public struct StatusRecord: Sendable, Codable, Equatable {
         public var reason: String
     }
 
-    /// Position in the relay's feed (`since` and `Last-Event-ID` take it).
-    public var id: Int64
+    /// Position in the relay's feed (`since` and `Last-Event-ID` take it). Not part of the
+    /// stored JSON: it is added when the record is sent (`json(id:payload:)`).
+    public var id: Int64 = 0
     public var agent: String
     public var journal: String
     public var sequence: UInt64
@@ -49,6 +53,22 @@ public struct StatusRecord: Sendable, Codable, Equatable {
     public var object: Object?
     public var event: Event?
     public var gap: Gap?
+    /// The record's JSON without `id`, made once when it is stored and sent as is by the
+    /// stream and the timeline (see `json(id:payload:)`).
+    public var payload: Data?
+
+    enum CodingKeys: String, CodingKey {
+        case agent, journal, sequence, observedAt, receivedAt, type, object, event, gap
+    }
+
+    /// The record's JSON with its feed id: `{"id":N,` spliced before the stored payload's
+    /// fields (key order carries no meaning in JSON).
+    static func json(id: Int64, payload: Data) -> Data {
+        var data = Data("{\"id\":\(id)".utf8)
+        if payload.count > 2 { data.append(UInt8(ascii: ",")) }
+        data.append(payload.dropFirst())
+        return data
+    }
 }
 
 extension StatusRecord {
@@ -96,13 +116,24 @@ extension StatusRecord {
         return decoder
     }()
 
-    /// RFC 3339 UTC with milliseconds.
+    /// RFC 3339 UTC with milliseconds. Written by hand: the stream formats several dates per
+    /// entry, thousands of entries a second, and a Foundation formatter per date cost more
+    /// than everything else on that path.
     static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
+        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(millis >= 0 ? millis / 1000 : (millis - 999) / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        let fraction = Int32(((millis % 1000) + 1000) % 1000)
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(fraction, 3))Z"
     }
 
+    /// Parses what `timestamp` writes (and RFC 3339 without fractional seconds, or with an offset).
     static func parse(_ text: String) -> Date? {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
@@ -150,7 +181,8 @@ extension Registry {
             var stored: [StatusRecord] = []
             for entry in entries {
                 guard var record = StatusRecord(agent: agent, journal: journal, entry: entry, receivedAt: receivedAt) else { continue }
-                let payload = String(decoding: try StatusRecord.encoder.encode(record), as: UTF8.self)
+                let encoded = try StatusRecord.encoder.encode(record)
+                let payload = String(decoding: encoded, as: UTF8.self)
                 try db.execute(sql: """
                     INSERT INTO status_entry(agent, journal, sequence, observed_ms, received_ms, type, kind, namespace, name,
                                              state, revision, source, payload)
@@ -163,6 +195,7 @@ extension Registry {
                                      record.object?.revisionApplied ?? record.event?.revision, record.object?.source, payload])
                 guard db.changesCount > 0 else { continue }
                 record.id = db.lastInsertedRowID
+                record.payload = encoded
                 if let object = record.object {
                     try db.execute(sql: """
                         INSERT INTO flux_object(agent, kind, namespace, name, state, reason, message, revision_applied,
@@ -187,16 +220,29 @@ extension Registry {
         }
     }
 
+    /// Entries after `since`, oldest first, as stored JSON (no decoding: for the stream and the API).
+    public func timelineJSON(_ query: TimelineQuery) throws -> [(id: Int64, payload: Data)] {
+        try database.read { db in
+            let (sql, arguments) = Self.timelineSQL(query)
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).map { ($0["id"], Data(($0["payload"] as String).utf8)) }
+        }
+    }
+
+    static func timelineSQL(_ query: TimelineQuery) -> (String, StatementArguments) {
+        var sql = "SELECT id, payload FROM status_entry WHERE id > ?"
+        var arguments: [any DatabaseValueConvertible] = [query.since]
+        if let agent = query.agent { sql += " AND agent = ?"; arguments.append(agent) }
+        if let source = query.source { sql += " AND source = ?"; arguments.append(source) }
+        sql += " ORDER BY id LIMIT ?"
+        arguments.append(max(1, min(query.limit, 10_000)))
+        return (sql, StatementArguments(arguments))
+    }
+
     /// Entries after `since`, oldest first.
     public func timeline(_ query: TimelineQuery) throws -> [StatusRecord] {
         try database.read { db in
-            var sql = "SELECT id, payload FROM status_entry WHERE id > ?"
-            var arguments: [any DatabaseValueConvertible] = [query.since]
-            if let agent = query.agent { sql += " AND agent = ?"; arguments.append(agent) }
-            if let source = query.source { sql += " AND source = ?"; arguments.append(source) }
-            sql += " ORDER BY id LIMIT ?"
-            arguments.append(max(1, min(query.limit, 10_000)))
-            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).compactMap { row in
+            let (sql, arguments) = Self.timelineSQL(query)
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).compactMap { row in
                 var record = try? StatusRecord.decoder.decode(StatusRecord.self, from: Data((row["payload"] as String).utf8))
                 record?.id = row["id"]
                 return record
