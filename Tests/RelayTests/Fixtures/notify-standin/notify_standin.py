@@ -94,7 +94,8 @@ goes to the newest pipeline's ref for that sha, else "main"), mapping a
 numeric id to a path (they are different projects here), users, permissions
 (403), protected refs, the job-count limit (422), the pipeline lock (409),
 Slack channel/user overrides and errors (channel_not_found, ...), Slack rate
-limits, GitLab/Slack response headers beyond Content-Type. Unsure and chosen:
+limits, response headers beyond Content-Type (and GitLab's X-Content-Type-
+Options / X-Frame-Options). Unsure and chosen:
 whether GitLab limits name to 255 characters (this stand-in does, with the
 Rails message); target_url wording for URLs without a host; Slack's answer to
 blocks it cannot parse and to non-POST methods.
@@ -119,8 +120,10 @@ Test-only control API under /_standin/ (JSON, no auth, never recorded):
   GET    /_standin/gitlab/statuses       the stored commit statuses
   POST   /_standin/reset                 forgets everything above
   GET    /_standin/health                {"ok": true}
-Every read has a socket timeout, bodies are capped at 8 MiB, the log at
-100000 entries (older ones dropped, counted in GET /_standin/health).
+Every read has a 30 s socket timeout; bodies are capped at 8 MiB (413), an
+unreadable body gets 400 (501 for a Transfer-Encoding other than chunked),
+both as {"error": ...} and recorded; the log keeps the last 100000 entries
+(older ones dropped, counted in GET /_standin/health).
 """
 
 from __future__ import annotations
