@@ -32,10 +32,11 @@ public struct AgentService: Service {
 
     public static func runUntilSignalled(_ runtime: AgentRuntime, logger: Logger,
                                          onFluxListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        _ = try runtime.journal()  // opened and locked before anything runs: a second agent on this dataDir stops here
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var flux: FluxIntegration?
         if let config = runtime.config.flux, let listen = runtime.config.listen {
-            let integration = try FluxIntegration(config: config, store: runtime.store, journal: runtime.journal, logger: logger)
+            let integration = try FluxIntegration(config: config, store: runtime.store, journal: try runtime.journal(), logger: logger)
             flux = integration
             services.append(.init(service: integration.endpoint.application(host: listen.host, port: listen.port, onListening: onFluxListening)))
         }

@@ -10,6 +10,12 @@ import Wire
         .event(.with { $0.kind = "Kustomization"; $0.name = "app"; $0.message = "event \(n)" })
     }
 
+    /// Closes `journal` (releasing its lock) and opens the directory again.
+    static func reopen(_ journal: inout StatusJournal, _ dir: TemporaryDirectory) throws -> StatusJournal {
+        journal = try StatusJournal(directory: dir.url.appendingPathComponent("placeholder-\(UUID().uuidString)"))
+        return try StatusJournal(directory: dir.url)
+    }
+
     @Test func sequencesSurviveRestartsAndOnlyAcknowledgedEntriesGo() throws {
         let dir = try TemporaryDirectory(prefix: "journal")
         defer { dir.remove() }
@@ -18,15 +24,17 @@ import Wire
         #expect(try journal.append((1...10).map(Self.event)) == Array(1...10))
         try journal.acknowledge(upTo: 4)
         #expect(journal.entries(after: 0, limit: 100).map(\.sequence) == Array(5...10))
+        // One writer at a time: a second open of the same journal is refused.
+        #expect(throws: JournalError.self) { try StatusJournal(directory: dir.url) }
         // Reopen: same journal, same unacknowledged entries, numbering continues.
-        journal = try StatusJournal(directory: dir.url)
+        journal = try Self.reopen(&journal, dir)
         #expect(journal.summary.journalID == id)
         #expect(journal.entries(after: 0, limit: 100).map(\.sequence) == Array(5...10))
         #expect(try journal.append([Self.event(11)]) == [11])
         try journal.acknowledge(upTo: 11)
         #expect(journal.summary.backlog == 0)
         // Everything acknowledged: the numbering still continues after a restart.
-        journal = try StatusJournal(directory: dir.url)
+        journal = try Self.reopen(&journal, dir)
         #expect(try journal.append([Self.event(12)]) == [12])
         #expect(journal.entries(after: 11, limit: 5).first?.event.message == "event 12")
     }
@@ -34,18 +42,20 @@ import Wire
     @Test func aTornWriteLosesOnlyTheTornRecord() throws {
         let dir = try TemporaryDirectory(prefix: "journal-torn")
         defer { dir.remove() }
-        let journal = try StatusJournal(directory: dir.url)
-        try journal.append((1...5).map(Self.event))
+        var journal: StatusJournal? = try StatusJournal(directory: dir.url)
+        try journal?.append((1...5).map(Self.event))
+        journal = nil  // closed, as by a crash
         let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: dir.url.path).first { $0.hasPrefix("seg-") })
         let url = dir.url.appendingPathComponent(segment)
         var bytes = try Data(contentsOf: url)
         let whole = bytes.count
         bytes.append(contentsOf: [0, 0, 0, 40, 1, 2, 3])  // half a record, as a crash mid-write leaves it
         try bytes.write(to: url)
-        let reopened = try StatusJournal(directory: dir.url)
-        #expect(reopened.entries(after: 0, limit: 100).map(\.sequence) == Array(1...5))
+        var reopened: StatusJournal? = try StatusJournal(directory: dir.url)
+        #expect(reopened!.entries(after: 0, limit: 100).map(\.sequence) == Array(1...5))
         #expect(try Data(contentsOf: url).count == whole)
-        #expect(try reopened.append([Self.event(6)]) == [6])
+        #expect(try reopened!.append([Self.event(6)]) == [6])
+        reopened = nil
         // A flipped byte inside the last record: that record is dropped, the rest kept.
         var damaged = try Data(contentsOf: url)
         damaged[damaged.count - 6] ^= 0xFF
@@ -80,7 +90,8 @@ import Wire
     @Test func concurrentAppendsShareFsyncsAndKeepEverySequenceOnce() throws {
         let dir = try TemporaryDirectory(prefix: "journal-concurrent")
         defer { dir.remove() }
-        let journal = try StatusJournal(directory: dir.url, segmentBytes: 16 << 10)
+        var opened: StatusJournal? = try StatusJournal(directory: dir.url, segmentBytes: 16 << 10)
+        let journal = opened!
         let group = DispatchGroup()
         let failures = NSLock()
         nonisolated(unsafe) var errors: [any Error] = []
@@ -100,7 +111,9 @@ import Wire
         let entries = journal.entries(after: 0, limit: 10_000)
         #expect(entries.map(\.sequence) == Array(1...1600))
         // What a restart reads back is exactly what readers saw.
-        let reopened = try StatusJournal(directory: dir.url)
-        #expect(reopened.entries(after: 0, limit: 10_000).map(\.event.message) == entries.map(\.event.message))
+        let messages = entries.map(\.event.message)
+        opened = nil
+        _ = consume journal
+        #expect(try StatusJournal(directory: dir.url).entries(after: 0, limit: 10_000).map(\.event.message) == messages)
     }
 }

@@ -63,9 +63,12 @@ public final class StatusJournal: Sendable {
     private let state: Mutex<State>
     /// One fsync at a time; whoever holds it syncs everything written so far.
     private let syncing = Mutex<Void>(())
+    /// Holds the journal's exclusive lock for this object's lifetime.
+    private let lockFD: Int32
 
     deinit {
         state.withLock { if $0.fd >= 0 { close($0.fd) } }
+        close(lockFD)
     }
 
     /// The journal's id (cheap).
@@ -78,6 +81,13 @@ public final class StatusJournal: Sendable {
         self.maxBytes = max(maxBytes, 64 << 10)
         self.segmentBytes = min(segmentBytes, self.maxBytes / 4)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // One writer per journal: a second relay-agent on the same dataDir would interleave
+        // sequence numbers.
+        lockFD = open(directory.appendingPathComponent(".lock").path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            if lockFD >= 0 { close(lockFD) }
+            throw JournalError.inUse(directory.path)
+        }
         let meta = Self.readMeta(directory)
         var segments: [Segment] = []
         var last: UInt64 = meta.acknowledged
@@ -98,7 +108,10 @@ public final class StatusJournal: Sendable {
                             durable: last, written: last)
         initial.unackedBytes = segments.reduce(0) { $0 + $1.bytes }
         state = Mutex(initial)
-        try Self.writeMeta(directory, journalID: meta.journalID, acknowledged: meta.acknowledged)
+        // Only a new journal writes at open: readers such as `relay-agent list` open it too.
+        if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("journal.json").path) {
+            try Self.writeMeta(directory, journalID: meta.journalID, acknowledged: meta.acknowledged)
+        }
     }
 
     public var summary: Summary {
@@ -368,7 +381,7 @@ public final class StatusJournal: Sendable {
 
     private static func writeMeta(_ directory: URL, journalID: String, acknowledged: UInt64) throws {
         let data = try JSONEncoder().encode(Meta(journalID: journalID, acknowledged: acknowledged))
-        let temporary = directory.appendingPathComponent("journal.json.tmp")
+        let temporary = directory.appendingPathComponent("journal.json.\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp")
         try data.write(to: temporary)
         let fd = open(temporary.path, O_RDONLY | O_CLOEXEC)
         if fd >= 0 { fsync(fd); close(fd) }
@@ -380,7 +393,11 @@ public final class StatusJournal: Sendable {
 
 public enum JournalError: Error, CustomStringConvertible {
     case io(String)
+    case inUse(String)
     public var description: String {
-        switch self { case .io(let message): "status journal: \(message) (is the data volume full or read-only?)" }
+        switch self {
+        case .io(let message): "status journal: \(message) (is the data volume full or read-only?)"
+        case .inUse(let path): "status journal \(path) is in use by another relay-agent process: one dataDir serves one agent"
+        }
     }
 }

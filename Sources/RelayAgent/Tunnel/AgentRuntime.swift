@@ -18,15 +18,23 @@ public final class AgentRuntime: Sendable {
     let logger: Logger
     /// Every artifact made current (fetched, re-recorded or rolled back to) is announced here.
     public let publications = Publications()
-    /// Flux status changes waiting to reach the relay.
-    public let journal: StatusJournal
+    /// Flux status changes waiting to reach the relay: opened (and locked) by the first use,
+    /// so `relay-agent list` and `fetch` never touch a running agent's journal.
+    private let journalStorage = Mutex<StatusJournal?>(nil)
+    public func journal() throws -> StatusJournal {
+        try journalStorage.withLock { stored in
+            if let stored { return stored }
+            let opened = try StatusJournal(directory: config.dataDirectory.appendingPathComponent("journal"), maxBytes: config.journalMaxBytes)
+            stored = opened
+            return opened
+        }
+    }
 
     public init(config: ResolvedAgentConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
         store = try ArtifactStore(root: config.dataDirectory.appendingPathComponent("store"), retention: config.keep,
                                   replacedGrace: Double(config.keepReplacedFor.milliseconds) / 1000)
-        journal = try StatusJournal(directory: config.dataDirectory.appendingPathComponent("journal"), maxBytes: config.journalMaxBytes)
         fetcher = ArtifactFetcher(store: store, partialDirectory: config.dataDirectory.appendingPathComponent("partial"),
                                   logger: logger)
     }
@@ -170,8 +178,8 @@ public final class AgentRuntime: Sendable {
                                 state.recordRoundTrip(sentUnixNanos: beat.sentUnixNanos)
                             }
                         case .statusAck(let ack)?:
-                            if ack.journalID == self.journal.journalID {
-                                do { try self.journal.acknowledge(upTo: ack.upTo) } catch {
+                            if let journal = try? self.journal(), ack.journalID == journal.journalID {
+                                do { try journal.acknowledge(upTo: ack.upTo) } catch {
                                     self.logger.error("cannot record the relay's acknowledgement", metadata: ["error": "\(error)"])
                                 }
                             }
@@ -285,6 +293,7 @@ public final class AgentRuntime: Sendable {
         while !state.welcomed {
             try await Task.sleep(for: .milliseconds(20))
         }
+        let journal = try journal()
         let journalID = journal.journalID
         var sent = journal.acknowledgedSequence
         while !Task.isCancelled {
