@@ -24,8 +24,12 @@ import Testing
         let standIn = try #require(notify)
         defer { setup.shutdown(); standIn.stop() }
         let revision = "main@sha1:\(setup.commit)"
-        func gitlabStates() throws -> [String] {
-            try standIn.requests("gitlab").filter { $0["status"] as? Int == 201 }.compactMap { ($0["params"] as? [String: Any])?["state"] as? String }
+        /// States posted for the first commit (a leading `pending` — delivered before Flux
+        /// reported anything — depends on timing and is left out).
+        func gitlabStates(_ sha: String? = nil) throws -> [String] {
+            let states = try standIn.requests("gitlab").filter { $0["status"] as? Int == 201 && $0["sha"] as? String == (sha ?? setup.commit) }
+                .compactMap { ($0["params"] as? [String: Any])?["state"] as? String }
+            return sha == nil && states.first == "pending" ? Array(states.dropFirst()) : states
         }
         func setStatus(_ status: [String: Any]) throws {
             try setup.api.setStatus(group: "kustomize.toolkit.fluxcd.io", version: "v1", plural: "kustomizations",
@@ -47,6 +51,8 @@ import Testing
             try setup.harness.published("edge").contains { $0.revision == "main@sha1:\(second)" }
         }
         #expect(try standIn.requests("gitlab").contains { $0["status"] as? Int == 503 }, "the outage was hit")
+        // The new commit is delivered but no Flux object reports it yet: pending.
+        try setup.harness.waitUntil("pending for the delivered commit", timeout: 30) { try gitlabStates(second) == ["pending"] }
         // After the outage: failed arrives, then the recovery.
         try setup.harness.waitUntil("failed after the outage", timeout: 30) { try gitlabStates() == ["running", "success", "failed"] }
         try setStatus(KubeStandIn.readyStatus(revision: revision))
@@ -57,7 +63,7 @@ import Testing
         }
 
         // The exact GitLab calls.
-        let calls = try standIn.requests("gitlab").filter { $0["status"] as? Int == 201 }
+        let calls = try standIn.requests("gitlab").filter { $0["status"] as? Int == 201 && $0["sha"] as? String == setup.commit }
         for call in calls {
             #expect(call["path"] as? String == "/api/v4/projects/group%2Fpodinfo/statuses/\(setup.commit)")
             #expect(call["project"] as? String == "group/podinfo")
@@ -65,7 +71,9 @@ import Testing
             let params = try #require(call["params"] as? [String: Any])
             #expect(params["name"] as? String == "relay/edge/flux-system/podinfo")
             #expect(params["target_url"] as? String == "https://relay.example.com/")
-            #expect((params["description"] as? String)?.hasPrefix("Kustomization") == true)
+            let description = params["description"] as? String ?? ""
+            #expect(params["state"] as? String == "pending" ? description.hasPrefix("delivered to edge") : description.hasPrefix("Kustomization"),
+                    "\(description)")
         }
         // Slack: one failure, one recovery, as incoming-webhook JSON.
         let slack = try standIn.requests("slack").filter { $0["status"] as? Int == 200 }

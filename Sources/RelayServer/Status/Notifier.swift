@@ -78,9 +78,62 @@ public final class Notifier: Sendable {
 
     struct Item { var target: String; var url: String; var body: Data }
 
-    /// Reads up to 500 feed entries after the cursor and queues their notifications.
-    /// Returns how many entries it read.
+    /// Queues what new deliveries and status entries call for; returns how many it read.
     func derive() throws -> Int {
+        try derivePending() + deriveFromStatus()
+    }
+
+    /// A revision delivered to an agent but not yet picked up by Flux: `pending` for every
+    /// Kustomization/HelmRelease there that consumes the source, unless something was
+    /// already posted for that commit (a status never goes back to pending).
+    func derivePending() throws -> Int {
+        let cursor = try registry.notifierCursor("deliveries")
+        let deliveries = try registry.deliveries(afterRow: cursor, limit: 500)
+        guard let last = deliveries.last else { return 0 }
+        try registry.database.write { db in
+            for (_, delivery) in deliveries {
+                guard let gitlab = sources.first(where: { $0.name == delivery.source })?.gitlab,
+                      let sha = Self.commit(of: delivery.revision) else { continue }
+                let consumers = try Row.fetchAll(db, sql: """
+                    SELECT f.kind, f.namespace, f.name, n.gitlab_sha FROM flux_object f
+                    LEFT JOIN notify_state n ON n.agent = f.agent AND n.kind = f.kind AND n.namespace = f.namespace AND n.name = f.name
+                    WHERE f.agent = ? AND f.source = ? AND f.kind IN ('Kustomization', 'HelmRelease')
+                    """, arguments: [delivery.agent, delivery.source])
+                for row in consumers where (row["gitlab_sha"] as String?) != sha {
+                    let (kind, namespace, name): (String, String, String) = (row["kind"], row["namespace"], row["name"])
+                    var body: [String: String] = [
+                        "state": "pending", "name": "relay/\(delivery.agent)/\(namespace)/\(name)",
+                        "description": "delivered to \(delivery.agent); waiting for \(kind) to apply it",
+                    ]
+                    if let ref = delivery.revision.split(separator: "@").first, delivery.revision.contains("@") { body["ref"] = String(ref) }
+                    if let publicURL { body["target_url"] = String(publicURL.prefix(255)) }
+                    try enqueue(db, Item(target: "gitlab:\(delivery.source)", url: "\(gitlab.projectAPI)/statuses/\(sha)", body: Self.json(body)))
+                    try db.execute(sql: """
+                        INSERT INTO notify_state(agent, kind, namespace, name, gitlab_state, gitlab_sha) VALUES (?, ?, ?, ?, 'pending', ?)
+                        ON CONFLICT(agent, kind, namespace, name) DO UPDATE SET gitlab_state = 'pending', gitlab_sha = excluded.gitlab_sha
+                        """, arguments: [delivery.agent, kind, namespace, name, sha])
+                }
+            }
+            try setCursor(db, "deliveries", last.0)
+        }
+        return deliveries.count
+    }
+
+    private func enqueue(_ db: Database, _ item: Item) throws {
+        try db.execute(sql: "INSERT INTO outbox(target, url, body, next_attempt_ms, created_ms) VALUES (?, ?, ?, ?, ?)",
+                       arguments: [item.target, item.url, String(decoding: item.body, as: UTF8.self),
+                                   Registry.milliseconds(Date()), Registry.milliseconds(Date())])
+    }
+
+    private func setCursor(_ db: Database, _ name: String, _ position: Int64) throws {
+        try db.execute(sql: """
+            INSERT INTO notifier_cursor(name, position) VALUES (?, ?)
+            ON CONFLICT(name) DO UPDATE SET position = excluded.position
+            """, arguments: [name, position])
+    }
+
+    /// Reads up to 500 feed entries after the cursor and queues their notifications.
+    func deriveFromStatus() throws -> Int {
         let entries = try registry.timeline(.init(since: try registry.notifierCursor("notifier"), limit: 500))
         guard let last = entries.last else { return 0 }
         try registry.database.write { db in
@@ -109,11 +162,7 @@ public final class Notifier: Sendable {
                     gitlabState = state
                     gitlabSHA = sha
                 }
-                for item in items {
-                    try db.execute(sql: "INSERT INTO outbox(target, url, body, next_attempt_ms, created_ms) VALUES (?, ?, ?, ?, ?)",
-                                   arguments: [item.target, item.url, String(decoding: item.body, as: UTF8.self),
-                                               Registry.milliseconds(Date()), Registry.milliseconds(Date())])
-                }
+                for item in items { try enqueue(db, item) }
                 if object.state == "deleted" {
                     try db.execute(sql: "DELETE FROM notify_state WHERE agent = ? AND kind = ? AND namespace = ? AND name = ?",
                                    arguments: [record.agent, object.kind, object.namespace, object.name])
@@ -125,10 +174,7 @@ public final class Notifier: Sendable {
                         """, arguments: [record.agent, object.kind, object.namespace, object.name, health, gitlabState, gitlabSHA])
                 }
             }
-            try db.execute(sql: """
-                INSERT INTO notifier_cursor(name, position) VALUES ('notifier', ?)
-                ON CONFLICT(name) DO UPDATE SET position = excluded.position
-                """, arguments: [last.id])
+            try setCursor(db, "notifier", last.id)
         }
         return entries.count
     }
@@ -144,10 +190,14 @@ public final class Notifier: Sendable {
         case "failing", "failed": state = "failed"; revision = object.revisionAttempted.isEmpty ? object.revisionApplied : object.revisionAttempted
         default: return nil
         }
+        return commit(of: revision).map { (state, $0) }
+    }
+
+    /// The Git commit of a revision string (`<ref>@sha1:<40 hex>` or `sha1:<40 hex>`).
+    static func commit(of revision: String) -> String? {
         guard let range = revision.range(of: "sha1:", options: .backwards) else { return nil }
         let sha = String(revision[range.upperBound...])
-        guard sha.count == 40, sha.allSatisfy(\.isHexDigit) else { return nil }
-        return (state, sha)
+        return sha.count == 40 && sha.allSatisfy(\.isHexDigit) ? sha : nil
     }
 
     func commitStatusItem(_ gitlab: ResolvedServerConfig.GitLabTarget, source: String, state: String, sha: String,
@@ -251,6 +301,16 @@ public final class Notifier: Sendable {
 }
 
 extension Registry {
+    /// Deliveries recorded after a row id, oldest first.
+    func deliveries(afterRow row: Int64, limit: Int) throws -> [(Int64, Delivery)] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT rowid AS row_, * FROM delivery WHERE rowid > ? ORDER BY rowid LIMIT ?", arguments: [row, limit]).map {
+                ($0["row_"], Delivery(agent: $0["agent"], source: $0["source"], revision: $0["revision"], digest: $0["digest"],
+                                       deliveredAt: Date(timeIntervalSince1970: Double($0["delivered_ms"] as Int64) / 1000)))
+            }
+        }
+    }
+
     func notifierCursor(_ name: String) throws -> Int64 {
         try database.read { db in try Int64.fetchOne(db, sql: "SELECT position FROM notifier_cursor WHERE name = ?", arguments: [name]) ?? 0 }
     }
