@@ -28,12 +28,17 @@ struct Run: AsyncParsableCommand {
     var config: String
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
+    @Option(help: "Log format: text (default) or json (one object per line); also RELAY_LOG_FORMAT.")
+    var logFormat: String?
 
     func run() async throws {
         let resolved = try loadConfig(config)
+        let logger: Logger
+        do { logger = try Observability.start(label: "relay-agent", level: logLevel, format: logFormat) } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
         AllocatorTuning.apply()
-        var logger = Logger(label: "relay-agent")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let runtime = try AgentRuntime(config: resolved, logger: logger)
         try runtime.verifyStore()
         try await AgentService.runUntilSignalled(runtime, logger: logger)

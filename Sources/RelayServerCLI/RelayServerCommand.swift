@@ -23,16 +23,20 @@ struct Serve: AsyncParsableCommand {
     var config: String
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
+    @Option(help: "Log format: text (default) or json (one object per line); also RELAY_LOG_FORMAT.")
+    var logFormat: String?
 
     func run() async throws {
         let resolved: ResolvedServerConfig
-        do { resolved = try ServerConfig.load(path: config) } catch {
+        let logger: Logger
+        do {
+            resolved = try ServerConfig.load(path: config)
+            logger = try Observability.start(label: "relay-server", level: logLevel, format: logFormat)
+        } catch {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)
         }
         AllocatorTuning.apply()
-        var logger = Logger(label: "relay-server")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         try await RelayServerApp.run(config: resolved, logger: logger)
     }
 }

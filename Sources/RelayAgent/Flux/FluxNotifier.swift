@@ -73,6 +73,7 @@ public actor FluxNotifier {
                 do {
                     let objects = try await nudger.nudge(source: record.source, token: token)
                     nudged = true
+                    AgentMetrics.reconcileRequests.increment(by: objects.count)
                     logger.info("reconcile requested", metadata: ["ocirepositories": "\(objects)", "source": "\(record.source)"])
                 } catch { failures.append("OCIRepository reconcile: \(error)") }
             }

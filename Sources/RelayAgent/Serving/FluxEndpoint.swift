@@ -1,4 +1,5 @@
 import ArtifactMirror
+import RelayShared
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -48,6 +49,10 @@ public struct FluxEndpoint: Sendable {
     {
         let router = Router()
         router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: Observability.exposition())))
+        }
         router.get("/readyz") { _, _ -> Response in
             catalog.isLoaded ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
                 : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "store not read yet\n")))

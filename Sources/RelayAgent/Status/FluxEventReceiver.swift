@@ -72,6 +72,8 @@ public struct FluxEventReceiver: Sendable {
         }
         do {
             try journal.append([.event(event)])
+            AgentMetrics.fluxEvents.increment()
+            AgentMetrics.journal(journal)
         } catch {
             return Self.plain(.serviceUnavailable, "cannot journal the event: \(error)\n")
         }

@@ -92,6 +92,7 @@ public final class AgentRuntime: Sendable {
 
     /// One connection: returns when it ends.
     func session() async -> Outcome {
+        defer { AgentMetrics.connected.record(0) }
         let state = SessionState()
         do {
             let transport = try makeTransport()
@@ -162,6 +163,7 @@ public final class AgentRuntime: Sendable {
                         switch message.kind {
                         case .welcome(let welcome)?:
                             state.welcome(welcome)
+                            AgentMetrics.connected.record(1)
                             self.logger.info("connected to relay", metadata: [
                                 "agent": "\(welcome.agentName)", "relay": "\(welcome.relayVersion)",
                                 "heartbeat_ms": "\(welcome.heartbeatIntervalMs)"])
@@ -179,7 +181,10 @@ public final class AgentRuntime: Sendable {
                             }
                         case .statusAck(let ack)?:
                             if let journal = try? self.journal(), ack.journalID == journal.journalID {
-                                do { try journal.acknowledge(upTo: ack.upTo) } catch {
+                                do {
+                                    try journal.acknowledge(upTo: ack.upTo)
+                                    AgentMetrics.journal(journal)
+                                } catch {
                                     self.logger.error("cannot record the relay's acknowledgement", metadata: ["error": "\(error)"])
                                 }
                             }

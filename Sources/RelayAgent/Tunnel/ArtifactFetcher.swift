@@ -55,6 +55,7 @@ struct ArtifactFetcher: Sendable {
         let file = try PartialFile(path: path, expectedSize: artifact.size)
         defer { file.close() }
         if file.length > 0 {
+            AgentMetrics.fetchResumes.increment()
             logger.info("resuming fetch", metadata: ["source": "\(artifact.source)", "offset": "\(file.length)",
                                                       "size": "\(artifact.size)"])
         }
@@ -66,6 +67,7 @@ struct ArtifactFetcher: Sendable {
             } catch let error as FetchError {
                 guard case .corruptChunk = error, damaged < chunkRetries else { throw error }
                 damaged += 1
+                AgentMetrics.damagedChunks.increment()
                 logger.warning("damaged chunk discarded; fetching again from the last verified offset",
                                metadata: ["source": "\(artifact.source)", "offset": "\(file.length)"])
             }
@@ -85,7 +87,9 @@ struct ArtifactFetcher: Sendable {
         }
         let record = ArtifactRecord(artifact, files: report.files)
         file.close()
-        return try store.publish(verifiedFile: path, record: record)
+        let published = try store.publish(verifiedFile: path, record: record)
+        AgentMetrics.published.increment()
+        return published
     }
 
     private func receive(_ artifact: Relay_V1_Artifact, into file: PartialFile, tunnel: Tunnel, metadata: Metadata,
@@ -112,6 +116,7 @@ struct ArtifactFetcher: Sendable {
                     throw FetchError.corruptChunk(offset: chunk.offset)
                 }
                 try file.append(chunk.data)
+                AgentMetrics.fetchBytes.increment(by: chunk.data.count)
             }
         }
         if file.length < artifact.size {

@@ -14,6 +14,10 @@ enum WebhookRouter {
                      hub: DesiredStateHub) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("healthz") { _, _ in "ok\n" }
+        router.get("metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: Observability.exposition())))
+        }
         router.get("readyz") { _, _ -> Response in
             let ready = await hub.isReady(sources: sources.map(\.name))
             return json(ready ? .ok : .serviceUnavailable, ["ready": ready])

@@ -91,6 +91,7 @@ public final class PackagingScheduler: Sendable {
                 await beforePublish?(artifact)
                 try registry.record(artifact)
                 await hub.publish(artifact)
+                RelayMetrics.packaged(source: source.name, duration: ContinuousClock.now - started)
                 logger.info("packaged", metadata: [
                     "source": "\(source.name)", "revision": "\(artifact.revision)", "digest": "\(artifact.digest)",
                     "size": "\(artifact.size)", "cached": "\(result.cached)",

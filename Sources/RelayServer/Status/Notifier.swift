@@ -246,6 +246,7 @@ public final class Notifier: Sendable {
                     """).map { Pending(id: $0["id"], target: $0["target"], url: $0["url"], body: $0["body"], attempts: $0["attempts"], due: $0["next_attempt_ms"]) }
             }
             let due = heads.filter { $0.due <= now }
+            RelayMetrics.notificationsPending.record(try registry.outboxSize())
             if due.isEmpty { return }
             await withTaskGroup(of: Void.self) { group in
                 for item in due { group.addTask { await self.send(item) } }
@@ -282,7 +283,9 @@ public final class Notifier: Sendable {
             try await registry.database.write { db in
                 if outcome.done {
                     try db.execute(sql: "DELETE FROM outbox WHERE id = ?", arguments: [item.id])
+                    RelayMetrics.notificationsSent.increment()
                 } else {
+                    RelayMetrics.notificationsFailed.increment()
                     let attempts = item.attempts + 1
                     let delay = min(retryMax, retryInitial * Double(1 << min(attempts - 1, 16)))
                     let next = Registry.milliseconds(Date()) + delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000

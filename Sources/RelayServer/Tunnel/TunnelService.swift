@@ -130,6 +130,10 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                     case .ack(let ack)?:
                         guard agent.sources.contains(ack.source) else { continue }
                         try registry.recordDelivery(agent: agent.name, source: ack.source, revision: ack.revision, digest: ack.digest)
+                        RelayMetrics.deliveries.increment()
+                        if let packaged = try registry.digestBelongs(ack.digest, toAnyOf: [ack.source]) {
+                            RelayMetrics.deliveryLatency.recordNanoseconds(Int64(max(0, Date().timeIntervalSince(packaged.createdAt)) * 1e9))
+                        }
                         logger.info("delivered", metadata: ["agent": "\(agent.name)", "source": "\(ack.source)",
                                                             "revision": "\(ack.revision)"])
                     case .status(let batch)?:
@@ -141,6 +145,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                             $0.upTo = last.sequence
                         } })
                         statusFeed.publish(stored)
+                        RelayMetrics.statusEntries.increment(by: stored.count)
                         if let gap = stored.first(where: { $0.type == "gap" })?.gap {
                             logger.warning("agent's status journal overflowed; entries were lost", metadata: [
                                 "agent": "\(agent.name)", "first": "\(gap.first)", "last": "\(gap.last)"])
@@ -220,6 +225,8 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
             throw RPCError(code: .notFound, message: "artifact \(digest) is no longer stored on the relay; it will be re-packed")
         }
         let offset = request.message.offset
+        RelayMetrics.fetches.increment()
+        if offset > 0 { RelayMetrics.fetchResumes.increment() }
         guard offset <= artifact.size else {
             try? handle.close()
             throw RPCError(code: .outOfRange, message: "offset \(offset) is past the end (\(artifact.size) bytes)")
@@ -246,6 +253,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                     chunk.chunkSha256 = chunkHashes.hash(of: data, digest: digest, offset: position, chunkSize: chunkSize)
                     chunk.data = faults.apply(to: data)
                     try await writer.write(chunk)
+                    RelayMetrics.fetchBytes.increment(by: count)
                     position += UInt64(count)
                 }
                 await fetches.release(agent.name)
@@ -351,12 +359,14 @@ private struct ConnectionLog {
     var isConnected = false
 
     mutating func connected(version: String, held: Int) {
+        if !isConnected { RelayMetrics.agentConnected(1) }
         isConnected = true
         logger.info("agent connected", metadata: ["agent": "\(agent)", "version": "\(version)", "held": "\(held)"])
     }
 
     func disconnected(registry: Registry) {
         guard isConnected else { return }
+        RelayMetrics.agentConnected(-1)
         try? registry.agentSeen(agent, connected: false)
         logger.info("agent disconnected", metadata: ["agent": "\(agent)"])
     }
