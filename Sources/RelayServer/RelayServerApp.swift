@@ -42,7 +42,7 @@ public enum RelayServerApp {
         }
 
         let statusFeed = StatusFeed()
-        let tunnel = TunnelService(authenticator: AgentAuthenticator(agents: config.agents), hub: hub, registry: registry,
+        let tunnel = TunnelService(authenticator: AgentAuthenticator(registry: registry), hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(),
                                    faults: FaultInjection(), logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed)
         let grpc = GRPCServer(transport: .http2NIOPosix(

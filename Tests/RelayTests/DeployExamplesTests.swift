@@ -62,3 +62,41 @@ extension DeployExamplesTests {
         #expect(((alert["spec"] as? [String: Any])?["providerRef"] as? [String: Any])?["name"] as? String == "relay-agent")
     }
 }
+
+/// deploy/: every Kustomize directory (bases, overlays, examples) builds, and every rendered
+/// object passes offline schema validation (kubernetes-validate's Kubernetes 1.32 schemas for
+/// built-in kinds, the validator's own JSON Schemas for the Flux kinds).
+@Suite struct DeployValidationTests {
+    static let script = InteropTests.repoRoot.appendingPathComponent("Tests/RelayTests/Fixtures/deploy/validate.py").path
+
+    @Test func everyOverlayBuildsAndEveryObjectValidates() throws {
+        let python = try InteropTests.python()
+        let output = try runProcess(python, [Self.script], timeout: 300, allowFailure: true)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any], "\(output.stderr)")
+        #expect(output.status == 0, "\(report["errors"] ?? output.stderr)")
+        #expect((report["errors"] as? [Any])?.isEmpty == true)
+        #expect((report["directories"] as? Int ?? 0) >= 10)
+        #expect((report["objects"] as? Int ?? 0) >= 50)
+    }
+
+    @Test func theValidatorRejectsABrokenObject() throws {
+        let python = try InteropTests.python()
+        let dir = try TemporaryDirectory(prefix: "deploy-broken")
+        defer { dir.remove() }
+        let broken = dir.appending("broken.yaml")
+        try """
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: relay-agent, namespace: relay-system}
+            spec:
+              replicas: "two"
+              selector: {matchLabels: {app: relay-agent}}
+              template:
+                metadata: {labels: {app: relay-agent}}
+                spec: {containers: [{name: agent, image: relay-agent:1}]}
+            """.write(to: broken, atomically: true, encoding: .utf8)
+        let output = try runProcess(python, [Self.script, "--file", broken.path], timeout: 120, allowFailure: true)
+        #expect(output.status == 1)
+        #expect(output.stdout.contains("spec.replicas"), "\(output.stdout)")
+    }
+}

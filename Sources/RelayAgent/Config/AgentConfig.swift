@@ -59,7 +59,7 @@ public struct AgentConfig: Sendable, Decodable {
         if let journalMaxBytes, journalMaxBytes < 1 << 20 { throw fail("journalMaxBytes", "must be at least 1048576 (1 MiB)") }
         let fluxConfig = try ResolvedFluxConfig.resolve(flux, listen: listenAddress, fail: fail, absolute: absolute)
         return ResolvedAgentConfig(
-            relay: relay, caFile: ca, token: token, dataDirectory: URL(fileURLWithPath: absolute(dataDir)),
+            relay: relay, caFile: ca, token: token, tokenFile: absolute(tokenFile), dataDirectory: URL(fileURLWithPath: absolute(dataDir)),
             listen: listenAddress,
             clientCertificate: try clientCertFile.map { (path) throws(ConfigError) in try readable(path, "clientCertFile") },
             clientKey: try clientKeyFile.map { (path) throws(ConfigError) in try readable(path, "clientKeyFile") },
@@ -74,6 +74,8 @@ public struct ResolvedAgentConfig: Sendable {
     public var relay: HostPort
     public var caFile: String
     public var token: String
+    /// Re-read for every call: a rotated token is picked up without a restart.
+    public var tokenFile: String
     public var dataDirectory: URL
     public var listen: HostPort?
     public var clientCertificate: String?

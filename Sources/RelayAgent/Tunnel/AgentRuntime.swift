@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import RelayShared
 import Synchronization
 import Wire
 
@@ -137,7 +138,13 @@ public final class AgentRuntime: Sendable {
         }
     }
 
-    private var metadata: Metadata { ["authorization": "Bearer \(config.token)"] }
+    /// The token in tokenFile now (the one from start-up if the file cannot be read): a
+    /// rotated token is used from the next call on.
+    func currentToken() -> String {
+        (try? TokenHash.readToken(file: config.tokenFile)) ?? config.token
+    }
+
+    private var metadata: Metadata { ["authorization": "Bearer \(currentToken())"] }
 
     private func runSession(tunnel: ArtifactFetcher.Tunnel, state: SessionState) async throws {
         let (outbox, post) = AsyncStream<Relay_V1_AgentMessage>.makeStream()
@@ -150,7 +157,8 @@ public final class AgentRuntime: Sendable {
                 $0.heldDigests = held.sorted()
             }
         })
-        let metadata = self.metadata
+        let tokenAtStart = currentToken()
+        let metadata: Metadata = ["authorization": "Bearer \(tokenAtStart)"]
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             // Control stream: our outbox up, the relay's messages down.
@@ -206,6 +214,7 @@ public final class AgentRuntime: Sendable {
             // Heartbeats and the dead-peer watchdog.
             group.addTask {
                 var sequence: UInt64 = 0
+                var sessionToken = tokenAtStart
                 while !Task.isCancelled {
                     // Until the Welcome names the interval, poll briefly (a relay that never
                     // welcomes is caught by the same silence rule, with the default interval).
@@ -215,6 +224,14 @@ public final class AgentRuntime: Sendable {
                         throw RPCError(code: .unavailable, message: "no word from the relay for two heartbeat intervals")
                     }
                     guard state.welcomed else { continue }
+                    // A rotated token: prove ourselves with it on this stream, so revoking the
+                    // old one does not end the session.
+                    let token = self.currentToken()
+                    if token != sessionToken {
+                        sessionToken = token
+                        post.yield(.with { $0.reauthenticate = .with { $0.token = token } })
+                        self.logger.info("token file changed; reauthenticating on the open connection")
+                    }
                     sequence += 1
                     let sentUnixNanos = Int64(Date().timeIntervalSince1970 * 1e9)
                     post.yield(.with { $0.heartbeat = .with {
@@ -230,7 +247,7 @@ public final class AgentRuntime: Sendable {
             // Reconcile: fetch what the newest desired state lists and the store lacks.
             group.addTask {
                 for await desired in wanted {
-                    try await self.reconcile(desired, limits: state.limits, tunnel: tunnel, metadata: metadata, post: post)
+                    try await self.reconcile(desired, limits: state.limits, tunnel: tunnel, metadata: self.metadata, post: post)
                 }
             }
             do {

@@ -140,25 +140,35 @@ public final class Registry: Sendable {
                 );
                 """)
         }
+        registerTokenMigration(&migrator)
         return migrator
     }
 
-    /// Makes the agent and grant tables match the configuration (agents no longer
-    /// configured are removed with their grants; their delivery history stays).
+    /// Makes the config-managed agents, their grants and tokens match relay.yaml (agents no
+    /// longer configured are removed with their grants and tokens; their delivery history
+    /// stays). Agents created with `relay-server agents` are left alone.
     public func syncAgents(_ agents: [(name: String, tokenSHA256: String, sources: [String])]) throws {
         try database.write { db in
             let names = agents.map(\.name)
-            try db.execute(sql: "DELETE FROM agent WHERE name NOT IN (\(names.map { _ in "?" }.joined(separator: ",")))",
-                           arguments: StatementArguments(names))
+            let stale = try String.fetchAll(db, sql: "SELECT name FROM agent WHERE managed_by = 'config' AND name NOT IN (\(names.map { _ in "?" }.joined(separator: ",")))",
+                                            arguments: StatementArguments(names))
+            for name in stale {
+                try db.execute(sql: "DELETE FROM agent_token WHERE agent = ?", arguments: [name])
+                try db.execute(sql: "DELETE FROM grant_ WHERE agent = ?", arguments: [name])
+                try db.execute(sql: "DELETE FROM agent WHERE name = ?", arguments: [name])
+            }
             for agent in agents {
                 try db.execute(sql: """
-                    INSERT INTO agent(name, token_sha256) VALUES (?, ?)
-                    ON CONFLICT(name) DO UPDATE SET token_sha256 = excluded.token_sha256
+                    INSERT INTO agent(name, token_sha256, managed_by) VALUES (?, ?, 'config')
+                    ON CONFLICT(name) DO UPDATE SET token_sha256 = excluded.token_sha256, managed_by = 'config'
                     """, arguments: [agent.name, agent.tokenSHA256])
                 try db.execute(sql: "DELETE FROM grant_ WHERE agent = ?", arguments: [agent.name])
                 for source in agent.sources {
                     try db.execute(sql: "INSERT INTO grant_(agent, source) VALUES (?, ?)", arguments: [agent.name, source])
                 }
+                try db.execute(sql: "DELETE FROM agent_token WHERE agent = ?", arguments: [agent.name])
+                try db.execute(sql: "INSERT INTO agent_token(token_sha256, agent, created_ms) VALUES (?, ?, 0)",
+                               arguments: [agent.tokenSHA256, agent.name])
             }
             try db.execute(sql: "UPDATE agent SET connected = 0")
         }

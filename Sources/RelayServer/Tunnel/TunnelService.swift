@@ -4,6 +4,7 @@ import Foundation
 import GRPCCore
 import Logging
 import Synchronization
+import RelayShared
 import Wire
 
 /// The relay's side of the protocol: one `Connect` control stream per agent, and `Fetch`
@@ -24,12 +25,12 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
 
     static let relayVersion = "relay-server/0.2"
 
-    private func authenticate(_ metadata: Metadata, call: String) throws -> AgentIdentity {
+    private func authenticate(_ metadata: Metadata, call: String) throws -> (identity: AgentIdentity, tokenSHA256: String) {
         let header = metadata[stringValues: "authorization"].first(where: { _ in true })
         guard let agent = authenticator.authenticate(authorization: header) else {
             logger.warning("refused: bad or missing token", metadata: ["call": "\(call)"])
             throw RPCError(code: .unauthenticated,
-                           message: "invalid or missing bearer token: check the agent's tokenFile against the relay's agents[].tokenSHA256")
+                           message: "invalid, revoked or missing bearer token: check the agent's tokenFile against the relay's agents (relay.yaml agents[].tokenSHA256, or relay-server agents list)")
         }
         return agent
     }
@@ -38,9 +39,9 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
 
     func connect(request: StreamingServerRequest<Relay_V1_AgentMessage>,
                  context: ServerContext) async throws -> StreamingServerResponse<Relay_V1_RelayMessage> {
-        let agent = try authenticate(request.metadata, call: "Connect")
+        let (agent, tokenHash) = try authenticate(request.metadata, call: "Connect")
         return StreamingServerResponse { writer in
-            try await self.serveConnection(agent: agent, messages: request.messages, writer: writer)
+            try await self.serveConnection(agent: agent, tokenSHA256: tokenHash, messages: request.messages, writer: writer)
             return [:]
         }
     }
@@ -53,8 +54,10 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
     }
 
     /// One loop owns the writer; readers, the hub and a ticker feed it events.
-    private func serveConnection(agent: AgentIdentity, messages: RPCAsyncSequence<Relay_V1_AgentMessage, any Error>,
+    private func serveConnection(agent: AgentIdentity, tokenSHA256: String, messages: RPCAsyncSequence<Relay_V1_AgentMessage, any Error>,
                                  writer: RPCWriter<Relay_V1_RelayMessage>) async throws {
+        /// The token this session stands on: a Reauthenticate replaces it, a revocation ends it.
+        var sessionToken = tokenSHA256
         let (events, sink) = AsyncStream<Event>.makeStream()
         let interval = limits.heartbeatInterval
         let (subscription, hubEvents) = await hub.subscribe(agent: agent.name, sources: agent.sources)
@@ -89,6 +92,14 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                 case .closed:
                     return
                 case .tick:
+                    if (try? registry.tokenIsValid(sessionToken, agent: agent.name)) == false {
+                        logger.warning("agent's token was revoked; ending its session", metadata: ["agent": "\(agent.name)"])
+                        try await writer.write(.with { $0.drain = .with {
+                            $0.retryAfterMs = 0
+                            $0.reason = "token revoked: reconnect with the agent's current token"
+                        } })
+                        return
+                    }
                     if ContinuousClock.now - lastHeard > interval * 2 {
                         logger.warning("agent silent for two heartbeat intervals; closing", metadata: ["agent": "\(agent.name)"])
                         throw RPCError(code: .deadlineExceeded, message: "no heartbeat for \(interval * 2)")
@@ -136,6 +147,14 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                         }
                         logger.info("delivered", metadata: ["agent": "\(agent.name)", "source": "\(ack.source)",
                                                             "revision": "\(ack.revision)"])
+                    case .reauthenticate(let reauth)?:
+                        let hash = TokenHash.sha256Hex(reauth.token.trimmingCharacters(in: .whitespacesAndNewlines))
+                        guard (try? registry.tokenIsValid(hash, agent: agent.name)) == true else {
+                            logger.warning("refused: reauthentication with a token that is not this agent's", metadata: ["agent": "\(agent.name)"])
+                            throw RPCError(code: .unauthenticated, message: "the new token is not valid for agent \(agent.name)")
+                        }
+                        sessionToken = hash
+                        logger.info("agent switched to its new token", metadata: ["agent": "\(agent.name)"])
                     case .status(let batch)?:
                         guard welcomed, let last = batch.entries.last else { break }
                         // Stored first, then acknowledged: the agent deletes only what is durable here.
@@ -212,7 +231,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
 
     func fetch(request: ServerRequest<Relay_V1_FetchRequest>,
                context: ServerContext) async throws -> StreamingServerResponse<Relay_V1_FetchChunk> {
-        let agent = try authenticate(request.metadata, call: "Fetch")
+        let agent = try authenticate(request.metadata, call: "Fetch").identity
         let digest = request.message.digest
         guard digest.hasPrefix("sha256:"), digest.count == 71 else {
             throw RPCError(code: .invalidArgument, message: "digest must be sha256:<64 hex>")

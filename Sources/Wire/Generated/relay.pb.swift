@@ -75,6 +75,14 @@ public nonisolated struct Relay_V1_AgentMessage: Sendable {
     set {kind = .status(newValue)}
   }
 
+  public var reauthenticate: Relay_V1_Reauthenticate {
+    get {
+      if case .reauthenticate(let v)? = kind {return v}
+      return Relay_V1_Reauthenticate()
+    }
+    set {kind = .reauthenticate(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -82,8 +90,23 @@ public nonisolated struct Relay_V1_AgentMessage: Sendable {
     case heartbeat(Relay_V1_Heartbeat)
     case ack(Relay_V1_Ack)
     case status(Relay_V1_StatusBatch)
+    case reauthenticate(Relay_V1_Reauthenticate)
 
   }
+
+  public init() {}
+}
+
+/// The agent's token changed (rotation): the same agent proves itself with the new one on
+/// the open stream, so revoking the old token later does not end this session.
+public nonisolated struct Relay_V1_Reauthenticate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var token: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -527,7 +550,7 @@ fileprivate nonisolated let _protobuf_package = "relay.v1"
 
 nonisolated extension Relay_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{1}ack\0\u{1}status\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{1}ack\0\u{1}status\0\u{1}reauthenticate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -587,6 +610,19 @@ nonisolated extension Relay_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobu
           self.kind = .status(v)
         }
       }()
+      case 5: try {
+        var v: Relay_V1_Reauthenticate?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .reauthenticate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .reauthenticate(v)
+        }
+      }()
       default: break
       }
     }
@@ -614,6 +650,10 @@ nonisolated extension Relay_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobu
       guard case .status(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     }()
+    case .reauthenticate?: try {
+      guard case .reauthenticate(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -621,6 +661,36 @@ nonisolated extension Relay_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobu
 
   public static func ==(lhs: Relay_V1_AgentMessage, rhs: Relay_V1_AgentMessage) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_Reauthenticate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Reauthenticate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.token) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.token.isEmpty {
+      try visitor.visitSingularStringField(value: self.token, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_Reauthenticate, rhs: Relay_V1_Reauthenticate) -> Bool {
+    if lhs.token != rhs.token {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import RelayServer
+import RelayShared
+
+/// `relay-server agents …`: agents managed from the command line, next to those in
+/// relay.yaml. Works on the relay's database while the relay runs; changes take effect on
+/// the agents' next call.
+struct Agents: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create agents and manage their tokens (create, list, rotate, revoke, delete).",
+        discussion: """
+            Tokens are printed once and stored only as SHA-256. Rotation adds a second valid token: \
+            put it in the agent's tokenFile (the agent picks it up without reconnecting), then revoke \
+            the old one.
+            """,
+        subcommands: [Create.self, List.self, Rotate.self, Revoke.self, Delete.self])
+
+    struct Options: ParsableArguments {
+        @Option(help: "Path to relay.yaml (for the data directory and the source names).")
+        var config: String
+
+        func registry() throws -> (Registry, ResolvedServerConfig) {
+            let resolved: ResolvedServerConfig
+            do { resolved = try ServerConfig.load(path: config) } catch {
+                throw ValidationError("\(error)")
+            }
+            return (try Registry(path: resolved.dataDirectory.appendingPathComponent("relay.sqlite")), resolved)
+        }
+    }
+
+    static func run(_ body: () throws -> Void) throws {
+        do { try body() } catch let error as AgentAdminError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an agent and print its token (once).")
+        @OptionGroup var options: Options
+        @Argument(help: "Agent name (a-z 0-9 - . _, at most 63).") var name: String
+        @Option(parsing: .upToNextOption, help: "Sources the agent may receive.") var sources: [String] = []
+
+        func run() throws {
+            let (registry, config) = try options.registry()
+            guard !name.isEmpty, name.count <= 63, name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || "-._".contains($0)) }) else {
+                throw ValidationError("'\(name)' must be 1-63 characters of a-z, 0-9, '-', '.', '_'")
+            }
+            try Agents.run {
+                for source in sources where !config.sources.contains(where: { $0.name == source }) { throw AgentAdminError.unknownSource(source) }
+                let token = try registry.createAgent(name, sources: sources)
+                print(token)
+                FileHandle.standardError.write(Data("created agent \(name); the token above is shown only now: put it in the agent's tokenFile\n".utf8))
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List agents, their sources and token fingerprints.")
+        @OptionGroup var options: Options
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let (registry, _) = try options.registry()
+            let agents = try registry.agentTokens()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+                encoder.dateEncodingStrategy = .iso8601
+                print(String(decoding: try encoder.encode(agents), as: UTF8.self))
+            } else {
+                for agent in agents {
+                    let tokens = agent.tokens.map(\.sha256Prefix).joined(separator: ", ")
+                    print("\(agent.name)  (\(agent.managedBy))  sources: \(agent.sources.joined(separator: ",") )  tokens: \(tokens)")
+                }
+            }
+        }
+    }
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a new token (printed once); the old one stays valid until revoked.")
+        @OptionGroup var options: Options
+        @Argument var name: String
+
+        func run() throws {
+            let (registry, _) = try options.registry()
+            try Agents.run {
+                print(try registry.rotateToken(agent: name))
+                FileHandle.standardError.write(Data("both tokens are valid now; once the agent uses the new one: relay-server agents revoke \(name)\n".utf8))
+            }
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke an agent's older tokens (all but the newest), or one by its SHA-256 prefix.",
+            discussion: "Calls with a revoked token are refused at once; a session still standing on it is ended.")
+        @OptionGroup var options: Options
+        @Argument var name: String
+        @Option(help: "Revoke only the token whose SHA-256 starts with this (see agents list).") var sha256: String?
+
+        func run() throws {
+            let (registry, _) = try options.registry()
+            try Agents.run {
+                let count = try registry.revokeTokens(agent: name, sha256Prefix: sha256)
+                print("revoked \(count) token(s) of \(name)")
+            }
+        }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an agent created with `agents create` and all its tokens.")
+        @OptionGroup var options: Options
+        @Argument var name: String
+
+        func run() throws {
+            let (registry, _) = try options.registry()
+            try Agents.run {
+                try registry.deleteAgent(name)
+                print("deleted agent \(name)")
+            }
+        }
+    }
+}
