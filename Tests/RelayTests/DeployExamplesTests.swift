@@ -7,8 +7,16 @@ import Yams
 @Suite struct DeployExamplesTests {
     static let examples = InteropTests.repoRoot.appendingPathComponent("deploy/examples")
 
+    /// kubectl from PATH, or the one scripts/setup-python.sh put into the venv.
+    static func kubectl() throws -> String? {
+        if let found = findExecutable("kubectl") { return found }
+        _ = try InteropTests.python()
+        let venv = InteropTests.repoRoot.appendingPathComponent(".venv-interop/bin/kubectl").path
+        return FileManager.default.isExecutableFile(atPath: venv) ? venv : nil
+    }
+
     static func build(_ name: String) throws -> [[String: Any]] {
-        let kubectl = try #require(findExecutable("kubectl"), "kubectl (with its built-in kustomize) is needed to check deploy/")
+        let kubectl = try #require(try Self.kubectl(), "kubectl (with its built-in kustomize) is needed to check deploy/: scripts/setup-python.sh installs one")
         let output = try runProcess(kubectl, ["kustomize", examples.appendingPathComponent(name).path])
         return try Yams.load_all(yaml: output.stdout).compactMap { $0 as? [String: Any] }
     }
@@ -71,7 +79,8 @@ extension DeployExamplesTests {
 
     @Test func everyOverlayBuildsAndEveryObjectValidates() throws {
         let python = try InteropTests.python()
-        let output = try runProcess(python, [Self.script], timeout: 300, allowFailure: true)
+        let kubectl = try #require(try DeployExamplesTests.kubectl())
+        let output = try runProcess(python, [Self.script, "--kubectl", kubectl], timeout: 300, allowFailure: true)
         let report = try #require(try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any], "\(output.stderr)")
         #expect(output.status == 0, "\(report["errors"] ?? output.stderr)")
         #expect((report["errors"] as? [Any])?.isEmpty == true)
