@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 /// The agent's Flux-facing HTTP endpoint (`listen`):
@@ -35,7 +36,6 @@ public struct FluxEndpoint: Sendable {
     let catalog: CatalogHolder
     let options: Options
     let logger: Logger
-    let fileIO = FileIO()
 
     public init(catalog: CatalogHolder, options: Options, logger: Logger) {
         self.catalog = catalog
@@ -254,9 +254,36 @@ public struct FluxEndpoint: Sendable {
         var headers = blobHeaders(digest: digest, size: size)
         headers[.contentType] = contentType
         if head { return Response(status: .ok, headers: headers, body: .init()) }
-        let body: ResponseBody
-        do { body = try await fileIO.loadFile(path: path, context: context) } catch { throw missing() }
-        return Response(status: .ok, headers: headers, body: body)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw missing() }
+        return Response(status: .ok, headers: headers, body: Self.streamFile(fd: fd, size: size))
+    }
+
+    /// The file's bytes, one 256 KiB chunk in flight: each chunk is read (on the thread pool)
+    /// only after the previous one was handed to the connection, so memory per download stays
+    /// at a chunk or two however fast or slow the reader is.
+    static func streamFile(fd: Int32, size: UInt64, chunkSize: Int = 256 << 10) -> ResponseBody {
+        ResponseBody(contentLength: Int(size)) { writer in
+            defer { close(fd) }
+            var offset: UInt64 = 0
+            while offset < size {
+                let length = Int(min(UInt64(chunkSize), size - offset))
+                let position = offset
+                let chunk: ByteBuffer = try await NIOThreadPool.singleton.runIfActive {
+                    var buffer = ByteBufferAllocator().buffer(capacity: length)
+                    let read = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { pointer in
+                        pread(fd, pointer.baseAddress, length, off_t(position))
+                    }
+                    guard read == length else {
+                        throw FileStreamError.shortRead(expected: length, got: read, errno: read < 0 ? errno : 0)
+                    }
+                    return buffer
+                }
+                try await writer.write(chunk)
+                offset += UInt64(length)
+            }
+            try await writer.finish(nil)
+        }
     }
 
     private func json(_ data: Data, head: Bool) -> Response {
@@ -265,5 +292,15 @@ public struct FluxEndpoint: Sendable {
         headers[.contentLength] = String(data.count)
         headers[FluxHeaders.apiVersion] = "registry/2.0"
         return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+enum FileStreamError: Error, CustomStringConvertible {
+    case shortRead(expected: Int, got: Int, errno: Int32)
+    var description: String {
+        switch self {
+        case .shortRead(let expected, let got, let code):
+            "artifact file shorter than recorded (read \(got) of \(expected) bytes\(code != 0 ? ", errno \(code)" : ""))"
+        }
     }
 }
