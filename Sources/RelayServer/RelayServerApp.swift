@@ -83,7 +83,8 @@ public enum RelayServerApp {
         ])
         let group = ServiceGroup(configuration: .init(
             services: [
-                .init(service: TunnelServerService(server: grpc, hub: hub, drainRetryAfter: config.drainRetryAfter, logger: logger)),
+                .init(service: TunnelServerService(server: grpc, hub: hub, drainRetryAfter: config.drainRetryAfter,
+                                                      drainRedirect: config.drainRedirect?.description ?? "", logger: logger)),
                 .init(service: http),
                 .init(service: SchedulerService(scheduler: scheduler)),
                 .init(service: NotifierService(notifier: Notifier(
@@ -107,6 +108,8 @@ struct TunnelServerService: Service {
     let server: GRPCServer<HTTP2ServerTransport.Posix>
     let hub: DesiredStateHub
     let drainRetryAfter: Duration
+    /// Where agents should reconnect instead (host:port), or "" for here.
+    let drainRedirect: String
     let logger: Logger
 
     func run() async throws {
@@ -115,7 +118,7 @@ struct TunnelServerService: Service {
         } onGracefulShutdown: {
             Task {
                 logger.info("draining: agents are told to reconnect later")
-                await hub.drain(retryAfter: drainRetryAfter, reason: "relay is shutting down")
+                await hub.drain(retryAfter: drainRetryAfter, reason: "relay is shutting down", redirect: drainRedirect)
                 try? await Task.sleep(for: .milliseconds(300))
                 server.beginGracefulShutdown()
             }

@@ -54,21 +54,30 @@ public final class AgentRuntime: Sendable {
         }
     }
 
-    /// Runs sessions until cancelled.
+    /// Runs sessions until cancelled. A drain that names another relay sends the next
+    /// session there; if that relay cannot be reached, the one after goes back to `relay`.
     public func run() async {
         var backoff = Backoff(initial: config.reconnectInitial, maximum: config.reconnectMax)
+        var target = config.relay
         while !Task.isCancelled {
             let started = ContinuousClock.now
-            let outcome = await session()
+            let outcome = await session(target: target)
             let delay: Duration
             switch outcome {
-            case .drained(let retryAfter):
+            case .drained(let retryAfter, let redirect):
                 backoff.reset()
                 delay = retryAfter
-                logger.info("relay asked to reconnect later", metadata: ["after_ms": "\(retryAfter.milliseconds)"])
+                target = redirect ?? config.relay
+                logger.info("relay asked to reconnect later", metadata: [
+                    "after_ms": "\(retryAfter.milliseconds)", "to": "\(target)"])
             case .failed(let error, let welcomed):
                 if welcomed && ContinuousClock.now - started > .seconds(10) { backoff.reset() }
                 delay = backoff.next()
+                if !welcomed, target != config.relay {
+                    logger.warning("the relay we were sent to is unreachable; going back to the configured one",
+                                   metadata: ["redirect": "\(target)", "relay": "\(config.relay)"])
+                    target = config.relay
+                }
                 logger.warning("tunnel down; reconnecting", metadata: ["error": "\(error)", "in_ms": "\(delay.milliseconds)"])
             }
             try? await Task.sleep(for: delay)
@@ -76,7 +85,7 @@ public final class AgentRuntime: Sendable {
     }
 
     enum Outcome {
-        case drained(Duration)
+        case drained(Duration, redirect: HostPort?)
         case failed(String, welcomed: Bool)
     }
 
@@ -92,32 +101,33 @@ public final class AgentRuntime: Sendable {
     }
 
     /// One connection: returns when it ends.
-    func session() async -> Outcome {
+    func session(target: HostPort) async -> Outcome {
         defer { AgentMetrics.connected.record(0) }
         let state = SessionState()
         do {
-            let transport = try makeTransport()
+            let transport = try makeTransport(target: target)
             try await withGRPCClient(transport: transport) { client in
                 let tunnel = Relay_V1_Tunnel.Client(wrapping: client)
                 try await self.runSession(tunnel: tunnel, state: state)
             }
         } catch {
-            if let retry = state.drainDelay { return .drained(retry) }
+            if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
             return .failed(describe(error), welcomed: state.welcomed)
         }
-        if let retry = state.drainDelay { return .drained(retry) }
+        if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
         return .failed("the relay closed the stream", welcomed: state.welcomed)
     }
 
     /// One HTTP/2 connection to the relay, tuned for bulk Fetch streams beside the control stream.
-    func makeTransport() throws -> HTTP2ClientTransport.Posix {
-        try HTTP2ClientTransport.Posix(
+    func makeTransport(target relay: HostPort? = nil) throws -> HTTP2ClientTransport.Posix {
+        let relay = relay ?? config.relay
+        return try HTTP2ClientTransport.Posix(
             // The certificate must name what is dialled: a DNS name, or the IP address
             // itself (the dev certificates carry 127.0.0.1 and ::1).
-            target: config.relay.host.contains(":") ? .ipv6(address: config.relay.host, port: config.relay.port)
-                : config.relay.host.allSatisfy({ $0.isNumber || $0 == "." })
-                    ? .ipv4(address: config.relay.host, port: config.relay.port)
-                    : .dns(host: config.relay.host, port: config.relay.port),
+            target: relay.host.contains(":") ? .ipv6(address: relay.host, port: relay.port)
+                : relay.host.allSatisfy({ $0.isNumber || $0 == "." })
+                    ? .ipv4(address: relay.host, port: relay.port)
+                    : .dns(host: relay.host, port: relay.port),
             transportSecurity: transportSecurity(),
             config: .defaults { transport in
                 transport.http2.maxFrameSize = 1 << 20
@@ -197,7 +207,8 @@ public final class AgentRuntime: Sendable {
                                 }
                             }
                         case .drain(let drain)?:
-                            state.drain(after: .milliseconds(Int64(drain.retryAfterMs)))
+                            state.drain(after: .milliseconds(Int64(drain.retryAfterMs)),
+                                        redirect: drain.redirect.isEmpty ? nil : HostPort(drain.redirect))
                             self.logger.info("relay is draining", metadata: ["reason": "\(drain.reason)"])
                             post.finish()
                             want.finish()
@@ -360,6 +371,7 @@ final class SessionState: Sendable {
         var limits = Relay_V1_Limits()
         var lastHeard = ContinuousClock.now
         var drainDelay: Duration?
+        var redirect: HostPort?
         var lastRoundTrip: Duration?
     }
 
@@ -369,6 +381,7 @@ final class SessionState: Sendable {
     var heartbeatInterval: Duration { values.withLock { $0.heartbeatInterval } }
     var limits: Relay_V1_Limits { values.withLock { $0.limits } }
     var drainDelay: Duration? { values.withLock { $0.drainDelay } }
+    var redirect: HostPort? { values.withLock { $0.redirect } }
     var silentFor: Duration { ContinuousClock.now - values.withLock { $0.lastHeard } }
 
     func heard() { values.withLock { $0.lastHeard = ContinuousClock.now } }
@@ -381,7 +394,12 @@ final class SessionState: Sendable {
         }
     }
 
-    func drain(after delay: Duration) { values.withLock { $0.drainDelay = delay } }
+    func drain(after delay: Duration, redirect: HostPort? = nil) {
+        values.withLock {
+            $0.drainDelay = delay
+            $0.redirect = redirect
+        }
+    }
 
     func recordRoundTrip(sentUnixNanos: Int64) {
         let now = Int64(Date().timeIntervalSince1970 * 1e9)

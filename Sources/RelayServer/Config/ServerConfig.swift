@@ -84,6 +84,8 @@ public struct ServerConfig: Sendable, Decodable {
     public var limits: Limits?
     /// Delay agents are told to wait before reconnecting when the relay drains (jittered).
     public var drainRetryAfter: ConfigDuration?
+    /// On shutdown, send agents to this relay (host:port) instead of back here.
+    public var drainRedirect: String?
     /// Who may read the status API, stream and page.
     public var readers: [Reader]?
     /// Failure and recovery notifications.
@@ -151,6 +153,7 @@ public struct ResolvedServerConfig: Sendable {
     public var agents: [Agent]
     public var limits: TunnelLimits
     public var drainRetryAfter: Duration
+    public var drainRedirect: HostPort?
     public var readers: [Reader] = []
     public var notifications = Notifications()
     public var publicURL: String?
@@ -296,6 +299,10 @@ extension ServerConfig {
             resolvedNotifications.webhooks.append(hook.url)
         }
         if let publicURL, URLComponents(string: publicURL)?.host == nil { throw fail("publicURL", "expected an http(s) URL") }
+        let redirect = try drainRedirect.map { (text) throws(ConfigError) -> HostPort in
+            guard let parsed = HostPort(text), parsed.port > 0 else { throw fail("drainRedirect", "expected host:port of another relay's tunnel") }
+            return parsed
+        }
         let hashes = resolvedAgents.map(\.tokenSHA256)
         if Set(hashes).count != hashes.count { throw fail("agents", "two agents share one token; give each its own") }
 
@@ -329,7 +336,7 @@ extension ServerConfig {
             listen: listen, http: http, certificateFile: cert, keyFile: key, clientCAFile: clientCA,
             dataDirectory: URL(fileURLWithPath: absolute(dataDir)), webhookToken: webhook,
             sources: resolvedSources, agents: resolvedAgents, limits: resolvedLimits,
-            drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), readers: resolvedReaders,
+            drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), drainRedirect: redirect, readers: resolvedReaders,
             notifications: resolvedNotifications, publicURL: publicURL)
     }
 

@@ -5,7 +5,7 @@ public enum TunnelEvent: Sendable, Equatable {
     /// Everything the agent should hold now.
     case desiredState(generation: UInt64, artifacts: [PackagedArtifact])
     /// Go away and come back after this long.
-    case drain(retryAfter: Duration, reason: String)
+    case drain(retryAfter: Duration, reason: String, redirect: String)
 }
 
 /// The latest artifact of every source, and the agents listening for changes.
@@ -23,7 +23,7 @@ public actor DesiredStateHub {
     private var latest: [String: PackagedArtifact]
     private var generation: UInt64
     private var subscribers: [UUID: Subscriber] = [:]
-    private var draining: (Duration, String)?
+    private var draining: (Duration, String, String)?
 
     public init(initial: [String: PackagedArtifact] = [:]) {
         latest = initial
@@ -55,8 +55,8 @@ public actor DesiredStateHub {
         let (stream, continuation) = AsyncStream<TunnelEvent>.makeStream(bufferingPolicy: .bufferingNewest(4))
         let id = UUID()
         subscribers[id] = Subscriber(agent: agent, sources: sources, continuation: continuation)
-        if let (delay, reason) = draining {
-            continuation.yield(.drain(retryAfter: Self.jittered(delay), reason: reason))
+        if let (delay, reason, redirect) = draining {
+            continuation.yield(.drain(retryAfter: Self.jittered(delay), reason: reason, redirect: redirect))
         } else {
             continuation.yield(snapshot(for: sources))
         }
@@ -69,10 +69,10 @@ public actor DesiredStateHub {
 
     /// Tells every connected agent to reconnect after `retryAfter` (each with its own
     /// jitter, so a restart does not bring them all back at once), and every later one too.
-    public func drain(retryAfter: Duration, reason: String) {
-        draining = (retryAfter, reason)
+    public func drain(retryAfter: Duration, reason: String, redirect: String = "") {
+        draining = (retryAfter, reason, redirect)
         for subscriber in subscribers.values {
-            subscriber.continuation.yield(.drain(retryAfter: Self.jittered(retryAfter), reason: reason))
+            subscriber.continuation.yield(.drain(retryAfter: Self.jittered(retryAfter), reason: reason, redirect: redirect))
         }
     }
 

@@ -207,10 +207,11 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                 }
             })
             return false
-        case .drain(let retryAfter, let reason):
+        case .drain(let retryAfter, let reason, let redirect):
             try await writer.write(.with { $0.drain = .with {
                 $0.retryAfterMs = UInt32(retryAfter.milliseconds)
                 $0.reason = reason
+                $0.redirect = redirect
             } })
             return true
         }
