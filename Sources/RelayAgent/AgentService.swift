@@ -38,7 +38,7 @@ public struct AgentService: Service {
         if let config = runtime.config.flux, let listen = runtime.config.listen {
             let integration = try FluxIntegration(config: config, store: runtime.store, journal: try runtime.journal(), logger: logger)
             flux = integration
-            services.append(.init(service: integration.endpoint.application(host: listen.host, port: listen.port, onListening: onFluxListening)))
+            services.append(.init(service: try integration.endpoint.application(host: listen.host, port: listen.port, onListening: onFluxListening)))
         }
         services.insert(.init(service: AgentService(runtime: runtime, flux: flux)), at: 0)
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -231,4 +231,46 @@ import Testing
         let none = try runProcess(skopeo, ["inspect", "--raw", "--tls-verify=false", "--no-creds", reference], allowFailure: true)
         #expect(none.status != 0)
     }
+
+    @Test func theEndpointServesHTTPSWhenGivenACertificate() throws {
+        let probeDir = try TemporaryDirectory(prefix: "flux-tls-ca")
+        defer { probeDir.remove() }
+        let running = try Self.startWithTLS()
+        defer { running.harness.shutdown(); running.dir.remove() }
+        let ca = running.harness.certificates.caCertificate
+        let https = try HTTPProbe.request("https://127.0.0.1:\(running.port)/v2/podinfo/manifests/latest", caFile: ca.path)
+        #expect(https.status == 200)
+        #expect(https.json?["schemaVersion"] as? Int == 2)
+        // Plain HTTP to the TLS port gets no registry answer.
+        #expect(try HTTPProbe.request("http://127.0.0.1:\(running.port)/v2/", maxTime: 5).status != 200)
+        // skopeo verifying the certificate against the CA (as OCIRepository certSecretRef does).
+        try FileManager.default.copyItem(at: ca, to: probeDir.appending("ca.crt"))
+        let skopeo = try #require(findExecutable("skopeo"))
+        let raw = try runProcess(skopeo, ["inspect", "--raw", "--tls-verify=true", "--cert-dir", probeDir.url.path,
+                                          "docker://127.0.0.1:\(running.port)/podinfo:latest"], allowFailure: true)
+        #expect(raw.status == 0, "\(raw.stderr)")
+        #expect(Data(raw.stdout.utf8) == https.body)
+    }
+
+    /// Like `start`, with `flux.tls` set to the harness's dev certificate (it names 127.0.0.1).
+    static func startWithTLS() throws -> Setup {
+        let dir = try TemporaryDirectory(prefix: "flux-tls")
+        let repo = try TestRepo.create(at: dir.appending("podinfo"))
+        try repo.write("app.yaml", "a: 1\n")
+        _ = try repo.commit("initial")
+        let harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
+                                       agents: [.init(name: "edge", token: "t-edge", sources: ["podinfo"])], dir: dir)
+        let port = try harness.serveFlux("edge", yaml: """
+            flux:
+              tls: {certFile: \(harness.certificates.serverCertificate.path), keyFile: \(harness.certificates.serverKey.path)}
+
+            """)
+        try harness.startRelay()
+        try harness.startAgent("edge")
+        try harness.waitUntil("first artifact") { try !harness.published("edge").isEmpty }
+        try harness.waitUntil("flux endpoint ready over TLS") {
+            try HTTPProbe.request("https://127.0.0.1:\(port)/readyz", caFile: harness.certificates.caCertificate.path).status == 200
+        }
+        return Setup(dir: dir, repo: repo, harness: harness, port: port)
+    }
 }

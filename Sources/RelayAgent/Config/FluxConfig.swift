@@ -14,6 +14,13 @@ public struct FluxConfig: Sendable, Decodable {
     public var events: Events?
     /// Watch Flux objects and report their status to the relay.
     public var status: Status?
+    /// Serve `listen` over HTTPS (PEM files).
+    public var tls: TLS?
+
+    public struct TLS: Sendable, Decodable {
+        public var certFile: String
+        public var keyFile: String
+    }
 
     public struct Status: Sendable, Decodable {
         public var watch: Bool?
@@ -89,6 +96,7 @@ public struct ResolvedFluxConfig: Sendable {
     public var kubernetes: FluxConfig.Kubernetes?
     public var eventsHMACKey: String?
     public var watchStatus: Bool = false
+    public var tls: (certificateFile: String, keyFile: String)?
     public var statusNamespaces: [String]?
 
     /// Whether anything needs the Kubernetes API.
@@ -112,7 +120,15 @@ public struct ResolvedFluxConfig: Sendable {
         let flux = flux ?? FluxConfig()
         // Default: the listen address itself (a wildcard address means this host's loopback).
         let reachable = listen.host == "0.0.0.0" || listen.host == "::" ? HostPort(host: "127.0.0.1", port: listen.port) : listen
-        let url = flux.url ?? "http://\(reachable.description)"
+        var tlsFiles: (String, String)?
+        if let tls = flux.tls {
+            for (field, path) in [("flux.tls.certFile", tls.certFile), ("flux.tls.keyFile", tls.keyFile)]
+                where !FileManager.default.isReadableFile(atPath: absolute(path)) {
+                throw fail(field, "cannot read \(absolute(path))")
+            }
+            tlsFiles = (absolute(tls.certFile), absolute(tls.keyFile))
+        }
+        let url = flux.url ?? "\(tlsFiles == nil ? "http" : "https")://\(reachable.description)"
         guard let parsed = URLComponents(string: url), parsed.scheme == "http" || parsed.scheme == "https",
               let host = parsed.host, !host.isEmpty, parsed.query == nil else {
             throw fail("flux.url", "expected http(s)://host[:port], the address Flux uses to reach `listen`")
@@ -159,6 +175,7 @@ public struct ResolvedFluxConfig: Sendable {
             guard FileManager.default.isReadableFile(atPath: absolute(kubeconfig)) else { throw fail("flux.kubernetes.kubeconfig", "cannot read \(absolute(kubeconfig))") }
             resolved.kubernetes?.kubeconfig = absolute(kubeconfig)
         }
+        resolved.tls = tlsFiles
         resolved.watchStatus = flux.status?.watch ?? false
         resolved.statusNamespaces = flux.status?.namespaces
         if let file = flux.events?.hmacTokenFile {

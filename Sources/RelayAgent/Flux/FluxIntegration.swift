@@ -22,6 +22,7 @@ public final class FluxIntegration: Sendable {
         catalog = CatalogHolder(store: store, repositoryPrefix: config.repositoryPrefix)
         var options = FluxEndpoint.Options(oci: config.ociEnabled, artifacts: true, pullAuth: config.pullAuth)
         options.events = FluxEventReceiver(journal: journal, hmacKey: config.eventsHMACKey)
+        options.tls = config.tls
         endpoint = FluxEndpoint(catalog: catalog, options: options, logger: logger)
         var kube: KubeClient?
         if config.needsKubernetes {

@@ -6,6 +6,9 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import HummingbirdCore
+import HummingbirdTLS
 import ServiceLifecycle
 
 /// The agent's Flux-facing HTTP endpoint (`listen`):
@@ -24,6 +27,8 @@ public struct FluxEndpoint: Sendable {
         public var maxTagsPage: Int
         /// notification-controller events (`POST /flux/events`), when set.
         public var events: FluxEventReceiver?
+        /// Serve HTTPS with this PEM certificate chain and key (OCIRepository `certSecretRef`).
+        public var tls: (certificateFile: String, keyFile: String)?
 
         public init(oci: Bool = true, artifacts: Bool = true, pullAuth: PullAuth? = nil, maxTagsPage: Int = 10_000) {
             self.oci = oci
@@ -45,7 +50,7 @@ public struct FluxEndpoint: Sendable {
 
     /// The HTTP application, ready to run as a service. `onListening` gets the bound port.
     public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
-        -> some ApplicationProtocol & Service
+        throws -> some ApplicationProtocol & Service
     {
         let router = Router()
         router.get("/healthz") { _, _ in "ok\n" }
@@ -72,8 +77,19 @@ public struct FluxEndpoint: Sendable {
             }
         }
         let logger = self.logger
+        var server = HTTPServerBuilder.http1()
+        if let tls = options.tls {
+            let chain: [NIOSSLCertificate]
+            do { chain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile) } catch {
+                throw FluxEndpointError.tls("cannot read the certificate \(tls.certificateFile): \(error)")
+            }
+            let configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain.map { .certificate($0) }, privateKey: .file(tls.keyFile))
+            server = try .tls(.http1(), tlsConfiguration: configuration)
+        }
         return Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "relay-agent"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port
@@ -293,6 +309,11 @@ public struct FluxEndpoint: Sendable {
         headers[FluxHeaders.apiVersion] = "registry/2.0"
         return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+}
+
+public enum FluxEndpointError: Error, CustomStringConvertible {
+    case tls(String)
+    public var description: String { if case .tls(let message) = self { "Flux endpoint TLS: \(message)" } else { "" } }
 }
 
 enum FileStreamError: Error, CustomStringConvertible {

@@ -36,12 +36,12 @@ public struct PullAuth: Sendable {
     }
 
     /// The `WWW-Authenticate` value for a 401, with the realm on the host the client dialled.
-    func challenge(host: String?) -> String {
+    func challenge(host: String?, scheme: String = "http") -> String {
         switch mode {
         case .basic: return #"Basic realm="relay-agent""#
         case .bearer:
             let authority = host.flatMap { $0.isEmpty ? nil : $0 } ?? "localhost"
-            return #"Bearer realm="http://\#(authority)/v2/token",service="\#(Self.service)""#
+            return #"Bearer realm="\#(scheme)://\#(authority)/v2/token",service="\#(Self.service)""#
         }
     }
 
