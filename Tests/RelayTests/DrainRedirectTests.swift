@@ -36,14 +36,8 @@ import Testing
     }
 
     @Test func anUnreachableRedirectSendsTheAgentBackToItsConfiguredRelay() throws {
-        let dir = try TemporaryDirectory(prefix: "redirect-dead")
-        defer { dir.remove() }
-        let repo = try TestRepo.create(at: dir.appending("podinfo"))
-        try repo.write("app.yaml", "a: 1\n")
-        _ = try repo.commit("initial")
-        let harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
-                                       agents: [.init(name: "edge", token: "t-edge", sources: ["podinfo"])], dir: dir)
-        defer { harness.shutdown() }
+        let (dir, _, harness) = try RelayHarness.single("redirect-dead")
+        defer { harness.shutdown(); dir.remove() }
         harness.relayExtraYAML = "drainRedirect: 127.0.0.1:\(try LoopbackPort.free())\n"  // nothing listens there
         try harness.startRelay()
         try harness.startAgent("edge")

@@ -254,12 +254,7 @@ import Testing
 
     /// Like `start`, with `flux.tls` set to the harness's dev certificate (it names 127.0.0.1).
     static func startWithTLS() throws -> Setup {
-        let dir = try TemporaryDirectory(prefix: "flux-tls")
-        let repo = try TestRepo.create(at: dir.appending("podinfo"))
-        try repo.write("app.yaml", "a: 1\n")
-        _ = try repo.commit("initial")
-        let harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
-                                       agents: [.init(name: "edge", token: "t-edge", sources: ["podinfo"])], dir: dir)
+        let (dir, repo, harness) = try RelayHarness.single("flux-tls")
         let port = try harness.serveFlux("edge", yaml: """
             flux:
               tls: {certFile: \(harness.certificates.serverCertificate.path), keyFile: \(harness.certificates.serverKey.path)}

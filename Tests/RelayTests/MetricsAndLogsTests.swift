@@ -17,14 +17,8 @@ import Testing
     }
 
     @Test func countersMoveAfterADeliveryAndLogsAreJSONWhenAsked() throws {
-        let dir = try TemporaryDirectory(prefix: "metrics")
-        defer { dir.remove() }
-        let repo = try TestRepo.create(at: dir.appending("podinfo"))
-        try repo.write("app.yaml", "a: 1\n")
-        _ = try repo.commit("initial")
-        let harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
-                                       agents: [.init(name: "edge", token: "t-edge", sources: ["podinfo"])], dir: dir)
-        defer { harness.shutdown() }
+        let (dir, repo, harness) = try RelayHarness.single("metrics")
+        defer { harness.shutdown(); dir.remove() }
         let port = try harness.serveFlux("edge")
         try harness.startRelay(environment: ["RELAY_LOG_FORMAT": "json"])
         try harness.startAgent("edge")

@@ -20,15 +20,9 @@ import Testing
     }
 
     @Test func eventsMadeWhileTheRelayIsAwayArriveOnceInOrderAfterAKillAndRestart() throws {
-        let dir = try TemporaryDirectory(prefix: "uplink")
-        defer { dir.remove() }
-        let repo = try TestRepo.create(at: dir.appending("podinfo"))
-        try repo.write("app.yaml", "a: 1\n")
-        _ = try repo.commit("initial")
+        let (dir, _, harness) = try RelayHarness.single("uplink")
+        defer { harness.shutdown(); dir.remove() }
         try Data("event-key\n".utf8).write(to: dir.appending("events.key"))
-        let harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
-                                       agents: [.init(name: "edge", token: "t-edge", sources: ["podinfo"])], dir: dir)
-        defer { harness.shutdown() }
         let port = try harness.serveFlux("edge", yaml: "flux: {events: {hmacTokenFile: \(dir.appending("events.key").path)}}\n")
         try harness.startRelay()
         try harness.startAgent("edge")

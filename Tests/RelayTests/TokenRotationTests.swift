@@ -5,14 +5,8 @@ import Testing
 /// disconnect: the agent reauthenticates on its open stream), revoke the old token.
 @Suite struct TokenRotationTests {
     @Test func rotatingWithTheAgentConnectedCausesNoDisconnectAndTheOldTokenIsRefusedAfterRevocation() throws {
-        let dir = try TemporaryDirectory(prefix: "rotation")
-        defer { dir.remove() }
-        let repo = try TestRepo.create(at: dir.appending("podinfo"))
-        try repo.write("app.yaml", "a: 1\n")
-        _ = try repo.commit("initial")
-        let harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
-                                       agents: [.init(name: "from-config", token: "t-config", sources: ["podinfo"])], dir: dir)
-        defer { harness.shutdown() }
+        let (dir, repo, harness) = try RelayHarness.single("rotation", agent: "from-config", token: "t-config")
+        defer { harness.shutdown(); dir.remove() }
         try harness.startRelay()
         let relayConfig = dir.appending("relay.yaml").path
         func agents(_ arguments: [String], allowFailure: Bool = false) throws -> ProcessOutput {

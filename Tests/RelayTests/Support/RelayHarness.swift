@@ -220,3 +220,17 @@ enum HarnessError: Error, CustomStringConvertible {
         }
     }
 }
+
+extension RelayHarness {
+    /// The common case: a temporary directory, a repository `podinfo` with one commit
+    /// (`app.yaml`), a relay packaging its `main`, and one agent granted it. Nothing started.
+    static func single(_ prefix: String, agent: String = "edge", token: String = "t-edge") throws -> (TemporaryDirectory, TestRepo, RelayHarness) {
+        let dir = try TemporaryDirectory(prefix: prefix)
+        let repo = try TestRepo.create(at: dir.appending("podinfo"))
+        try repo.write("app.yaml", "a: 1\n")
+        _ = try repo.commit("initial")
+        let harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
+                                       agents: [.init(name: agent, token: token, sources: ["podinfo"])], dir: dir)
+        return (dir, repo, harness)
+    }
+}
