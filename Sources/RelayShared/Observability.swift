@@ -60,21 +60,20 @@ public struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
-                    file: String, function: String, line: UInt) {
+    public func log(event: LogEvent) {
+        let (level, message, explicit, source) = (event.level, event.message, event.metadata, event.source)
         var fields: [String: String] = [:]
         for (key, value) in self.metadata.merging(metadataProvider?.get() ?? [:], uniquingKeysWith: { $1 })
             .merging(explicit ?? [:], uniquingKeysWith: { $1 }) {
             fields[key] = "\(value)"
         }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         var object: [String: String] = fields
-        object["time"] = formatter.string(from: Date())
+        object["time"] = RFC3339.format(Date(), milliseconds: true)
         object["level"] = level.rawValue
         object["label"] = label
         object["message"] = message.description
         object["source"] = source
+        if let error = event.error { object["error"] = "\(error)" }
         guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
         data.append(UInt8(ascii: "\n"))
         Self.lock.lock()

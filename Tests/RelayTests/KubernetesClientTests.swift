@@ -195,7 +195,7 @@ import Testing
         let wrong = dir.appending("kubeconfig-wrong")
         try api.writeKubeconfig(to: wrong, token: "expired")
         let refused = try KubeClient(connection: try KubeConnection.kubeconfig(path: wrong.path), logger: Self.logger)
-        try await offPool { try api.control("DELETE", "requests") }
+        _ = try await offPool { try api.control("DELETE", "requests") }
         do {
             _ = try await refused.list(.ociRepository, namespace: nil, as: OCIRepositoryNudger.OCIRepositoryItem.self)
             Issue.record("expected 401")

@@ -1,6 +1,7 @@
 import ArtifactMirror
 import Foundation
 import Logging
+import RelayShared
 
 /// Tells Flux about each publication: applies the source's ExternalArtifact, nudges the
 /// OCIRepositories that point at it, calls Receiver webhooks. One task per source; a newer
@@ -42,17 +43,8 @@ public actor FluxNotifier {
         work.removeAll()
     }
 
-    /// Waits for the pending work (tests).
-    public func settle() async {
-        for task in work.values { await task.value }
-    }
-
     /// RFC 3339 with fractional seconds, as `flux reconcile` writes into requestedAt.
-    static func requestToken(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
-    }
+    static func requestToken(_ date: Date) -> String { RFC3339.format(date, milliseconds: true) }
 
     private func deliver(_ record: ArtifactRecord) async {
         var backoff = Backoff(initial: retryInitial, maximum: retryMax)

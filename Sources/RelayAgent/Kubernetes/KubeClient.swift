@@ -121,10 +121,18 @@ public final class KubeClient: Sendable {
     /// (the continue token expired) starts the list again.
     public func list<Item: Decodable & Sendable>(_ resource: KubeResource, namespace: String?, as: Item.Type,
                                                  pageSize: Int = 250) async throws(KubeError) -> [Item] {
+        try await listWithVersion(resource, namespace: namespace, as: Item.self, pageSize: pageSize).items
+    }
+
+    /// `list`, with the collection's resourceVersion: every page of one list is served from
+    /// one snapshot, so the first page's version is where a watch must start.
+    public func listWithVersion<Item: Decodable & Sendable>(_ resource: KubeResource, namespace: String?, as: Item.Type,
+                                                            pageSize: Int = 250) async throws(KubeError) -> (items: [Item], resourceVersion: String) {
         var restarts = 0
         while true {
             var items: [Item] = []
             var token: String?
+            var version: String?
             do {
                 repeat {
                     var query = ["limit": String(pageSize)]
@@ -135,9 +143,10 @@ public final class KubeClient: Sendable {
                         throw KubeError.transport("unexpected list answer for \(resource.plural): \(error)")
                     }
                     items += page.items
+                    version = version ?? page.metadata?.resourceVersion
                     token = page.metadata?.continue.flatMap { $0.isEmpty ? nil : $0 }
                 } while token != nil
-                return items
+                return (items, version ?? "")
             } catch let error as KubeError where error.code == 410 && restarts < 3 {
                 restarts += 1
                 logger.info("list continue token expired; listing again", metadata: ["resource": "\(resource.plural)"])

@@ -16,23 +16,6 @@ public struct KubeWatchEvent<Object: Decodable & Sendable>: Sendable {
 }
 
 extension KubeClient {
-    /// A list that also returns the collection's resourceVersion, for a watch to start from.
-    public func listForWatch<Item: Decodable & Sendable>(_ resource: KubeResource, namespace: String?, as: Item.Type) async throws(KubeError) -> (items: [Item], resourceVersion: String) {
-        let answer = try await send(.GET, resource.path(namespace: namespace), query: ["limit": "500"], contentType: nil, body: nil)
-        var page: KubeList<Item>
-        do { page = try JSONDecoder().decode(KubeList<Item>.self, from: answer.body) } catch {
-            throw .transport("unexpected list answer for \(resource.plural): \(error)")
-        }
-        guard page.metadata?.continue?.isEmpty ?? true else {
-            // More than one page: take the paginated path (its own consistent snapshot).
-            let all = try await list(resource, namespace: namespace, as: Item.self)
-            let again = try await send(.GET, resource.path(namespace: namespace), query: ["limit": "1"], contentType: nil, body: nil)
-            page = (try? JSONDecoder().decode(KubeList<Item>.self, from: again.body)) ?? page
-            return (all, page.metadata?.resourceVersion ?? "")
-        }
-        return (page.items, page.metadata?.resourceVersion ?? "")
-    }
-
     /// Streams watch events from `resourceVersion` (with bookmarks) until the server ends the
     /// watch (after `timeoutSeconds`), the connection drops, or the task is cancelled.
     public func watch<Object: Decodable & Sendable>(_ resource: KubeResource, namespace: String?, resourceVersion: String,

@@ -1,6 +1,7 @@
 import ArtifactMirror
 import Crypto
 import Foundation
+import RelayShared
 
 /// The OCI image manifest and config blob for one published artifact, shaped as
 /// `flux push artifact` makes them (spec §4.1): one layer holding the artifact's exact bytes,
@@ -21,10 +22,6 @@ public struct OCIManifest: Sendable, Equatable {
 
     public let bytes: Data
     public let digest: String
-    /// The layer: the artifact itself.
-    public let layerDigest: String
-    public let layerSize: UInt64
-    public let annotations: [String: String]
 
     public init(record: ArtifactRecord) {
         let created = Self.timestamp(record.packagedAt ?? record.createdAt)
@@ -33,9 +30,6 @@ public struct OCIManifest: Sendable, Equatable {
             "org.opencontainers.image.revision": record.revision,
             "org.opencontainers.image.source": record.origin ?? record.source,
         ]
-        self.annotations = annotations
-        layerDigest = record.digest
-        layerSize = record.size
         // Field order as go-containerregistry writes it: schemaVersion, mediaType, config,
         // layers, annotations (map keys sorted, as Go's encoder does).
         var json = "{\"schemaVersion\":2,\"mediaType\":\(Self.quoted(Self.manifestMediaType)),"
@@ -53,12 +47,7 @@ public struct OCIManifest: Sendable, Equatable {
     }
 
     /// RFC 3339 in UTC, whole seconds (what Go's time.RFC3339 prints for UTC times).
-    static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: date)
-    }
+    static func timestamp(_ date: Date) -> String { RFC3339.format(date) }
 
     /// A JSON string literal (JSONEncoder escapes exactly what JSON requires).
     static func quoted(_ text: String) -> String {

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
+import RelayShared
 import Wire
 
 /// Takes notification-controller events at `POST /flux/events`: the payload of Flux's
@@ -67,7 +68,7 @@ public struct FluxEventReceiver: Sendable {
             $0.message = String((payload.message ?? "").prefix(4096))
             $0.revision = metadata["revision"] ?? ""
             $0.controller = payload.reportingController ?? ""
-            $0.timestampUnixMs = payload.timestamp.flatMap(Self.parseTime).map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
+            $0.timestampUnixMs = payload.timestamp.flatMap(RFC3339.parse).map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
             $0.metadata = metadata
         }
         do {
@@ -78,14 +79,6 @@ public struct FluxEventReceiver: Sendable {
             return Self.plain(.serviceUnavailable, "cannot journal the event: \(error)\n")
         }
         return Self.plain(.accepted, "journaled\n")
-    }
-
-    static func parseTime(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return date }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)
     }
 
     static func plain(_ status: HTTPResponse.Status, _ text: String) -> Response {

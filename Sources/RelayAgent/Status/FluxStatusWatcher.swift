@@ -62,7 +62,7 @@ public final class FluxStatusWatcher: Sendable {
         var missingCRDLogged = false
         while !Task.isCancelled {
             do {
-                let (items, listedVersion) = try await client.listForWatch(resource, namespace: namespace, as: FluxObject.self)
+                let (items, listedVersion) = try await client.listWithVersion(resource, namespace: namespace, as: FluxObject.self)
                 missingCRDLogged = false
                 try observeList(resource, namespace: namespace, items: items)
                 var version = listedVersion

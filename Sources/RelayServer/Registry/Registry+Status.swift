@@ -1,9 +1,7 @@
 import Foundation
 import GRDB
+import RelayShared
 import Wire
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// One stored status entry as the API, the live stream and the notifiers see it.
 public struct StatusRecord: Sendable, Codable, Equatable {
@@ -110,37 +108,14 @@ extension StatusRecord {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
-            guard let date = StatusRecord.parse(text) else { throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad date \(text)")) }
+            guard let date = RFC3339.parse(text) else { throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad date \(text)")) }
             return date
         }
         return decoder
     }()
 
-    /// RFC 3339 UTC with milliseconds. Written by hand: the stream formats several dates per
-    /// entry, thousands of entries a second, and a Foundation formatter per date cost more
-    /// than everything else on that path.
-    static func timestamp(_ date: Date) -> String {
-        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
-        var seconds = time_t(millis >= 0 ? millis / 1000 : (millis - 999) / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        let fraction = Int32(((millis % 1000) + 1000) % 1000)
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(fraction, 3))Z"
-    }
-
-    /// Parses what `timestamp` writes (and RFC 3339 without fractional seconds, or with an offset).
-    static func parse(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return date }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)
-    }
+    /// RFC 3339 UTC with milliseconds.
+    static func timestamp(_ date: Date) -> String { RFC3339.format(date, milliseconds: true) }
 }
 
 /// The latest state of one Flux object on one agent.
@@ -247,14 +222,6 @@ extension Registry {
                 record?.id = row["id"]
                 return record
             }
-        }
-    }
-
-    /// Sequence numbers stored for an agent's journal (for checks and diagnostics).
-    public func statusSequences(agent: String) throws -> [(journal: String, sequence: UInt64)] {
-        try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT journal, sequence FROM status_entry WHERE agent = ? ORDER BY id", arguments: [agent])
-                .map { ($0["journal"], UInt64($0["sequence"] as Int64)) }
         }
     }
 

@@ -41,6 +41,10 @@ extension Registry {
                 INSERT INTO agent_token(token_sha256, agent, created_ms) SELECT token_sha256, name, 0 FROM agent;
                 """)
         }
+        migrator.registerMigration("v5-tokens-only-in-agent_token") { db in
+            // agent.token_sha256 became a copy of agent_token: drop it (SQLite ≥ 3.35).
+            try db.execute(sql: "ALTER TABLE agent DROP COLUMN token_sha256")
+        }
     }
 
     /// The agent a token hash belongs to, with its grants. An indexed lookup of the hash:
@@ -69,8 +73,7 @@ extension Registry {
             guard try Bool.fetchOne(db, sql: "SELECT COUNT(*) > 0 FROM agent WHERE name = ?", arguments: [name]) == false else {
                 throw AgentAdminError.exists(name)
             }
-            try db.execute(sql: "INSERT INTO agent(name, token_sha256, managed_by) VALUES (?, ?, 'cli')",
-                           arguments: [name, TokenHash.sha256Hex(token)])
+            try db.execute(sql: "INSERT INTO agent(name, managed_by) VALUES (?, 'cli')", arguments: [name])
             for source in sources { try db.execute(sql: "INSERT INTO grant_(agent, source) VALUES (?, ?)", arguments: [name, source]) }
             try db.execute(sql: "INSERT INTO agent_token(token_sha256, agent, created_ms) VALUES (?, ?, ?)",
                            arguments: [TokenHash.sha256Hex(token), name, Self.milliseconds(Date())])

@@ -159,9 +159,9 @@ public final class Registry: Sendable {
             }
             for agent in agents {
                 try db.execute(sql: """
-                    INSERT INTO agent(name, token_sha256, managed_by) VALUES (?, ?, 'config')
-                    ON CONFLICT(name) DO UPDATE SET token_sha256 = excluded.token_sha256, managed_by = 'config'
-                    """, arguments: [agent.name, agent.tokenSHA256])
+                    INSERT INTO agent(name, managed_by) VALUES (?, 'config')
+                    ON CONFLICT(name) DO UPDATE SET managed_by = 'config'
+                    """, arguments: [agent.name])
                 try db.execute(sql: "DELETE FROM grant_ WHERE agent = ?", arguments: [agent.name])
                 for source in agent.sources {
                     try db.execute(sql: "INSERT INTO grant_(agent, source) VALUES (?, ?)", arguments: [agent.name, source])

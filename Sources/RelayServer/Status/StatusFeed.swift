@@ -12,8 +12,6 @@ public final class StatusFeed: Sendable {
 
     public init(bufferLimit: Int = 4096) { self.bufferLimit = bufferLimit }
 
-    public var subscriberCount: Int { subscribers.withLock { $0.count } }
-
     /// Batches of newly stored records; the stream ends if the reader falls `bufferLimit`
     /// batches behind.
     public func subscribe() -> AsyncStream<[StatusRecord]> {
