@@ -120,7 +120,7 @@ public final class ArtifactPacker: Sendable {
     /// hashing the compressed bytes as they are written, then commits it to the store.
     private func archive(_ resolved: ResolvedRevision, from repository: GitRepository, source: String,
                          extraPatterns: [IgnorePattern], ignoreKey: String) throws -> ArtifactRecord {
-        store.removeStaleTemporaryFiles()
+        store.removeOrphanedTemporaryFiles()
         let file = try store.temporaryFile()
         var hasher = SHA256()
         var completed = false

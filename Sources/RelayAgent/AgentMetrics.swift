@@ -7,6 +7,8 @@ enum AgentMetrics {
     static let fetchBytes = Counter(label: "relay_agent_fetch_bytes_total")
     static let fetchResumes = Counter(label: "relay_agent_fetch_resumes_total")
     static let damagedChunks = Counter(label: "relay_agent_damaged_chunks_total")
+    static let fetchFailures = Counter(label: "relay_agent_fetch_failures_total")
+    static let corruptArtifacts = Counter(label: "relay_agent_corrupt_artifacts_total")
     static let journalBacklog = Gauge(label: "relay_agent_status_journal_backlog")
     static let journalBytes = Gauge(label: "relay_agent_status_journal_bytes")
     static let journalGaps = Gauge(label: "relay_agent_status_journal_gaps")

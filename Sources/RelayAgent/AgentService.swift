@@ -1,4 +1,5 @@
 import ArtifactMirror
+import RelayShared
 import Logging
 import ServiceLifecycle
 
@@ -33,12 +34,18 @@ public struct AgentService: Service {
     public static func runUntilSignalled(_ runtime: AgentRuntime, logger: Logger,
                                          onFluxListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         _ = try runtime.journal()  // opened and locked before anything runs: a second agent on this dataDir stops here
+        FileDescriptorLimit.raiseToHard()  // the tunnel, the store and listen share them
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var flux: FluxIntegration?
         if let config = runtime.config.flux, let listen = runtime.config.listen {
-            let integration = try FluxIntegration(config: config, store: runtime.store, journal: try runtime.journal(), logger: logger)
+            let integration = try FluxIntegration(config: config, store: runtime.store, journal: try runtime.journal(), logger: logger,
+                                                  quarantine: runtime.quarantine())
             flux = integration
-            services.append(.init(service: try integration.endpoint.application(host: listen.host, port: listen.port, onListening: onFluxListening)))
+            let authFailures = AuthFailureLimiter(metricsPrefix: "relay_agent", logger: logger)
+            services.append(.init(service: try integration.endpoint.application(
+                host: listen.host, port: listen.port, limits: runtime.config.httpLimits.fittedToDescriptors(perConnection: 2, logger: logger),
+                authFailures: authFailures, onListening: onFluxListening)))
+            services.append(.init(service: authFailures))
         }
         services.insert(.init(service: AgentService(runtime: runtime, flux: flux)), at: 0)
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -9,7 +9,7 @@ struct RelayAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-agent",
         abstract: "Receive artifacts from a relay over one outbound TLS connection, verify them and keep them for Flux.",
-        subcommands: [Run.self, List.self, Fetch.self]
+        subcommands: [Run.self, List.self, Fetch.self, CheckConfig.self]
     )
 }
 
@@ -17,6 +17,19 @@ func loadConfig(_ path: String) throws -> ResolvedAgentConfig {
     do { return try AgentConfig.load(path: path) } catch {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
         throw ExitCode(2)
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Validate agent.yaml and exit.")
+
+    @Option(help: "Path to agent.yaml.")
+    var config: String
+
+    func run() throws {
+        let resolved = try loadConfig(config)
+        print("ok: relay \(resolved.relay), dataDir \(resolved.dataDirectory.path)"
+              + (resolved.listen.map { ", listen \($0)" } ?? ""))
     }
 }
 
@@ -40,6 +53,8 @@ struct Run: AsyncParsableCommand {
         }
         AllocatorTuning.apply()
         let runtime = try AgentRuntime(config: resolved, logger: logger)
+        let orphans = runtime.removeOrphanedTemporaryFiles()
+        if orphans > 0 { logger.notice("removed temporary files left by a killed agent", metadata: ["files": "\(orphans)"]) }
         try runtime.verifyStore()
         try await AgentService.runUntilSignalled(runtime, logger: logger)
     }

@@ -12,18 +12,25 @@ import ServiceLifecycle
 /// to reconnect after a jittered delay before the tunnel closes.
 public enum RelayServerApp {
     public static func run(config: ResolvedServerConfig, logger: Logger) async throws {
+        let httpLimits = config.httpLimits.fittedToDescriptors(logger: logger)
+        // Failed authentication, per client address, on the tunnel and the HTTP port alike.
+        let authFailures = AuthFailureLimiter(metricsPrefix: "relay", logger: logger)
         let data = config.dataDirectory
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         let registry = try Registry(path: data.appendingPathComponent("relay.sqlite"))
         try registry.syncAgents(config.agents.map { ($0.name, $0.tokenSHA256, $0.sources) })
 
         let store = try ArtifactStore(root: data.appendingPathComponent("store"), retention: 10)
+        // Before packaging starts: what a killed relay was writing (another process's live
+        // files, e.g. `artifact-mirror pack` on a shared store, are locked and stay).
+        let orphans = store.removeOrphanedTemporaryFiles()
+        if orphans > 0 { logger.notice("removed temporary files left by a killed process", metadata: ["files": "\(orphans)"]) }
         let packer = ArtifactPacker(cacheDirectory: data.appendingPathComponent("mirrors"), store: store)
         let configured = Set(config.sources.map(\.name))
-        let known = try registry.latestArtifacts().filter {
+        let known = try await registry.latestArtifacts().filter {
             configured.contains($0.key) && FileSystemCheck.exists(store.path(forDigest: $0.value.digest).path)
         }
-        let hub = DesiredStateHub(initial: known)
+        let hub = DesiredStateHub(initial: known, supersededDelay: config.drainRetryAfter)
         // Chunk checksums are computed once per artifact, when it is packaged (or, for what
         // the store already holds, in the background at start), not by every Fetch.
         let chunkHashes = ChunkHashCache()
@@ -42,37 +49,38 @@ public enum RelayServerApp {
         }
 
         let statusFeed = StatusFeed()
+        // The tunnel's own TLS (see TunnelListener): TLS 1.3 unless tls.minVersion says 1.2,
+        // and with tls.bindClientCertificate each connection's certificate names kept for the calls.
+        let certificateNames = ClientCertificateNames()
+        let tunnelTLS = try TunnelListener.makeContext(certificateFile: config.certificateFile, keyFile: config.keyFile,
+                                                       clientCAFile: config.clientCAFile, minimumVersion: config.tlsMinimumVersion)
+        let registryFailure = RegistryFailure(directory: data.path)
         let tunnel = TunnelService(authenticator: AgentAuthenticator(registry: registry), hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(),
-                                   faults: FaultInjection(), logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed)
-        let grpc = GRPCServer(transport: .http2NIOPosix(
-            address: socketAddress(config.listen),
-            transportSecurity: .tls(
-                certificateChain: [.file(path: config.certificateFile, format: .pem)],
-                privateKey: .file(path: config.keyFile, format: .pem)
-            ) { tls in
-                if let clientCA = config.clientCAFile {
-                    tls.clientCertificateVerification = .noHostnameVerification
-                    tls.trustRoots = .certificates([.file(path: clientCA, format: .pem)])
-                }
-            },
-            config: .defaults { transport in
-                // Large frames and windows for bulk Fetch streams (measured on this kind of
-                // machine: 16 KiB frames collapse throughput with several streams).
-                transport.http2.maxFrameSize = 1 << 20
-                transport.http2.targetWindowSize = 4 << 20
-                transport.rpc.maxRequestPayloadSize = config.limits.maxMessageBytes
-                // Connect + the allowed Fetch streams, with room for a reconnect overlapping.
-                transport.http2.maxConcurrentStreams = 2 * (config.limits.maxConcurrentFetches + 1)
-                transport.connection.flushCoalescing = nil
-            }
+                                   faults: FaultInjection(), logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
+                                   authFailures: authFailures,
+                                   presence: AgentPresence(registry: registry, failure: registryFailure), registryFailure: registryFailure,
+                                   boundCertificates: config.bindClientCertificate ? certificateNames : nil)
+        var transport = HTTP2ServerTransport.Custom<TunnelListener>.Config.defaults
+        // Large frames and windows for bulk Fetch streams (measured on this kind of machine:
+        // 16 KiB frames collapse throughput with several streams).
+        transport.http2.maxFrameSize = 1 << 20
+        transport.http2.targetWindowSize = 4 << 20
+        transport.rpc.maxRequestPayloadSize = config.limits.maxMessageBytes
+        // Connect + the allowed Fetch streams, with room for a reconnect overlapping.
+        transport.http2.maxConcurrentStreams = 2 * (config.limits.maxConcurrentFetches + 1)
+        transport.connection.flushCoalescing = nil
+        let grpc = GRPCServer(transport: HTTP2ServerTransport.Custom(
+            listenerFactory: TunnelListener(host: config.listen.host == "localhost" ? "127.0.0.1" : config.listen.host,
+                                            port: config.listen.port, context: tunnelTLS, peers: certificateNames),
+            config: transport
         ), services: [tunnel])
 
         let router = WebhookRouter.make(webhookToken: config.webhookToken, sources: config.sources,
-                                        scheduler: scheduler, hub: hub)
+                                        scheduler: scheduler, hub: hub, authFailures: authFailures)
         StatusAPI(registry: registry, feed: statusFeed, readers: config.readers, sources: config.sources.map(\.name), logger: logger)
             .add(to: router)
-        let http = Application(router: router,
+        let http = Application(router: router, server: .limited(httpLimits, metricsPrefix: "relay"),
                                configuration: .init(address: .hostname(config.http.host, port: config.http.port),
                                                     serverName: "relay-server"),
                                logger: logger)
@@ -86,7 +94,9 @@ public enum RelayServerApp {
                 .init(service: TunnelServerService(server: grpc, hub: hub, drainRetryAfter: config.drainRetryAfter,
                                                       drainRedirect: config.drainRedirect?.description ?? "", logger: logger)),
                 .init(service: http),
+                .init(service: authFailures),
                 .init(service: SchedulerService(scheduler: scheduler)),
+                .init(service: StatusRetention(registry: registry, policy: config.statusRetention, logger: logger)),
                 .init(service: NotifierService(notifier: Notifier(
                     registry: registry, feed: statusFeed, sources: config.sources, notifications: config.notifications,
                     publicURL: config.publicURL, logger: logger))),
@@ -97,15 +107,11 @@ public enum RelayServerApp {
         try await group.run()
     }
 
-    static func socketAddress(_ hostPort: HostPort) -> GRPCNIOTransportCore.SocketAddress {
-        hostPort.host.contains(":") ? .ipv6(host: hostPort.host, port: hostPort.port)
-            : .ipv4(host: hostPort.host == "localhost" ? "127.0.0.1" : hostPort.host, port: hostPort.port)
-    }
 }
 
 /// Runs the gRPC server; on graceful shutdown drains the agents first.
 struct TunnelServerService: Service {
-    let server: GRPCServer<HTTP2ServerTransport.Posix>
+    let server: GRPCServer<HTTP2ServerTransport.Custom<TunnelListener>>
     let hub: DesiredStateHub
     let drainRetryAfter: Duration
     /// Where agents should reconnect instead (host:port), or "" for here.

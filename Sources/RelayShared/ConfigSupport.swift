@@ -2,69 +2,32 @@ import Crypto
 import Foundation
 import Yams
 
-/// A configuration problem, naming the field (`sources[1].url`) and what to do.
+/// A configuration problem, naming the field (`sources[1].url`), where it is in the file when
+/// known (line and column, 1-based) and what to do.
 public struct ConfigError: Error, Sendable, CustomStringConvertible, Equatable {
     public var file: String
     public var field: String
     public var message: String
+    public var line: Int?
+    public var column: Int?
 
-    public init(file: String, field: String, message: String) {
+    public init(file: String, field: String, message: String, line: Int? = nil, column: Int? = nil) {
         self.file = file
         self.field = field
         self.message = message
+        self.line = line
+        self.column = column
     }
 
+    /// `relay.yaml:7:5: sources[0].reff: unknown field; did you mean 'ref'?`
     public var description: String {
-        field.isEmpty ? "\(file): \(message)" : "\(file): \(field): \(message)"
+        var location = file
+        if let line { location += ":\(line)" + (column.map { ":\($0)" } ?? "") }
+        return field.isEmpty ? "\(location): \(message)" : "\(location): \(field): \(message)"
     }
 }
 
-/// Reads a YAML file into a `Decodable` configuration, turning decoding failures into errors
-/// that name the offending field.
-public enum ConfigLoader {
-    public static func load<T: Decodable>(_ type: T.Type, from path: String) throws(ConfigError) -> T {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(file: path, field: "", message: "cannot read the file (does it exist?)")
-        }
-        return try decode(type, yaml: String(decoding: data, as: UTF8.self), file: path)
-    }
-
-    public static func decode<T: Decodable>(_ type: T.Type, yaml: String, file: String) throws(ConfigError) -> T {
-        do {
-            return try YAMLDecoder().decode(type, from: yaml)
-        } catch let error as DecodingError {
-            throw describe(error, file: file)
-        } catch {
-            throw ConfigError(file: file, field: "", message: "not valid YAML: \(error)")
-        }
-    }
-
-    static func describe(_ error: DecodingError, file: String) -> ConfigError {
-        func path(_ codingPath: [any CodingKey]) -> String {
-            var text = ""
-            for key in codingPath {
-                if let index = key.intValue { text += "[\(index)]" } else { text += text.isEmpty ? key.stringValue : ".\(key.stringValue)" }
-            }
-            return text
-        }
-        switch error {
-        case .keyNotFound(let key, let context):
-            let parent = path(context.codingPath)
-            return ConfigError(file: file, field: parent.isEmpty ? key.stringValue : "\(parent).\(key.stringValue)",
-                               message: "is required")
-        case .typeMismatch(let type, let context):
-            return ConfigError(file: file, field: path(context.codingPath), message: "expected \(type): \(context.debugDescription)")
-        case .valueNotFound(let type, let context):
-            return ConfigError(file: file, field: path(context.codingPath), message: "expected a \(type) value")
-        case .dataCorrupted(let context):
-            return ConfigError(file: file, field: path(context.codingPath), message: context.debugDescription)
-        @unknown default:
-            return ConfigError(file: file, field: "", message: "\(error)")
-        }
-    }
-}
-
-/// A duration written as `500ms`, `30s`, `1m`, `1h30m` or a plain number of seconds.
+/// A duration written as `500ms`, `30s`, `1m`, `1h30m`, `30d` or a plain number of seconds.
 public struct ConfigDuration: Sendable, Hashable, Codable, CustomStringConvertible {
     public var duration: Duration
 
@@ -92,6 +55,7 @@ public struct ConfigDuration: Sendable, Hashable, Codable, CustomStringConvertib
             else if scanner.hasPrefix("s") { unit = 1000; scanner = scanner.dropFirst() }
             else if scanner.hasPrefix("m") { unit = 60_000; scanner = scanner.dropFirst() }
             else if scanner.hasPrefix("h") { unit = 3_600_000; scanner = scanner.dropFirst() }
+            else if scanner.hasPrefix("d") { unit = 86_400_000; scanner = scanner.dropFirst() }
             else { return nil }
             total += value * unit
             number = ""
@@ -105,7 +69,7 @@ public struct ConfigDuration: Sendable, Hashable, Codable, CustomStringConvertib
         let text = try container.decode(String.self)
         guard let parsed = ConfigDuration(parsing: text) else {
             throw DecodingError.dataCorruptedError(in: container,
-                debugDescription: "'\(text)' is not a duration; write e.g. 500ms, 30s, 1m, 1h30m")
+                debugDescription: "'\(text)' is not a duration; write e.g. 500ms, 30s, 1m, 1h30m, 30d")
         }
         self = parsed
     }

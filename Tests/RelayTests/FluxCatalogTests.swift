@@ -104,10 +104,10 @@ import Testing
         let dir = try TemporaryDirectory(prefix: "flux-config")
         defer { dir.remove() }
         try Data("t\n".utf8).write(to: dir.appending("token"))
-        try Data("-----BEGIN CERTIFICATE-----\n".utf8).write(to: dir.appending("ca.pem"))
+        _ = try DevCertificates.ensure(in: dir.appending("tls"))  // caFile must hold a real certificate
         func load(_ extra: String) throws -> ResolvedAgentConfig {
             let file = dir.appending("agent.yaml")
-            try Data("relay: 127.0.0.1:8443\ncaFile: ca.pem\ntokenFile: token\ndataDir: data\n\(extra)".utf8).write(to: file)
+            try Data("relay: 127.0.0.1:8443\ncaFile: tls/ca.pem\ntokenFile: token\ndataDir: data\n\(extra)".utf8).write(to: file)
             return try AgentConfig.load(path: file.path)
         }
         let plain = try load("listen: 0.0.0.0:9090\n")

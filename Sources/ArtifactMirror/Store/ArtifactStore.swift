@@ -101,8 +101,12 @@ public final class ArtifactStore: Sendable {
         return record
     }
 
-    /// A fresh temporary file for an artifact being written.
+    /// A fresh temporary file for an artifact being written. It is created and `flock`ed under
+    /// the store lock, so `removeOrphanedTemporaryFiles` (which holds that lock too) never sees
+    /// it unlocked while its writer lives.
     func temporaryFile() throws(ArtifactMirrorError) -> OutputFile {
+        let lock = try FileLock(path: lockPath)
+        defer { lock.unlock() }
         let name = "pack-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).tar.gz.tmp"
         return try OutputFile(creating: root.appendingPathComponent("tmp/\(name)").path)
     }
@@ -153,6 +157,35 @@ public final class ArtifactStore: Sendable {
         unlink(path(forDigest: digest).path)
     }
 
+    /// Whether the store holds `record`'s file, complete (its recorded size).
+    public func holdsFile(of record: ArtifactRecord) -> Bool {
+        FileSystem.fileSize(path(forDigest: record.digest).path) == record.size
+    }
+
+    /// Moves the file stored under `digest` to `destination` (outside the served store), if
+    /// it is still the file `device`/`inode` name: a good copy renamed into place since then
+    /// is left alone. Records holding it as an older revision of a source are forgotten; a
+    /// source's current record stays, so its tags do not move back to an older revision
+    /// while the file is fetched again. Returns the records that held it, or nil when the
+    /// file was not (or no longer) that one.
+    public func quarantine(digest: String, device: UInt64, inode: UInt64,
+                           to destination: String) throws(ArtifactMirrorError) -> [ArtifactRecord]? {
+        let lock = try FileLock(path: lockPath)
+        defer { lock.unlock() }
+        let stored = path(forDigest: digest).path
+        var info = stat()
+        guard stat(stored, &info) == 0, UInt64(info.st_dev) == device, UInt64(info.st_ino) == inode else { return nil }
+        try FileSystem.rename(stored, to: destination)  // on failure the file is deleted: gone from the store either way
+        var holders: [ArtifactRecord] = []
+        for file in indexFiles() {
+            let records = try decodeIndex(at: file)
+            holders += records.filter { $0.digest == digest }
+            let kept = records.enumerated().filter { $0.offset == 0 || $0.element.digest != digest }.map(\.element)
+            if kept.count != records.count, let source = kept.first?.source { try writeIndex(kept, source: source) }
+        }
+        return holders
+    }
+
     /// Puts `record` first in its source's index and applies retention. Caller holds the lock.
     private func insertLocked(_ record: ArtifactRecord) throws(ArtifactMirrorError) {
         var records = try readIndex(source: record.source)
@@ -177,15 +210,28 @@ public final class ArtifactStore: Sendable {
         return all
     }
 
-    /// Removes temporary files left behind by killed processes (older than `age`).
-    public func removeStaleTemporaryFiles(olderThan age: TimeInterval = 3600) {
+    /// Removes temporary files whose writer is gone (killed, crashed): in `tmp/`, files no
+    /// process holds the `flock` of (every writer holds one from creation until its file is
+    /// committed or deleted, and the kernel drops it when the writer dies, even by SIGKILL);
+    /// in `index/`, atomic-write leftovers (only written under the store lock, held here).
+    /// Safe while other processes (another relay, `artifact-mirror pack`) use the store: their
+    /// files are locked. Pids are not used: they are reused, and differ across containers.
+    /// Returns how many files were removed. Blocks on the store lock: call it off the
+    /// cooperative thread pool, or at start-up.
+    @discardableResult
+    public func removeOrphanedTemporaryFiles() -> Int {
+        guard let lock = try? FileLock(path: lockPath) else { return 0 }
+        defer { lock.unlock() }
+        var removed = 0
         let tmp = root.appendingPathComponent("tmp")
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: tmp.path)) ?? []
-        for name in names {
-            let file = tmp.appendingPathComponent(name).path
-            let modified = (try? FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date) ?? nil
-            if let modified, Date().timeIntervalSince(modified) > age { unlink(file) }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmp.path)) ?? [] {
+            if FileSystem.removeIfUnlocked(tmp.appendingPathComponent(name).path) { removed += 1 }
         }
+        let index = root.appendingPathComponent("index")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: index.path)) ?? [] where name.contains(".tmp-") {
+            if unlink(index.appendingPathComponent(name).path) == 0 { removed += 1 }
+        }
+        return removed
     }
 
     // MARK: - Index files

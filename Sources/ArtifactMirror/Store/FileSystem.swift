@@ -91,6 +91,16 @@ enum FileSystem {
         try? FileManager.default.removeItem(atPath: path)
     }
 
+    /// Deletes `path` if no process holds a `flock` on it (its writer is gone); keeps it
+    /// (and returns false) while one does.
+    static func removeIfUnlocked(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
+        return unlink(path) == 0
+    }
+
     static func fileSize(_ path: String) -> UInt64? {
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
@@ -103,14 +113,23 @@ func errnoText(_ code: Int32 = errno) -> String {
 }
 
 /// An output file written with plain `write(2)` calls and fsynced before close.
+///
+/// The file carries an exclusive `flock` from creation until this object is released (past
+/// `close()`, so through the rename that commits it): the mark of a live writer that
+/// `FileSystem.removeIfUnlocked` respects.
 final class OutputFile {
     let path: String
     private var fd: Int32
+    /// A duplicate of `fd`: the lock belongs to the open file description and lasts until
+    /// every descriptor of it is closed.
+    private var lockFD: Int32 = -1
 
     init(creating path: String) throws(ArtifactMirrorError) {
         self.path = path
         fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .storage(path: path, detail: "cannot create: \(errnoText())") }
+        while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+        lockFD = dup(fd)
     }
 
     func write(_ buffer: UnsafeRawBufferPointer) throws(ArtifactMirrorError) {
@@ -140,5 +159,6 @@ final class OutputFile {
 
     deinit {
         if fd >= 0 { Glibc.close(fd) }
+        if lockFD >= 0 { Glibc.close(lockFD) }
     }
 }

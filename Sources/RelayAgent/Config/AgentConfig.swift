@@ -26,14 +26,26 @@ public struct AgentConfig: Sendable, Decodable {
     public var keepReplacedFor: ConfigDuration?
     /// Unacknowledged status entries kept on disk at most (bytes, default 32 MiB).
     public var journalMaxBytes: Int?
+    /// Connection cap and timeouts of the `listen` endpoint.
+    public var httpLimits: HTTPLimits.Settings?
 
+    /// Loads and validates the file; relative paths are resolved against its directory.
     public static func load(path: String) throws(ConfigError) -> ResolvedAgentConfig {
-        let config = try ConfigLoader.load(AgentConfig.self, from: path)
-        return try config.resolve(file: path)
+        let (config, document) = try ConfigLoader.load(AgentConfig.self, from: path)
+        do { return try config.resolve(file: path, base: URL(fileURLWithPath: path).deletingLastPathComponent()) } catch {
+            throw document.locate(error)
+        }
     }
 
-    func resolve(file: String) throws(ConfigError) -> ResolvedAgentConfig {
-        let base = URL(fileURLWithPath: file).deletingLastPathComponent()
+    /// Parses and validates agent.yaml text (no file of its own): relative paths are resolved
+    /// against `baseDirectory`; `file` is only the name errors carry. Files the configuration
+    /// names (CA, token) are still read.
+    public static func parse(yaml: String, baseDirectory: URL, file: String = "agent.yaml") throws(ConfigError) -> ResolvedAgentConfig {
+        let (config, document) = try ConfigLoader.decode(AgentConfig.self, yaml: yaml, file: file)
+        do { return try config.resolve(file: file, base: baseDirectory) } catch { throw document.locate(error) }
+    }
+
+    func resolve(file: String, base: URL) throws(ConfigError) -> ResolvedAgentConfig {
         func absolute(_ path: String) -> String {
             path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
         }
@@ -45,6 +57,8 @@ public struct AgentConfig: Sendable, Decodable {
         }
         guard let relay = HostPort(relay), relay.port > 0 else { throw fail("relay", "expected host:port, e.g. relay.example.com:8443") }
         let ca = try readable(caFile, "caFile")
+        let tlsFiles = TLSFileCheck(configFile: file)
+        try tlsFiles.certificates(ca, field: "caFile")
         let token: String
         do { token = try TokenHash.readToken(file: absolute(tokenFile)) } catch { throw fail("tokenFile", error.message) }
         let listenAddress = try listen.map { (text) throws(ConfigError) -> HostPort in
@@ -54,10 +68,14 @@ public struct AgentConfig: Sendable, Decodable {
         if (clientCertFile == nil) != (clientKeyFile == nil) {
             throw fail("clientCertFile", "set clientCertFile and clientKeyFile together")
         }
+        if let clientCertFile, let clientKeyFile {
+            try tlsFiles.keyPair(certificate: try readable(clientCertFile, "clientCertFile"), certificateField: "clientCertFile",
+                                 key: try readable(clientKeyFile, "clientKeyFile"), keyField: "clientKeyFile")
+        }
         let keep = keep ?? 5
         guard keep >= 2 else { throw fail("keep", "must be at least 2: Flux may still be reading the previous artifact") }
         if let journalMaxBytes, journalMaxBytes < 1 << 20 { throw fail("journalMaxBytes", "must be at least 1048576 (1 MiB)") }
-        let fluxConfig = try ResolvedFluxConfig.resolve(flux, listen: listenAddress, fail: fail, absolute: absolute)
+        let fluxConfig = try ResolvedFluxConfig.resolve(flux, listen: listenAddress, fail: fail, absolute: absolute, tlsFiles: tlsFiles)
         return ResolvedAgentConfig(
             relay: relay, caFile: ca, token: token, tokenFile: absolute(tokenFile), dataDirectory: URL(fileURLWithPath: absolute(dataDir)),
             listen: listenAddress,
@@ -66,7 +84,7 @@ public struct AgentConfig: Sendable, Decodable {
             reconnectInitial: reconnectInitial?.duration ?? .milliseconds(500),
             reconnectMax: reconnectMax?.duration ?? .seconds(30), keep: keep,
             keepReplacedFor: keepReplacedFor?.duration ?? .seconds(60), journalMaxBytes: journalMaxBytes ?? 32 << 20,
-            flux: fluxConfig)
+            flux: fluxConfig, httpLimits: try HTTPLimits.resolve(httpLimits, defaults: .agentDefaults, file: file))
     }
 }
 
@@ -87,4 +105,5 @@ public struct ResolvedAgentConfig: Sendable {
     public var journalMaxBytes: Int
     /// Flux integrations; nil when `listen` is not set.
     public var flux: ResolvedFluxConfig?
+    public var httpLimits: HTTPLimits = .agentDefaults
 }

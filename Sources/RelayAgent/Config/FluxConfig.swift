@@ -20,6 +20,8 @@ public struct FluxConfig: Sendable, Decodable {
     public struct TLS: Sendable, Decodable {
         public var certFile: String
         public var keyFile: String
+        /// Lowest TLS version accepted: "1.3" (default) or "1.2" (ECDHE + AEAD suites only).
+        public var minVersion: String?
     }
 
     public struct Status: Sendable, Decodable {
@@ -97,6 +99,7 @@ public struct ResolvedFluxConfig: Sendable {
     public var eventsHMACKey: String?
     public var watchStatus: Bool = false
     public var tls: (certificateFile: String, keyFile: String)?
+    public var tlsMinimumVersion: TLSMinimumVersion = .tls13
     public var statusNamespaces: [String]?
 
     /// Whether anything needs the Kubernetes API.
@@ -112,7 +115,7 @@ public struct ResolvedFluxConfig: Sendable {
     }
 
     static func resolve(_ flux: FluxConfig?, listen: HostPort?, fail: (String, String) -> ConfigError,
-                        absolute: (String) -> String) throws(ConfigError) -> ResolvedFluxConfig? {
+                        absolute: (String) -> String, tlsFiles: TLSFileCheck) throws(ConfigError) -> ResolvedFluxConfig? {
         guard let listen else {
             if flux != nil { throw fail("listen", "flux integrations need `listen`: the address Flux fetches artifacts from") }
             return nil
@@ -120,15 +123,20 @@ public struct ResolvedFluxConfig: Sendable {
         let flux = flux ?? FluxConfig()
         // Default: the listen address itself (a wildcard address means this host's loopback).
         let reachable = listen.host == "0.0.0.0" || listen.host == "::" ? HostPort(host: "127.0.0.1", port: listen.port) : listen
-        var tlsFiles: (String, String)?
+        var tlsPair: (String, String)?
         if let tls = flux.tls {
             for (field, path) in [("flux.tls.certFile", tls.certFile), ("flux.tls.keyFile", tls.keyFile)]
                 where !FileManager.default.isReadableFile(atPath: absolute(path)) {
                 throw fail(field, "cannot read \(absolute(path))")
             }
-            tlsFiles = (absolute(tls.certFile), absolute(tls.keyFile))
+            try tlsFiles.keyPair(certificate: absolute(tls.certFile), certificateField: "flux.tls.certFile",
+                                 key: absolute(tls.keyFile), keyField: "flux.tls.keyFile")
+            tlsPair = (absolute(tls.certFile), absolute(tls.keyFile))
         }
-        let url = flux.url ?? "\(tlsFiles == nil ? "http" : "https")://\(reachable.description)"
+        guard let tlsMinimumVersion = TLSMinimumVersion(configValue: flux.tls?.minVersion) else {
+            throw fail("flux.tls.minVersion", "'\(flux.tls?.minVersion ?? "")' is not \"1.3\" (the default) or \"1.2\"")
+        }
+        let url = flux.url ?? "\(tlsPair == nil ? "http" : "https")://\(reachable.description)"
         guard let parsed = URLComponents(string: url), parsed.scheme == "http" || parsed.scheme == "https",
               let host = parsed.host, !host.isEmpty, parsed.query == nil else {
             throw fail("flux.url", "expected http(s)://host[:port], the address Flux uses to reach `listen`")
@@ -175,7 +183,8 @@ public struct ResolvedFluxConfig: Sendable {
             guard FileManager.default.isReadableFile(atPath: absolute(kubeconfig)) else { throw fail("flux.kubernetes.kubeconfig", "cannot read \(absolute(kubeconfig))") }
             resolved.kubernetes?.kubeconfig = absolute(kubeconfig)
         }
-        resolved.tls = tlsFiles
+        resolved.tls = tlsPair
+        resolved.tlsMinimumVersion = tlsMinimumVersion
         resolved.watchStatus = flux.status?.watch ?? false
         resolved.statusNamespaces = flux.status?.namespaces
         if let file = flux.events?.hmacTokenFile {

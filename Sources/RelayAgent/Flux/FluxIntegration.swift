@@ -16,13 +16,16 @@ public final class FluxIntegration: Sendable {
     let http: HTTPClient?
     let logger: Logger
 
-    public init(config: ResolvedFluxConfig, store: ArtifactStore, journal: StatusJournal, logger: Logger) throws {
+    public init(config: ResolvedFluxConfig, store: ArtifactStore, journal: StatusJournal, logger: Logger,
+                quarantine: ArtifactQuarantine? = nil) throws {
         self.config = config
         self.logger = logger
         catalog = CatalogHolder(store: store, repositoryPrefix: config.repositoryPrefix)
         var options = FluxEndpoint.Options(oci: config.ociEnabled, artifacts: true, pullAuth: config.pullAuth)
         options.events = FluxEventReceiver(journal: journal, hmacKey: config.eventsHMACKey)
         options.tls = config.tls
+        options.tlsMinimumVersion = config.tlsMinimumVersion
+        options.quarantine = quarantine
         endpoint = FluxEndpoint(catalog: catalog, options: options, logger: logger)
         var kube: KubeClient?
         if config.needsKubernetes {

@@ -29,6 +29,11 @@ public struct FluxEndpoint: Sendable {
         public var events: FluxEventReceiver?
         /// Serve HTTPS with this PEM certificate chain and key (OCIRepository `certSecretRef`).
         public var tls: (certificateFile: String, keyFile: String)?
+        /// TLS 1.3 only unless lowered to 1.2 (then ECDHE + AEAD suites only).
+        public var tlsMinimumVersion: TLSMinimumVersion = .tls13
+        /// Where a stored file found not to match its digest while served goes (moved out of
+        /// the store, fetched again); without it such a file is only refused.
+        public var quarantine: ArtifactQuarantine?
 
         public init(oci: Bool = true, artifacts: Bool = true, pullAuth: PullAuth? = nil, maxTagsPage: Int = 10_000) {
             self.oci = oci
@@ -48,11 +53,17 @@ public struct FluxEndpoint: Sendable {
         self.logger = logger
     }
 
-    /// The HTTP application, ready to run as a service. `onListening` gets the bound port.
-    public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
+    /// The HTTP application, ready to run as a service, with `limits` on its connections and,
+    /// with `authFailures`, failed pull credentials and event signatures limited per client
+    /// address. `onListening` gets the bound port.
+    public func application(host: String, port: Int, limits: HTTPLimits = .agentDefaults, authFailures: AuthFailureLimiter? = nil,
+                            onListening: @escaping @Sendable (Int) async -> Void = { _ in })
         throws -> some ApplicationProtocol & Service
     {
-        let router = Router()
+        let router = Router(context: PeerRequestContext.self)
+        if let authFailures {  // first: it guards the routes added after it
+            router.add(middleware: AuthThrottleMiddleware(limiter: authFailures, surface: Self.credentialSurface, refusal: Self.throttled))
+        }
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -77,19 +88,20 @@ public struct FluxEndpoint: Sendable {
             }
         }
         let logger = self.logger
-        var server = HTTPServerBuilder.http1()
+        var tlsConfiguration: TLSConfiguration?
         if let tls = options.tls {
             let chain: [NIOSSLCertificate]
             do { chain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile) } catch {
                 throw FluxEndpointError.tls("cannot read the certificate \(tls.certificateFile): \(error)")
             }
-            let configuration = TLSConfiguration.makeServerConfiguration(
+            var configuration = TLSConfiguration.makeServerConfiguration(
                 certificateChain: chain.map { .certificate($0) }, privateKey: .file(tls.keyFile))
-            server = try .tls(.http1(), tlsConfiguration: configuration)
+            options.tlsMinimumVersion.apply(to: &configuration)
+            tlsConfiguration = configuration
         }
         return Application(
             router: router,
-            server: server,
+            server: .limited(limits, metricsPrefix: "relay_agent", tls: tlsConfiguration),
             configuration: .init(address: .hostname(host, port: port), serverName: "relay-agent"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port
@@ -257,6 +269,8 @@ public struct FluxEndpoint: Sendable {
 
     /// A stored artifact's bytes. The file must have exactly the recorded size; anything
     /// else (deleted by retention a moment ago, damaged) is reported as missing, never served.
+    /// The bytes are hashed as they go out (`VerifiedFileStream`): a file changed at rest is
+    /// cut off before its last chunk and quarantined.
     private func file(digest: String, size: UInt64, head: Bool, contentType: String, context: some RequestContext,
                       missing: () -> OCIError) async throws -> Response {
         let path = catalog.path(forDigest: digest)
@@ -272,33 +286,22 @@ public struct FluxEndpoint: Sendable {
         if head { return Response(status: .ok, headers: headers, body: .init()) }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw missing() }
-        return Response(status: .ok, headers: headers, body: Self.streamFile(fd: fd, size: size))
+        let body = VerifiedFileStream(fd: fd, size: size, digest: digest).body { actual, file in
+            await self.quarantine(digest: digest, actual: actual, file: file)
+        }
+        return Response(status: .ok, headers: headers, body: body)
     }
 
-    /// The file's bytes, one 256 KiB chunk in flight: each chunk is read (on the thread pool)
-    /// only after the previous one was handed to the connection, so memory per download stays
-    /// at a chunk or two however fast or slow the reader is.
-    static func streamFile(fd: Int32, size: UInt64, chunkSize: Int = 256 << 10) -> ResponseBody {
-        ResponseBody(contentLength: Int(size)) { writer in
-            defer { close(fd) }
-            var offset: UInt64 = 0
-            while offset < size {
-                let length = Int(min(UInt64(chunkSize), size - offset))
-                let position = offset
-                let chunk: ByteBuffer = try await NIOThreadPool.singleton.runIfActive {
-                    var buffer = ByteBufferAllocator().buffer(capacity: length)
-                    let read = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { pointer in
-                        pread(fd, pointer.baseAddress, length, off_t(position))
-                    }
-                    guard read == length else {
-                        throw FileStreamError.shortRead(expected: length, got: read, errno: read < 0 ? errno : 0)
-                    }
-                    return buffer
-                }
-                try await writer.write(chunk)
-                offset += UInt64(length)
-            }
-            try await writer.finish(nil)
+    /// A served file hashed to `actual`: out of the store with it, and a catalog without it.
+    private func quarantine(digest: String, actual: String, file: VerifiedFileStream.FileIdentity) async {
+        let moved = try? await NIOThreadPool.singleton.runIfActive { [options, catalog] in
+            guard let quarantine = options.quarantine, quarantine.quarantine(digest: digest, actual: actual, file: file) else { return false }
+            try? catalog.reload()
+            return true
+        }
+        if moved != true {
+            logger.error("stored artifact does not match its digest; download cut short",
+                         metadata: ["digest": "\(digest)", "actual": "\(actual)"])
         }
     }
 
@@ -314,14 +317,4 @@ public struct FluxEndpoint: Sendable {
 public enum FluxEndpointError: Error, CustomStringConvertible {
     case tls(String)
     public var description: String { if case .tls(let message) = self { "Flux endpoint TLS: \(message)" } else { "" } }
-}
-
-enum FileStreamError: Error, CustomStringConvertible {
-    case shortRead(expected: Int, got: Int, errno: Int32)
-    var description: String {
-        switch self {
-        case .shortRead(let expected, let got, let code):
-            "artifact file shorter than recorded (read \(got) of \(expected) bytes\(code != 0 ? ", errno \(code)" : ""))"
-        }
-    }
 }

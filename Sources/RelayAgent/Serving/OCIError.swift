@@ -13,6 +13,7 @@ struct OCIError: Error, Sendable {
         case nameUnknown = "NAME_UNKNOWN"
         case paginationNumberInvalid = "PAGINATION_NUMBER_INVALID"
         case tagInvalid = "TAG_INVALID"
+        case tooManyRequests = "TOOMANYREQUESTS"
         case unauthorized = "UNAUTHORIZED"
         case unsupported = "UNSUPPORTED"
     }

@@ -13,8 +13,9 @@ import Wire
 public struct FluxEventReceiver: Sendable {
     let journal: StatusJournal
     let hmacKey: String?
-    /// Largest body accepted.
-    let maxBytes = 1 << 20
+    /// Largest body accepted (413 beyond). What is journaled is smaller still: fields are cut
+    /// to `StatusEntryLimits` (a 16 KiB message, 16 KiB of metadata) and say so.
+    static let maxBytes = 256 << 10
 
     public init(journal: StatusJournal, hmacKey: String?) {
         self.journal = journal
@@ -39,8 +40,10 @@ public struct FluxEventReceiver: Sendable {
 
     func respond(_ request: Request) async -> Response {
         let body: ByteBuffer
-        do { body = try await request.body.collect(upTo: maxBytes) } catch {
-            return Self.plain(.contentTooLarge, "event larger than \(maxBytes) bytes\n")
+        do { body = try await request.body.collect(upTo: Self.maxBytes) } catch {
+            return Self.plain(.contentTooLarge, "event body larger than \(Self.maxBytes) bytes, relay-agent's limit for one "
+                              + "Flux event: not journaled (long messages and metadata are cut to fit anyway; "
+                              + "look for what makes this event so large)\n")
         }
         let data = Data(buffer: body)
         if let hmacKey {
@@ -51,25 +54,9 @@ public struct FluxEventReceiver: Sendable {
                 return Self.plain(.unauthorized, "missing or wrong X-Signature (generic-hmac provider: check the Provider's secret)\n")
             }
         }
-        let payload: Payload
-        do { payload = try JSONDecoder().decode(Payload.self, from: data) } catch {
-            return Self.plain(.badRequest, "not a Flux event: \(error)\n")
-        }
-        guard let kind = payload.involvedObject.kind, let name = payload.involvedObject.name, !kind.isEmpty, !name.isEmpty else {
-            return Self.plain(.badRequest, "not a Flux event: involvedObject.kind and .name are required\n")
-        }
-        let metadata = payload.metadata ?? [:]
-        let event = Relay_V1_FluxEvent.with {
-            $0.kind = kind
-            $0.namespace = payload.involvedObject.namespace ?? ""
-            $0.name = name
-            $0.severity = payload.severity ?? "info"
-            $0.reason = payload.reason ?? ""
-            $0.message = String((payload.message ?? "").prefix(4096))
-            $0.revision = metadata["revision"] ?? ""
-            $0.controller = payload.reportingController ?? ""
-            $0.timestampUnixMs = payload.timestamp.flatMap(RFC3339.parse).map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
-            $0.metadata = metadata
+        let event: Relay_V1_FluxEvent
+        do { event = try Self.event(from: data) } catch {
+            return Self.plain(.badRequest, "not a Flux event: \(error.reason)\n")
         }
         do {
             try journal.append([.event(event)])
@@ -79,6 +66,31 @@ public struct FluxEventReceiver: Sendable {
             return Self.plain(.serviceUnavailable, "cannot journal the event: \(error)\n")
         }
         return Self.plain(.accepted, "journaled\n")
+    }
+
+    /// Why a body is not a Flux event (answered 400).
+    struct NotAnEvent: Error { var reason: String }
+
+    /// The status entry for an event body.
+    static func event(from data: Data) throws(NotAnEvent) -> Relay_V1_FluxEvent {
+        let payload: Payload
+        do { payload = try JSONDecoder().decode(Payload.self, from: data) } catch { throw NotAnEvent(reason: "\(error)") }
+        guard let kind = payload.involvedObject.kind, let name = payload.involvedObject.name, !kind.isEmpty, !name.isEmpty else {
+            throw NotAnEvent(reason: "involvedObject.kind and .name are required")
+        }
+        let metadata = payload.metadata ?? [:]
+        return Relay_V1_FluxEvent.with {
+            $0.kind = kind
+            $0.namespace = payload.involvedObject.namespace ?? ""
+            $0.name = name
+            $0.severity = payload.severity ?? "info"
+            $0.reason = payload.reason ?? ""
+            $0.message = payload.message ?? ""
+            $0.revision = metadata["revision"] ?? ""
+            $0.controller = payload.reportingController ?? ""
+            $0.timestampUnixMs = payload.timestamp.flatMap(RFC3339.parse).map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
+            $0.metadata = metadata
+        }
     }
 
     static func plain(_ status: HTTPResponse.Status, _ text: String) -> Response {

@@ -88,6 +88,10 @@ public final class StatusJournal: Sendable {
             if lockFD >= 0 { close(lockFD) }
             throw JournalError.inUse(directory.path)
         }
+        // Holding the lock, no one else writes here: a `.tmp` file is a killed writer's leftover.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasSuffix(".tmp") {
+            unlink(directory.appendingPathComponent(name).path)
+        }
         let meta = Self.readMeta(directory)
         var segments: [Segment] = []
         var last: UInt64 = meta.acknowledged
@@ -121,7 +125,7 @@ public final class StatusJournal: Sendable {
         }
     }
 
-    /// Appends entries durably; returns their sequence numbers.
+    /// Appends entries durably, each cut to `StatusEntryLimits`; returns their sequence numbers.
     @discardableResult
     public func append(_ kinds: [Relay_V1_StatusEntry.OneOf_Kind], observed: Date = Date()) throws -> [UInt64] {
         guard !kinds.isEmpty else { return [] }
@@ -129,11 +133,11 @@ public final class StatusJournal: Sendable {
             var assigned: [UInt64] = []
             var pending: [Relay_V1_StatusEntry] = []
             for kind in kinds {
-                pending.append(.with {
+                pending.append(StatusEntryLimits.clamped(.with {
                     $0.sequence = state.nextSequence
                     $0.observedUnixMs = Int64(observed.timeIntervalSince1970 * 1000)
                     $0.kind = kind
-                })
+                }))
                 assigned.append(state.nextSequence)
                 state.nextSequence += 1
             }
@@ -195,10 +199,13 @@ public final class StatusJournal: Sendable {
         }
     }
 
-    /// Durable, unacknowledged entries with a sequence above `after`, oldest first.
-    public func entries(after: UInt64, limit: Int) -> [Relay_V1_StatusEntry] {
+    /// Durable, unacknowledged entries with a sequence above `after`, oldest first: at most
+    /// `limit`, and no more once they add up to `maxBytes` (at least one), so a batch of them
+    /// always fits in one tunnel message.
+    public func entries(after: UInt64, limit: Int, maxBytes: Int = StatusEntryLimits.batchBytes) -> [Relay_V1_StatusEntry] {
         state.withLock { state in
             var result: [Relay_V1_StatusEntry] = []
+            var bytes = 0
             for segment in state.segments {
                 guard let last = segment.entries.last, last.sequence > after else { continue }
                 // Entries are sorted: find the first one after `after`.
@@ -209,6 +216,8 @@ public final class StatusJournal: Sendable {
                 }
                 for entry in segment.entries[low...] {
                     guard entry.sequence <= state.durable else { return result }
+                    bytes += ((try? entry.serializedBytes() as [UInt8])?.count ?? 0)
+                    if !result.isEmpty && bytes > maxBytes { return result }
                     result.append(entry)
                     if result.count >= limit { return result }
                 }
@@ -333,19 +342,7 @@ public final class StatusJournal: Sendable {
 
     private static func load(_ url: URL) throws -> Segment {
         let data = (try? Data(contentsOf: url)) ?? Data()
-        var entries: [Relay_V1_StatusEntry] = []
-        var offset = 0
-        while offset + 8 <= data.count {
-            let length = data[offset..<offset + 4].reduce(0) { ($0 << 8) | Int($1) }
-            let end = offset + 4 + length + 4
-            guard length > 0, end <= data.count else { break }
-            let body = data[(offset + 4)..<(offset + 4 + length)]
-            guard Data(SHA256.hash(data: body).prefix(4)) == data[(end - 4)..<end],
-                  let entry = try? Relay_V1_StatusEntry(serializedBytes: Data(body)),
-                  entry.sequence > (entries.last?.sequence ?? 0) else { break }
-            entries.append(entry)
-            offset = end
-        }
+        let (entries, offset) = records(in: data)
         if offset < data.count {
             // A torn tail from a crash: keep only the whole records.
             let handle = try FileHandle(forWritingTo: url)
@@ -355,6 +352,26 @@ public final class StatusJournal: Sendable {
         }
         let first = entries.first?.sequence ?? 0
         return Segment(first: first, url: url, bytes: offset, entries: entries)
+    }
+
+    /// The whole records at the start of a segment file's bytes, and where they end: reading
+    /// stops at the first record that is short, fails its checksum or protobuf decoding, or does
+    /// not continue the sequence.
+    static func records(in data: Data) -> (entries: [Relay_V1_StatusEntry], length: Int) {
+        var entries: [Relay_V1_StatusEntry] = []
+        var offset = data.startIndex
+        while offset + 8 <= data.endIndex {
+            let length = data[offset..<offset + 4].reduce(0) { ($0 << 8) | Int($1) }
+            let end = offset + 4 + length + 4
+            guard length > 0, end <= data.endIndex else { break }
+            let body = data[(offset + 4)..<(offset + 4 + length)]
+            guard Data(SHA256.hash(data: body).prefix(4)) == data[(end - 4)..<end],
+                  let entry = try? Relay_V1_StatusEntry(serializedBytes: Data(body)),
+                  entry.sequence > (entries.last?.sequence ?? 0) else { break }
+            entries.append(entry)
+            offset = end
+        }
+        return (entries, offset - data.startIndex)
     }
 
     private static func writeAll(_ data: Data, fd: Int32, path: String) throws {

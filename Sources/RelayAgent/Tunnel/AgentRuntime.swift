@@ -19,6 +19,11 @@ public final class AgentRuntime: Sendable {
     let logger: Logger
     /// Every artifact made current (fetched, re-recorded or rolled back to) is announced here.
     public let publications = Publications()
+    /// Set while a session runs: another pass over its desired state, at once.
+    private let storePass = Mutex<(@Sendable () -> Void)?>(nil)
+    let fetchFailures = FetchFailures()
+    /// Reported to the relay's timeline through the status journal.
+    var incidents: AgentIncidents { AgentIncidents(journal: { [weak self] in try? self?.journal() }, logger: logger) }
     /// Flux status changes waiting to reach the relay: opened (and locked) by the first use,
     /// so `relay-agent list` and `fetch` never touch a running agent's journal.
     private let journalStorage = Mutex<StatusJournal?>(nil)
@@ -40,11 +45,19 @@ public final class AgentRuntime: Sendable {
                                   logger: logger)
     }
 
+    /// Deletes temporary files a killed agent left in its store (see
+    /// `ArtifactStore.removeOrphanedTemporaryFiles`). Partial downloads (`partial/`) stay:
+    /// the next fetch of the same digest resumes from them.
+    @discardableResult
+    public func removeOrphanedTemporaryFiles() -> Int { store.removeOrphanedTemporaryFiles() }
+
     /// Re-verifies every published artifact (digest and Flux rules); a damaged one is removed
     /// so it is fetched again.
     public func verifyStore() throws {
         var seen = Set<String>()
         for record in try store.allRecords() where seen.insert(record.digest).inserted {
+            // A file quarantined (or lost) since: nothing to check, the tunnel fetches it again.
+            guard FileManager.default.fileExists(atPath: store.path(forDigest: record.digest).path) else { continue }
             let report = try TarballVerifier(expectedDigest: record.digest).verify(file: store.path(forDigest: record.digest).path)
             if !report.ok {
                 logger.error("published artifact failed re-verification; removing it",
@@ -52,6 +65,14 @@ public final class AgentRuntime: Sendable {
                 try store.remove(digest: record.digest)
             }
         }
+    }
+
+    /// Where the Flux endpoint sends a stored file it found not to match its digest: the
+    /// running session fetches it again at once (a later one would too: a record whose file
+    /// is missing does not count as held).
+    public func quarantine() -> ArtifactQuarantine {
+        ArtifactQuarantine(store: store, directory: config.dataDirectory.appendingPathComponent("quarantine"),
+                           reporter: incidents) { [weak self] in self?.storePass.withLock { $0 }?() }
     }
 
     /// Runs sessions until cancelled. A drain that names another relay sends the next
@@ -70,7 +91,7 @@ public final class AgentRuntime: Sendable {
                 target = redirect ?? config.relay
                 logger.info("relay asked to reconnect later", metadata: [
                     "after_ms": "\(retryAfter.milliseconds)", "to": "\(target)"])
-            case .failed(let error, let welcomed):
+            case .failed(let failure, let welcomed):
                 if welcomed && ContinuousClock.now - started > .seconds(10) { backoff.reset() }
                 delay = backoff.next()
                 if !welcomed, target != config.relay {
@@ -78,7 +99,9 @@ public final class AgentRuntime: Sendable {
                                    metadata: ["redirect": "\(target)", "relay": "\(config.relay)"])
                     target = config.relay
                 }
-                logger.warning("tunnel down; reconnecting", metadata: ["error": "\(error)", "in_ms": "\(delay.milliseconds)"])
+                failure.count()
+                logger.warning("tunnel down; reconnecting", metadata: [
+                    "reason": "\(failure.reason.rawValue)", "error": "\(failure.message)", "in_ms": "\(delay.milliseconds)"])
             }
             try? await Task.sleep(for: delay)
         }
@@ -86,40 +109,35 @@ public final class AgentRuntime: Sendable {
 
     enum Outcome {
         case drained(Duration, redirect: HostPort?)
-        case failed(String, welcomed: Bool)
-    }
-
-    private func describe(_ error: any Error) -> String {
-        if let rpc = error as? RPCError {
-            switch rpc.code {
-            case .unauthenticated: return "the relay refused the token (\(rpc.message)); check tokenFile"
-            case .failedPrecondition: return "the relay refused the connection: \(rpc.message)"
-            default: return "\(rpc.code): \(rpc.message)"
-            }
-        }
-        return "\(error)"
+        case failed(TunnelFailure, welcomed: Bool)
     }
 
     /// One connection: returns when it ends.
     func session(target: HostPort) async -> Outcome {
         defer { AgentMetrics.connected.record(0) }
         let state = SessionState()
+        let tlsErrors = TLSErrorRecorder()
         do {
-            let transport = try makeTransport(target: target)
+            let transport = try makeTransport(target: target, tlsErrors: tlsErrors)
             try await withGRPCClient(transport: transport) { client in
                 let tunnel = Relay_V1_Tunnel.Client(wrapping: client)
                 try await self.runSession(tunnel: tunnel, state: state)
             }
         } catch {
             if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
-            return .failed(describe(error), welcomed: state.welcomed)
+            return .failed(await TunnelFailure.classify(error, tlsError: tlsErrors.error, welcomed: state.welcomed,
+                                                        relay: target, caFile: config.caFile),
+                           welcomed: state.welcomed)
         }
         if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
-        return .failed("the relay closed the stream", welcomed: state.welcomed)
+        return .failed(TunnelFailure(reason: state.welcomed ? .connectionLost : .connectionFailed, message: "the relay closed the stream"),
+                       welcomed: state.welcomed)
     }
 
-    /// One HTTP/2 connection to the relay, tuned for bulk Fetch streams beside the control stream.
-    func makeTransport(target relay: HostPort? = nil) throws -> HTTP2ClientTransport.Posix {
+    /// One HTTP/2 connection to the relay, tuned for bulk Fetch streams beside the control
+    /// stream. `tlsErrors` learns why a TLS handshake failed (grpc-swift reports only a
+    /// connection closed before the HTTP/2 preface).
+    func makeTransport(target relay: HostPort? = nil, tlsErrors: TLSErrorRecorder? = nil) throws -> HTTP2ClientTransport.Posix {
         let relay = relay ?? config.relay
         return try HTTP2ClientTransport.Posix(
             // The certificate must name what is dialled: a DNS name, or the IP address
@@ -134,6 +152,7 @@ public final class AgentRuntime: Sendable {
                 transport.http2.targetWindowSize = 4 << 20
                 transport.connection.flushCoalescing = nil
                 transport.backoff.initial = .milliseconds(200)
+                if let tlsErrors { transport.channelDebuggingCallbacks.onCreateTCPConnection = tlsErrors.install(on:) }
             })
     }
 
@@ -158,7 +177,9 @@ public final class AgentRuntime: Sendable {
 
     private func runSession(tunnel: ArtifactFetcher.Tunnel, state: SessionState) async throws {
         let (outbox, post) = AsyncStream<Relay_V1_AgentMessage>.makeStream()
-        let (wanted, want) = AsyncStream<Relay_V1_DesiredState>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let desiredStates = DesiredStates()
+        storePass.withLock { $0 = { desiredStates.again() } }
+        defer { storePass.withLock { $0 = nil } }
         let held = Set(try store.allRecords().map(\.digest))
         post.yield(.with {
             $0.hello = .with {
@@ -186,7 +207,7 @@ public final class AgentRuntime: Sendable {
                                 "agent": "\(welcome.agentName)", "relay": "\(welcome.relayVersion)",
                                 "heartbeat_ms": "\(welcome.heartbeatIntervalMs)"])
                         case .desiredState(let desired)?:
-                            want.yield(desired)
+                            desiredStates.received(desired)
                         case .heartbeat(let beat)?:
                             if !beat.reply {
                                 post.yield(.with { $0.heartbeat = .with {
@@ -211,7 +232,7 @@ public final class AgentRuntime: Sendable {
                                         redirect: drain.redirect.isEmpty ? nil : HostPort(drain.redirect))
                             self.logger.info("relay is draining", metadata: ["reason": "\(drain.reason)"])
                             post.finish()
-                            want.finish()
+                            desiredStates.finish()
                             return
                         case nil:
                             continue
@@ -219,7 +240,7 @@ public final class AgentRuntime: Sendable {
                     }
                 })
                 post.finish()
-                want.finish()
+                desiredStates.finish()
                 throw CancellationError()  // the session is over: stop the other children
             }
             // Heartbeats and the dead-peer watchdog.
@@ -255,10 +276,30 @@ public final class AgentRuntime: Sendable {
             group.addTask {
                 try await self.sendStatus(state: state, post: post)
             }
-            // Reconcile: fetch what the newest desired state lists and the store lacks.
+            // Reconcile: fetch what the newest desired state lists and the store lacks. What
+            // fails (a full disk, an artifact the relay lost) is reported and tried again with
+            // backoff; it never ends the session.
+            let (retries, retry) = AsyncStream<Duration>.makeStream(bufferingPolicy: .bufferingNewest(1))
             group.addTask {
-                for await desired in wanted {
-                    try await self.reconcile(desired, limits: state.limits, tunnel: tunnel, metadata: self.metadata, post: post)
+                var backoff = Backoff(initial: self.config.reconnectInitial, maximum: self.config.reconnectMax)
+                for await desired in desiredStates.stream {
+                    let failures = try await self.reconcile(desired, limits: state.limits, tunnel: tunnel, metadata: self.metadata, post: post)
+                    guard !failures.isEmpty else {
+                        backoff.reset()
+                        continue
+                    }
+                    let delay = backoff.next()
+                    for failure in failures {
+                        self.fetchFailures.failed(failure.artifact, error: failure.error, retryIn: delay, incidents: self.incidents)
+                    }
+                    retry.yield(delay)
+                }
+                retry.finish()
+            }
+            group.addTask {
+                for await delay in retries {
+                    try await Task.sleep(for: delay)
+                    desiredStates.again()
                 }
             }
             do {
@@ -269,9 +310,18 @@ public final class AgentRuntime: Sendable {
         }
     }
 
+    typealias Failure = (artifact: Relay_V1_Artifact, error: any Error)
+
+    /// One pass: fetches what `desired` lists and the store lacks (a record whose file is
+    /// gone, e.g. quarantined, counts as lacking) and records what it holds under new names.
+    /// Returns what failed, for the caller to report and retry; throws only when cancelled.
     private func reconcile(_ desired: Relay_V1_DesiredState, limits: Relay_V1_Limits, tunnel: ArtifactFetcher.Tunnel,
-                           metadata: Metadata, post: AsyncStream<Relay_V1_AgentMessage>.Continuation) async throws {
-        let records = try store.allRecords()
+                           metadata: Metadata, post: AsyncStream<Relay_V1_AgentMessage>.Continuation) async throws -> [Failure] {
+        let records: [ArtifactRecord]
+        do { records = try store.allRecords().filter { store.holdsFile(of: $0) } } catch {
+            return desired.artifacts.map { ($0, error) }
+        }
+        var failures: [Failure] = []
         func key(_ source: String, _ revision: String, _ digest: String) -> String { "\(source)\u{0}\(revision)\u{0}\(digest)" }
         let held = Set(records.map { key($0.source, $0.revision, $0.digest) })
         // The record Flux is served as `latest` for each source: the newest in its index.
@@ -281,42 +331,57 @@ public final class AgentRuntime: Sendable {
         var missing: [Relay_V1_Artifact] = []
         for artifact in desired.artifacts {
             let wanted = key(artifact.source, artifact.revision, artifact.digest)
-            if held.contains(wanted) {
-                // Held already. If the relay went back to it (a rollback), make it current again.
-                if current[artifact.source] != wanted, let existing = records.first(where: { key($0.source, $0.revision, $0.digest) == wanted }) {
-                    _ = try store.recordExisting(existing)
-                    publications.announce(existing)
+            do {
+                if held.contains(wanted) {
+                    // Held already. If the relay went back to it (a rollback), make it current again.
+                    if current[artifact.source] != wanted, let existing = records.first(where: { key($0.source, $0.revision, $0.digest) == wanted }) {
+                        _ = try store.recordExisting(existing)
+                        publications.announce(existing)
+                    }
+                } else if heldDigests.contains(artifact.digest) {
+                    // Same bytes under a new source or revision: no download.
+                    let files = records.first { $0.digest == artifact.digest }?.files ?? 0
+                    if let record = try store.recordExisting(ArtifactRecord(artifact, files: files)) { publications.announce(record) }
+                    post.yield(Self.ack(artifact))
+                } else {
+                    missing.append(artifact)
                 }
-            } else if heldDigests.contains(artifact.digest) {
-                // Same bytes under a new source or revision: no download.
-                let files = records.first { $0.digest == artifact.digest }?.files ?? 0
-                if let record = try store.recordExisting(ArtifactRecord(artifact, files: files)) { publications.announce(record) }
-                post.yield(Self.ack(artifact))
-            } else {
-                missing.append(artifact)
+            } catch {
+                failures.append((artifact, error))
             }
         }
         let parallel = max(1, Int(limits.maxConcurrentFetches))
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withThrowingTaskGroup(of: Failure?.self) { group in
             var running = 0
             for artifact in missing {
-                if running >= parallel {
-                    try await group.next()
+                if running >= parallel, let outcome = try await group.next() {
                     running -= 1
+                    if let failure = outcome { failures.append(failure) }
                 }
                 running += 1
                 group.addTask {
                     let started = ContinuousClock.now
-                    let record = try await self.fetcher.fetch(artifact, limits: limits, tunnel: tunnel, metadata: metadata)
+                    let record: ArtifactRecord
+                    do {
+                        record = try await self.fetcher.fetch(artifact, limits: limits, tunnel: tunnel, metadata: metadata)
+                    } catch {
+                        if Task.isCancelled { throw error }  // the session is ending
+                        return (artifact, error)
+                    }
+                    self.fetchFailures.succeeded(artifact.digest)
                     self.publications.announce(record)
                     self.logger.info("published", metadata: [
                         "source": "\(record.source)", "revision": "\(record.revision)", "digest": "\(record.digest)",
                         "size": "\(record.size)", "ms": "\((ContinuousClock.now - started).milliseconds)"])
                     post.yield(Self.ack(artifact))
+                    return nil
                 }
             }
-            try await group.waitForAll()
+            for try await outcome in group {
+                if let failure = outcome { failures.append(failure) }
+            }
         }
+        return failures
     }
 
     /// Streams journal entries up once welcomed; never runs more than `window` entries ahead

@@ -14,6 +14,7 @@ enum FetchError: Error, CustomStringConvertible {
     case digestMismatch(expected: String, actual: String)
     case rejectedByFluxRules([String])
     case tooLarge(UInt64, limit: UInt64)
+    case diskFull(path: String, needed: UInt64, available: UInt64?)
 
     var description: String {
         switch self {
@@ -23,6 +24,22 @@ enum FetchError: Error, CustomStringConvertible {
         case .digestMismatch(let expected, let actual): "digest mismatch: expected \(expected), got \(actual)"
         case .rejectedByFluxRules(let errors): "artifact breaks Flux's unpack rules: \(errors.joined(separator: "; "))"
         case .tooLarge(let size, let limit): "artifact of \(size) bytes exceeds the relay's limit of \(limit)"
+        case .diskFull(let path, let needed, let available):
+            "no space left for the download in \(path): \(needed) more bytes needed"
+                + (available.map { ", \($0) available" } ?? "") + "; free space or give dataDir a bigger volume"
+        }
+    }
+
+    /// Stable, for metrics labels, logs and the relay's timeline.
+    var code: String {
+        switch self {
+        case .corruptChunk: "corrupt_chunk"
+        case .protocolViolation: "protocol_violation"
+        case .incomplete: "incomplete"
+        case .digestMismatch: "digest_mismatch"
+        case .rejectedByFluxRules: "flux_rules"
+        case .tooLarge: "too_large"
+        case .diskFull: "disk_full"
         }
     }
 }
@@ -54,6 +71,11 @@ struct ArtifactFetcher: Sendable {
         let path = partialPath(for: artifact.digest)
         let file = try PartialFile(path: path, expectedSize: artifact.size)
         defer { file.close() }
+        // Never start what cannot fit: a full disk would also starve the status journal.
+        let needed = artifact.size - file.length + Self.headroom
+        if let available = Self.availableBytes(partialDirectory.path), available < needed {
+            throw FetchError.diskFull(path: partialDirectory.path, needed: needed, available: available)
+        }
         if file.length > 0 {
             AgentMetrics.fetchResumes.increment()
             logger.info("resuming fetch", metadata: ["source": "\(artifact.source)", "offset": "\(file.length)",
@@ -92,6 +114,16 @@ struct ArtifactFetcher: Sendable {
         return published
     }
 
+    /// Room kept free beyond the artifact itself (index files, the journal's next records).
+    static let headroom: UInt64 = 256 << 10
+
+    /// Bytes an unprivileged writer may still use on the filesystem holding `path`.
+    static func availableBytes(_ path: String) -> UInt64? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
     private func receive(_ artifact: Relay_V1_Artifact, into file: PartialFile, tunnel: Tunnel, metadata: Metadata,
                          limits: Relay_V1_Limits) async throws {
         let maxChunk = limits.maxChunkBytes
@@ -115,7 +147,10 @@ struct ArtifactFetcher: Sendable {
                 guard Data(SHA256.hash(data: chunk.data)) == chunk.chunkSha256 else {
                     throw FetchError.corruptChunk(offset: chunk.offset)
                 }
-                try file.append(chunk.data)
+                do { try file.append(chunk.data) } catch is PartialFile.OutOfSpace {
+                    throw FetchError.diskFull(path: partialDirectory.path, needed: artifact.size - file.length,
+                                              available: Self.availableBytes(partialDirectory.path))
+                }
                 AgentMetrics.fetchBytes.increment(by: chunk.data.count)
             }
         }
@@ -155,10 +190,28 @@ final class PartialFile: @unchecked Sendable {
         try handle.seek(toOffset: length)
     }
 
+    struct OutOfSpace: Error {}
+
+    /// Appends a verified chunk. A failed write (a full disk) is cut back off, so the file
+    /// still holds whole verified chunks only and a later fetch resumes from there.
     func append(_ data: Data) throws {
-        try handle.write(contentsOf: data)
+        do {
+            try handle.write(contentsOf: data)
+        } catch {
+            try? handle.truncate(atOffset: length)
+            try? handle.seek(toOffset: length)
+            if Self.isOutOfSpace(error) { throw OutOfSpace() }
+            throw error
+        }
         hasher.update(data: data)
         length += UInt64(data.count)
+    }
+
+    static func isOutOfSpace(_ error: any Error) -> Bool {
+        if let cocoa = error as? CocoaError, cocoa.code == .fileWriteOutOfSpace { return true }
+        if let posix = error as? POSIXError, posix.code == .ENOSPC { return true }
+        let ns = error as NSError
+        return ns.domain == NSPOSIXErrorDomain && ns.code == Int(ENOSPC)
     }
 
     func sync() throws { try handle.synchronize() }

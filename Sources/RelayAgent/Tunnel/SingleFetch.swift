@@ -11,6 +11,9 @@ public struct SingleFetchResult: Sendable, Codable {
     public var message: String
     public var bytes: UInt64
     public var digest: String?
+    /// When the tunnel itself failed: why, as `relay_agent_tunnel_errors_total` labels it
+    /// (e.g. "certificate_unknown_ca", "token_refused"); nil when the relay answered.
+    public var reason: String?
 }
 
 extension AgentRuntime {
@@ -18,6 +21,7 @@ extension AgentRuntime {
     /// diagnostic for operators ("can this agent reach and read that artifact?").
     public func fetchOnce(digest: String, output: String?) async -> SingleFetchResult {
         var received: UInt64 = 0
+        let tlsErrors = TLSErrorRecorder()
         do {
             let handle: FileHandle? = try output.map { path in
                 _ = FileManager.default.createFile(atPath: path, contents: nil)
@@ -28,7 +32,7 @@ extension AgentRuntime {
             }
             defer { try? handle?.close() }
             let counter = ByteCounter()
-            try await withGRPCClient(transport: try makeTransport()) { client in
+            try await withGRPCClient(transport: try makeTransport(tlsErrors: tlsErrors)) { client in
                 let tunnel = Relay_V1_Tunnel.Client(wrapping: client)
                 try await tunnel.fetch(.with { $0.digest = digest }, metadata: ["authorization": "Bearer \(self.config.token)"]) { response in
                     for try await chunk in response.messages {
@@ -46,10 +50,14 @@ extension AgentRuntime {
                 return SingleFetchResult(code: "dataLoss", message: "received bytes hash to \(actual)", bytes: received, digest: actual)
             }
             return SingleFetchResult(code: "ok", message: "", bytes: received, digest: actual)
-        } catch let error as RPCError {
-            return SingleFetchResult(code: "\(error.code)", message: error.message, bytes: received, digest: nil)
         } catch {
-            return SingleFetchResult(code: "error", message: "\(error)", bytes: received, digest: nil)
+            let code = (error as? RPCError).map { "\($0.code)" } ?? "error"
+            let failure = await TunnelFailure.classify(error, tlsError: tlsErrors.error, welcomed: false, relay: config.relay,
+                                                       caFile: config.caFile)
+            // An answer from the relay keeps its own words; a tunnel that failed says why.
+            let answered = (error as? RPCError).map { [.notFound, .outOfRange, .dataLoss, .resourceExhausted].contains($0.code) } ?? false
+            return SingleFetchResult(code: code, message: answered ? (error as? RPCError)?.message ?? failure.message : failure.message,
+                                     bytes: received, digest: nil, reason: answered ? nil : failure.reason.rawValue)
         }
     }
 }

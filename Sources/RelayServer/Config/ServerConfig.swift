@@ -9,6 +9,11 @@ public struct ServerConfig: Sendable, Decodable {
         public var keyFile: String
         /// When set, agents must also present a client certificate signed by this CA.
         public var clientCAFile: String?
+        /// With clientCAFile: the client certificate must name the agent whose token is used
+        /// (subject CN or a DNS SAN equal to the agent's name).
+        public var bindClientCertificate: Bool?
+        /// Lowest TLS version accepted on the tunnel: "1.3" (default) or "1.2" (ECDHE + AEAD suites only).
+        public var minVersion: String?
     }
 
     public struct SourceRef: Sendable, Decodable, Equatable {
@@ -92,6 +97,10 @@ public struct ServerConfig: Sendable, Decodable {
     public var notifications: Notifications?
     /// The relay's page as people reach it (link in GitLab commit statuses).
     public var publicURL: String?
+    /// Connection cap and timeouts of the `http` listener.
+    public var httpLimits: HTTPLimits.Settings?
+    /// How long status history is kept (`status.retention`).
+    public var status: StatusSettings?
 
     public struct Reader: Sendable, Decodable {
         public var name: String
@@ -101,8 +110,18 @@ public struct ServerConfig: Sendable, Decodable {
 
     /// Loads and validates the file; relative paths are resolved against its directory.
     public static func load(path: String) throws(ConfigError) -> ResolvedServerConfig {
-        let config = try ConfigLoader.load(ServerConfig.self, from: path)
-        return try config.resolve(file: path)
+        let (config, document) = try ConfigLoader.load(ServerConfig.self, from: path)
+        do { return try config.resolve(file: path, base: URL(fileURLWithPath: path).deletingLastPathComponent()) } catch {
+            throw document.locate(error)
+        }
+    }
+
+    /// Parses and validates relay.yaml text (no file of its own): relative paths are resolved
+    /// against `baseDirectory`; `file` is only the name errors carry. Files the configuration
+    /// names (certificates, token files) are still read.
+    public static func parse(yaml: String, baseDirectory: URL, file: String = "relay.yaml") throws(ConfigError) -> ResolvedServerConfig {
+        let (config, document) = try ConfigLoader.decode(ServerConfig.self, yaml: yaml, file: file)
+        do { return try config.resolve(file: file, base: baseDirectory) } catch { throw document.locate(error) }
     }
 }
 
@@ -147,6 +166,9 @@ public struct ResolvedServerConfig: Sendable {
     public var certificateFile: String
     public var keyFile: String
     public var clientCAFile: String?
+    /// `tls.bindClientCertificate`: a client certificate must name its agent.
+    public var bindClientCertificate = false
+    public var tlsMinimumVersion: TLSMinimumVersion = .tls13
     public var dataDirectory: URL
     public var webhookToken: String?
     public var sources: [Source]
@@ -157,6 +179,8 @@ public struct ResolvedServerConfig: Sendable {
     public var readers: [Reader] = []
     public var notifications = Notifications()
     public var publicURL: String?
+    public var httpLimits: HTTPLimits = .relayDefaults
+    public var statusRetention = StatusRetention.Policy()
 }
 
 /// The tunnel's explicit limits (all configurable under `limits:`).
@@ -171,8 +195,7 @@ public struct TunnelLimits: Sendable, Equatable {
 }
 
 extension ServerConfig {
-    func resolve(file: String) throws(ConfigError) -> ResolvedServerConfig {
-        let base = URL(fileURLWithPath: file).deletingLastPathComponent()
+    func resolve(file: String, base: URL) throws(ConfigError) -> ResolvedServerConfig {
         func absolute(_ path: String) -> String {
             path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
         }
@@ -218,8 +241,22 @@ extension ServerConfig {
         let cert = try readable(tls.certFile, "tls.certFile")
         let key = try readable(tls.keyFile, "tls.keyFile")
         let clientCA = try tls.clientCAFile.map { (path) throws(ConfigError) in try readable(path, "tls.clientCAFile") }
+        let tlsFiles = TLSFileCheck(configFile: file)
+        try tlsFiles.keyPair(certificate: cert, certificateField: "tls.certFile", key: key, keyField: "tls.keyFile")
+        if let clientCA { try tlsFiles.certificates(clientCA, field: "tls.clientCAFile") }
+        let bindClientCertificate = tls.bindClientCertificate ?? false
+        if bindClientCertificate, clientCA == nil {
+            throw fail("tls.bindClientCertificate", "needs tls.clientCAFile: without client certificates there is nothing to bind")
+        }
+        guard let tlsMinimumVersion = TLSMinimumVersion(configValue: tls.minVersion) else {
+            throw fail("tls.minVersion", "'\(tls.minVersion ?? "")' is not \"1.3\" (the default) or \"1.2\"")
+        }
 
         var webhook = webhookToken
+        if let webhook, webhook.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw fail("webhookToken", "is empty: any request would match it. Set a long random token "
+                       + "(`relay-server hash-token --generate` prints one) or remove the field to turn webhooks off")
+        }
         if let webhookTokenFile {
             if webhook != nil { throw fail("webhookTokenFile", "set webhookToken or webhookTokenFile, not both") }
             webhook = try secret(webhookTokenFile, "webhookTokenFile")
@@ -334,10 +371,13 @@ extension ServerConfig {
 
         return ResolvedServerConfig(
             listen: listen, http: http, certificateFile: cert, keyFile: key, clientCAFile: clientCA,
+            bindClientCertificate: bindClientCertificate, tlsMinimumVersion: tlsMinimumVersion,
             dataDirectory: URL(fileURLWithPath: absolute(dataDir)), webhookToken: webhook,
             sources: resolvedSources, agents: resolvedAgents, limits: resolvedLimits,
             drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), drainRedirect: redirect, readers: resolvedReaders,
-            notifications: resolvedNotifications, publicURL: publicURL)
+            notifications: resolvedNotifications, publicURL: publicURL,
+            httpLimits: try HTTPLimits.resolve(httpLimits, defaults: .relayDefaults, file: file),
+            statusRetention: try StatusRetention.Policy.resolve(status?.retention, fail: fail))
     }
 
     static func isValidName(_ name: String) -> Bool {

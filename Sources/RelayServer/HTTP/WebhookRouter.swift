@@ -11,8 +11,10 @@ import RelayShared
 /// triggered source names.
 enum WebhookRouter {
     static func make(webhookToken: String?, sources: [ResolvedServerConfig.Source], scheduler: PackagingScheduler,
-                     hub: DesiredStateHub) -> Router<BasicRequestContext> {
-        let router = Router()
+                     hub: DesiredStateHub, authFailures: AuthFailureLimiter) -> Router<PeerRequestContext> {
+        let router = Router(context: PeerRequestContext.self)
+        // First, so it guards every route added after it (the status API's too).
+        router.add(middleware: AuthThrottleMiddleware(limiter: authFailures, surface: credentialSurface))
         router.get("healthz") { _, _ in "ok\n" }
         router.get("metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -23,11 +25,13 @@ enum WebhookRouter {
             return json(ready ? .ok : .serviceUnavailable, ["ready": ready])
         }
         router.post("hooks/gitlab") { request, _ -> Response in
-            guard let expected = webhookToken else {
+            // An empty token is refused by the configuration; should one get here, it turns
+            // webhooks off rather than matching a request that sends no token.
+            guard let expected = webhookToken, !expected.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
                 return json(.notFound, ["error": "webhooks are off: set webhookToken in the relay configuration"])
             }
             let given = request.headers[HTTPField.Name("X-Gitlab-Token")!] ?? ""
-            guard TokenHash.constantTimeEqual(TokenHash.sha256Hex(given), TokenHash.sha256Hex(expected)) else {
+            guard !given.isEmpty, TokenHash.constantTimeEqual(TokenHash.sha256Hex(given), TokenHash.sha256Hex(expected)) else {
                 return json(.unauthorized, ["error": "X-Gitlab-Token does not match the relay's webhookToken"])
             }
             let body = try await request.body.collect(upTo: 4 << 20)
@@ -42,6 +46,16 @@ enum WebhookRouter {
             return json(.accepted, ["triggered": names])
         }
         return router
+    }
+
+    /// What a request's credentials are for (nil: it carries none, or is a probe).
+    @Sendable static func credentialSurface(_ request: Request) -> String? {
+        if ["/healthz", "/readyz", "/metrics"].contains(request.uri.path) { return nil }
+        if request.uri.path.hasPrefix("/hooks/") {
+            return request.headers[HTTPField.Name("X-Gitlab-Token")!] != nil ? "webhook" : nil
+        }
+        let carries = AuthThrottleMiddleware<PeerRequestContext>.carries(request, headers: [.authorization], query: ["access_token"])
+        return carries ? "status" : nil
     }
 
     private static func json(_ status: HTTPResponse.Status, _ object: [String: any Sendable]) -> Response {

@@ -70,8 +70,10 @@ public struct StatusRecord: Sendable, Codable, Equatable {
 }
 
 extension StatusRecord {
-    /// The record for an entry (id and received time filled in when stored).
-    init?(agent: String, journal: String, entry: Relay_V1_StatusEntry, receivedAt: Date) {
+    /// The record for an entry (id and received time filled in when stored). Fields over the
+    /// entry caps are cut here too (`StatusEntryLimits`): an older or hostile agent may send more.
+    init?(agent: String, journal: String, entry unchecked: Relay_V1_StatusEntry, receivedAt: Date) {
+        let entry = StatusEntryLimits.clamped(unchecked)
         func date(_ ms: Int64) -> Date? { ms > 0 ? Date(timeIntervalSince1970: Double(ms) / 1000) : nil }
         self.init(id: 0, agent: agent, journal: journal, sequence: entry.sequence,
                   observedAt: date(entry.observedUnixMs) ?? receivedAt, receivedAt: receivedAt, type: "")
@@ -136,6 +138,12 @@ public struct FluxObjectState: Sendable, Codable, Equatable {
 
 /// Query for the timeline.
 public struct TimelineQuery: Sendable {
+    /// `limit` when none is given, and the most one request returns (larger ones are capped).
+    public static let defaultLimit = 100
+    public static let maxLimit = 1000
+    /// Rows are read from the database in pages of about this many payload bytes.
+    public static let pageBytes = 1 << 20
+
     public var since: Int64 = 0
     public var agent: String?
     public var source: String?
@@ -151,8 +159,9 @@ public struct TimelineQuery: Sendable {
 extension Registry {
     /// Stores a batch from one agent in one transaction. Entries already stored (a replay
     /// after a reconnect) are skipped. Returns the newly stored records, in order.
-    public func storeStatus(agent: String, journal: String, entries: [Relay_V1_StatusEntry], receivedAt: Date = Date()) throws -> [StatusRecord] {
-        try database.write { db in
+    public func storeStatus(agent: String, journal: String, entries: [Relay_V1_StatusEntry],
+                            receivedAt: Date = Date()) async throws -> [StatusRecord] {
+        try await database.write { db in
             var stored: [StatusRecord] = []
             for entry in entries {
                 guard var record = StatusRecord(agent: agent, journal: journal, entry: entry, receivedAt: receivedAt) else { continue }
@@ -195,12 +204,29 @@ extension Registry {
         }
     }
 
-    /// Entries after `since`, oldest first, as stored JSON (no decoding: for the stream and the API).
-    public func timelineJSON(_ query: TimelineQuery) throws -> [(id: Int64, payload: Data)] {
-        try database.read { db in
+    /// Entries after `since`, oldest first, as stored JSON (no decoding: for the stream and the
+    /// API): at most `query.limit`, and no more rows once `maxBytes` of payload are read (at
+    /// least one), so a page of large entries stays small in memory.
+    public func timelinePage(_ query: TimelineQuery, maxBytes: Int = TimelineQuery.pageBytes) async throws -> [(id: Int64, payload: Data)] {
+        try await database.read { db in
             let (sql, arguments) = Self.timelineSQL(query)
-            return try Row.fetchAll(db, sql: sql, arguments: arguments).map { ($0["id"], Data(($0["payload"] as String).utf8)) }
+            var rows: [(id: Int64, payload: Data)] = []
+            var bytes = 0
+            let cursor = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+            while bytes < maxBytes, let row = try cursor.next() {
+                let payload: Data = row["payload"]
+                bytes += payload.count
+                rows.append((row["id"], payload))
+            }
+            return rows
         }
+    }
+
+    /// Whether an entry matching `query` comes after `since`.
+    public func timelineHasEntries(_ query: TimelineQuery) async throws -> Bool {
+        var probe = query
+        probe.limit = 1
+        return try await !timelinePage(probe, maxBytes: 1).isEmpty
     }
 
     static func timelineSQL(_ query: TimelineQuery) -> (String, StatementArguments) {
@@ -209,7 +235,7 @@ extension Registry {
         if let agent = query.agent { sql += " AND agent = ?"; arguments.append(agent) }
         if let source = query.source { sql += " AND source = ?"; arguments.append(source) }
         sql += " ORDER BY id LIMIT ?"
-        arguments.append(max(1, min(query.limit, 10_000)))
+        arguments.append(max(1, min(query.limit, TimelineQuery.maxLimit)))
         return (sql, StatementArguments(arguments))
     }
 
@@ -225,11 +251,13 @@ extension Registry {
         }
     }
 
-    public func fluxObjects(agent: String? = nil) throws -> [FluxObjectState] {
-        try database.read { db in
-            var sql = "SELECT * FROM flux_object"
+    /// The latest state of the Flux objects, of one agent or consuming one source when given.
+    public func fluxObjects(agent: String? = nil, source: String? = nil) async throws -> [FluxObjectState] {
+        try await database.read { db in
+            var sql = "SELECT * FROM flux_object WHERE 1"
             var arguments: [any DatabaseValueConvertible] = []
-            if let agent { sql += " WHERE agent = ?"; arguments.append(agent) }
+            if let agent { sql += " AND agent = ?"; arguments.append(agent) }
+            if let source { sql += " AND source = ?"; arguments.append(source) }
             sql += " ORDER BY agent, kind, namespace, name"
             return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
                 let transition: Int64 = row["last_transition_ms"]
@@ -244,8 +272,8 @@ extension Registry {
     }
 
     /// The newest feed position.
-    public func latestStatusID() throws -> Int64 {
-        try database.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM status_entry") ?? 0 }
+    public func latestStatusID() async throws -> Int64 {
+        try await database.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM status_entry") ?? 0 }
     }
 }
 
@@ -259,8 +287,8 @@ public struct AgentSummary: Sendable, Codable, Equatable {
 }
 
 extension Registry {
-    public func agentSummaries() throws -> [AgentSummary] {
-        try database.read { db in
+    public func agentSummaries() async throws -> [AgentSummary] {
+        try await database.read { db in
             let grants = try Row.fetchAll(db, sql: "SELECT agent, source FROM grant_ ORDER BY source")
             var sources: [String: [String]] = [:]
             for row in grants { sources[row["agent"], default: []].append(row["source"]) }
@@ -273,13 +301,74 @@ extension Registry {
         }
     }
 
-    /// Every delivery, newest first per agent and source.
-    public func allDeliveries() throws -> [Delivery] {
-        try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM delivery ORDER BY delivered_ms DESC").map {
-                Delivery(agent: $0["agent"], source: $0["source"], revision: $0["revision"], digest: $0["digest"],
-                         deliveredAt: Date(timeIntervalSince1970: Double($0["delivered_ms"] as Int64) / 1000))
+    /// The newest delivery per agent and source.
+    public func latestDeliveries() async throws -> [Delivery] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT d.* FROM delivery d
+                JOIN (SELECT agent, source, MAX(delivered_ms) AS newest FROM delivery GROUP BY agent, source) n
+                  ON d.agent = n.agent AND d.source = n.source AND d.delivered_ms = n.newest
+                ORDER BY d.delivered_ms DESC
+                """).map(Self.delivery)
+        }
+    }
+
+    /// Deliveries of these digests of `source`.
+    public func deliveries(source: String, digests: [String]) async throws -> [Delivery] {
+        guard !digests.isEmpty else { return [] }
+        return try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM delivery WHERE source = ? AND digest IN (\(digests.map { _ in "?" }.joined(separator: ",")))
+                """, arguments: StatementArguments([source] + digests)).map(Self.delivery)
+        }
+    }
+
+    static func delivery(_ row: Row) -> Delivery {
+        Delivery(agent: row["agent"], source: row["source"], revision: row["revision"], digest: row["digest"],
+                 deliveredAt: Date(timeIntervalSince1970: Double(row["delivered_ms"] as Int64) / 1000))
+    }
+}
+
+extension Registry {
+    /// The first feed id that `retention` keeps: entries below it are older than `maxAge`
+    /// (received before `now - maxAge`) or beyond the newest `maxEntries`. Reads only what it
+    /// skips: ids grow with the time entries are received.
+    public func statusRetentionCutoff(maxAge: Duration?, maxEntries: Int?, now: Date = Date()) async throws -> Int64 {
+        let oldest = maxAge.map { Self.milliseconds(now) - Int64($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) }
+        return try await database.read { db in
+            var cutoff: Int64 = 0
+            if let oldest {
+                let first = try Int64.fetchOne(db, sql: "SELECT id FROM status_entry WHERE received_ms >= ? ORDER BY id LIMIT 1",
+                                               arguments: [oldest])
+                // Nothing recent enough: everything goes.
+                cutoff = try first ?? (Int64.fetchOne(db, sql: "SELECT MAX(id) + 1 FROM status_entry") ?? 0)
             }
+            if let maxEntries,
+               let last = try Int64.fetchOne(db, sql: "SELECT id FROM status_entry ORDER BY id DESC LIMIT 1 OFFSET ?",
+                                             arguments: [maxEntries]) {
+                cutoff = max(cutoff, last + 1)
+            }
+            return cutoff
+        }
+    }
+
+    /// Deletes up to `batch` of the oldest entries below `cutoff` in one short transaction;
+    /// returns how many went. The Flux objects' latest state (`flux_object`) is kept.
+    public func deleteStatus(below cutoff: Int64, batch: Int) async throws -> Int {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM status_entry WHERE id IN (SELECT id FROM status_entry WHERE id < ? ORDER BY id LIMIT ?)",
+                           arguments: [cutoff, batch])
+            return db.changesCount
+        }
+    }
+
+    /// Packaged revisions of `source`, newest first: at most `limit`, packaged before `before`
+    /// (Unix milliseconds) when given.
+    public func revisions(source: String, limit: Int, before: Int64?) async throws -> [PackagedArtifact] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM revision WHERE source = ? AND created_ms < ? ORDER BY created_ms DESC LIMIT ?
+                """, arguments: [source, before ?? Int64.max, limit]).map(Self.artifact)
         }
     }
 }

@@ -35,19 +35,19 @@ public struct Delivery: Sendable, Hashable, Codable {
 /// The relay's durable record in SQLite (`<dataDir>/relay.sqlite`): agents and their token
 /// hashes, grants, every packaged revision, and deliveries. A restart forgets nothing.
 public final class Registry: Sendable {
-    let database: DatabaseQueue
+    /// WAL: readers (API, stream) run beside the writer instead of waiting for it.
+    let database: DatabasePool
 
     public init(path: URL) throws {
         try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
-        // WAL: one fsync per transaction (status batches arrive many times a second), and
-        // readers (API, stream) never wait for the writer.
+        // WAL (a DatabasePool sets it): one fsync per transaction (status batches arrive many
+        // times a second), and readers never wait for the writer.
         configuration.prepareDatabase { db in
-            if try String.fetchOne(db, sql: "PRAGMA journal_mode") != "wal" { try db.execute(sql: "PRAGMA journal_mode = WAL") }
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
-        database = try DatabaseQueue(path: path.path, configuration: configuration)
+        database = try DatabasePool(path: path.path, configuration: configuration)
         try Self.migrator.migrate(database)
     }
 
@@ -186,8 +186,8 @@ public final class Registry: Sendable {
     }
 
     /// The newest packaged artifact of every source.
-    public func latestArtifacts() throws -> [String: PackagedArtifact] {
-        try database.read { db in
+    public func latestArtifacts() async throws -> [String: PackagedArtifact] {
+        try await database.read { db in
             let rows = try Row.fetchAll(db, sql: """
                 SELECT r.* FROM revision r
                 JOIN (SELECT source, MAX(created_ms) AS newest FROM revision GROUP BY source) n
@@ -254,7 +254,7 @@ public final class Registry: Sendable {
         }
     }
 
-    private static func artifact(_ row: Row) -> PackagedArtifact {
+    static func artifact(_ row: Row) -> PackagedArtifact {
         PackagedArtifact(source: row["source"], revision: row["revision"], digest: row["digest"],
                          size: UInt64(row["size"] as Int64), commit: row["commit_"], origin: row["origin"],
                          createdAt: Date(timeIntervalSince1970: Double(row["created_ms"] as Int64) / 1000))

@@ -52,7 +52,12 @@ public final class Notifier: Sendable {
         let (wake, poke) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         await withDiscardingTaskGroup { group in
             group.addTask {
-                for await _ in self.feed.subscribe() { poke.yield() }
+                // A subscription the notifier fell behind on ends: it subscribes again (it
+                // reads the database after its cursor anyway).
+                while !Task.isCancelled {
+                    for await _ in self.feed.subscribe() { poke.yield() }
+                    poke.yield()
+                }
             }
             group.addTask {
                 while !Task.isCancelled {

@@ -1,11 +1,9 @@
 import Foundation
 import Metrics
-import Synchronization
 
 /// The relay's metrics (exposed at `GET /metrics` on the `http` address).
 enum RelayMetrics {
     static let agentsConnected = Gauge(label: "relay_agents_connected")
-    private static let connected = Atomic<Int>(0)
     static let fetchBytes = Counter(label: "relay_fetch_bytes_sent_total")
     static let fetches = Counter(label: "relay_fetches_total")
     static let fetchResumes = Counter(label: "relay_fetch_resumes_total")
@@ -13,6 +11,8 @@ enum RelayMetrics {
     /// From packaging to the agent's acknowledgement.
     static let deliveryLatency = Timer(label: "relay_delivery_latency_seconds")
     static let statusEntries = Counter(label: "relay_status_entries_total")
+    /// Deleted by retention (`status.retention`).
+    static let statusEntriesDeleted = Counter(label: "relay_status_entries_deleted_total")
     static let notificationsPending = Gauge(label: "relay_notifications_pending")
     static let notificationsSent = Counter(label: "relay_notifications_sent_total")
     static let notificationsFailed = Counter(label: "relay_notification_attempts_failed_total")
@@ -21,10 +21,5 @@ enum RelayMetrics {
         Counter(label: "relay_artifacts_packaged_total", dimensions: [("source", source)]).increment()
         Timer(label: "relay_packaging_duration_seconds", dimensions: [("source", source)]).recordNanoseconds(
             duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
-    }
-
-    static func agentConnected(_ delta: Int) {
-        let now = connected.wrappingAdd(delta, ordering: .relaxed).newValue
-        agentsConnected.record(now)
     }
 }

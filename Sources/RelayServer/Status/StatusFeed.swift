@@ -2,34 +2,175 @@ import Foundation
 import Synchronization
 
 /// Fans newly stored status records out to live readers (the server-sent-event stream, the
-/// web page, the notifiers). Each subscriber has a bounded buffer: a reader too slow to keep
-/// up is cut off (its stream ends) and resumes from the database after its last feed id, so
-/// nothing is lost and the tunnel never waits for a reader.
+/// web page, the notifiers). Each subscriber has a buffer bounded in entries and bytes: a
+/// reader too slow to keep up is cut off (its subscription ends and its buffer is let go) and
+/// resumes from the database after its last feed id, so nothing is lost, the tunnel never
+/// waits for a reader and a stalled reader holds no more than its bound. Subscribers share
+/// the records they buffer, so many readers behind by the same entries cost them once.
 public final class StatusFeed: Sendable {
-    private let subscribers = Mutex<[UInt64: AsyncStream<[StatusRecord]>.Continuation]>([:])
+    /// What one subscriber may hold before it is cut off.
+    public struct Limits: Sendable {
+        public var entries = 10_000
+        public var bytes = 8 << 20
+        public init(entries: Int = 10_000, bytes: Int = 8 << 20) {
+            self.entries = entries
+            self.bytes = bytes
+        }
+    }
+
+    private let subscribers = Mutex<[UInt64: StatusSubscription]>([:])
     private let nextID = Atomic<UInt64>(0)
-    let bufferLimit: Int
+    let limits: Limits
 
-    public init(bufferLimit: Int = 4096) { self.bufferLimit = bufferLimit }
+    public init(limits: Limits = Limits()) { self.limits = limits }
 
-    /// Batches of newly stored records; the stream ends if the reader falls `bufferLimit`
-    /// batches behind.
-    public func subscribe() -> AsyncStream<[StatusRecord]> {
+    /// Newly stored records, in order, until the subscriber falls `limits` behind.
+    public func subscribe() -> StatusSubscription {
         let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
-        let (stream, continuation) = AsyncStream<[StatusRecord]>.makeStream(bufferingPolicy: .bufferingOldest(bufferLimit))
-        continuation.onTermination = { [weak self] _ in _ = self?.subscribers.withLock { $0.removeValue(forKey: id) } }
-        subscribers.withLock { $0[id] = continuation }
-        return stream
+        let subscription = StatusSubscription(limits: limits) { [weak self] in
+            _ = self?.subscribers.withLock { $0.removeValue(forKey: id) }
+        }
+        subscribers.withLock { $0[id] = subscription }
+        return subscription
     }
 
     public func publish(_ records: [StatusRecord]) {
         guard !records.isEmpty else { return }
-        for (id, continuation) in subscribers.withLock({ Array($0) }) {
-            if case .dropped = continuation.yield(records) {
-                // Full: end this subscriber; it rereads from the database.
-                subscribers.withLock { _ = $0.removeValue(forKey: id) }
-                continuation.finish()
+        let entries = records.map(FeedEntry.init)
+        for subscription in subscribers.withLock({ Array($0.values) }) {
+            subscription.offer(entries)
+        }
+    }
+}
+
+/// What the feed hands readers: the stored JSON and what the stream filters on.
+public struct FeedEntry: Sendable {
+    public var id: Int64
+    public var agent: String
+    public var source: String?
+    public var payload: Data
+
+    init(_ record: StatusRecord) {
+        id = record.id
+        agent = record.agent
+        source = record.object?.source
+        payload = record.payload ?? Data()
+    }
+
+    /// What it holds in memory, roughly.
+    var cost: Int { payload.count + agent.utf8.count + (source?.utf8.count ?? 0) + 64 }
+}
+
+/// One reader's place in the feed: an `AsyncSequence` of batches that ends when the reader
+/// fell behind (`overflowed`), was finished, or its task was cancelled.
+public final class StatusSubscription: AsyncSequence, Sendable {
+    public enum Event: Sendable {
+        case entries([FeedEntry])
+        /// Nothing new for a while (see `tick()`): a stream writes a keep-alive.
+        case idle
+    }
+
+    private struct State {
+        var buffer: [Event] = []
+        var entries = 0
+        var bytes = 0
+        var overflowed = false
+        var finished = false
+        var waiter: CheckedContinuation<Event?, Never>?
+    }
+
+    private let state = Mutex(State())
+    private let limits: StatusFeed.Limits
+    private let onEnd: @Sendable () -> Void
+
+    init(limits: StatusFeed.Limits, onEnd: @escaping @Sendable () -> Void) {
+        self.limits = limits
+        self.onEnd = onEnd
+    }
+
+    /// Whether it ended because the reader fell behind.
+    public var overflowed: Bool { state.withLock { $0.overflowed } }
+
+    func offer(_ batch: [FeedEntry]) {
+        let cost = batch.reduce(0) { $0 + $1.cost }
+        deliver { state in
+            state.buffer.append(.entries(batch))
+            state.entries += batch.count
+            state.bytes += cost
+            if state.entries > limits.entries || state.bytes > limits.bytes {
+                // Cut off: drop what it holds; it rereads from the database.
+                state.overflowed = true
+                state.finished = true
+                state.buffer = []
             }
         }
     }
+
+    /// Wakes an idle reader with `.idle` (nothing is queued if it is busy).
+    public func tick() {
+        deliver { state in if state.buffer.isEmpty { state.buffer.append(.idle) } }
+    }
+
+    /// Ends the subscription; the reader sees what is buffered, then the end.
+    public func finish() {
+        deliver { $0.finished = true }
+    }
+
+    /// Applies `change` and hands the reader its next event if it is waiting.
+    private func deliver(_ change: (inout State) -> Void) {
+        var ended = false
+        let resume = state.withLock { state -> (CheckedContinuation<Event?, Never>, Event?)? in
+            guard !state.finished else { return nil }
+            change(&state)
+            ended = state.finished
+            guard let waiter = state.waiter else { return nil }
+            if let event = Self.take(&state) {
+                state.waiter = nil
+                return (waiter, event)
+            }
+            if state.finished {
+                state.waiter = nil
+                return (waiter, nil)
+            }
+            return nil
+        }
+        if let (waiter, event) = resume { waiter.resume(returning: event) }
+        if ended { onEnd() }
+    }
+
+    private static func take(_ state: inout State) -> Event? {
+        guard !state.buffer.isEmpty else { return nil }
+        let event = state.buffer.removeFirst()
+        if case .entries(let batch) = event {
+            state.entries -= batch.count
+            state.bytes -= batch.reduce(0) { $0 + $1.cost }
+        }
+        return event
+    }
+
+    /// The next event, or nil at the end.
+    public func next() async -> Event? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Event?, Never>) in
+                let ready = state.withLock { state -> (Event?, Bool) in
+                    if let event = Self.take(&state) { return (event, true) }
+                    if state.finished || Task.isCancelled { return (nil, true) }
+                    state.waiter = continuation
+                    return (nil, false)
+                }
+                if ready.1 { continuation.resume(returning: ready.0) }
+            }
+        } onCancel: {
+            finish()
+        }
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let subscription: StatusSubscription
+        public mutating func next() async -> Event? { await subscription.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(subscription: self) }
+
+    deinit { onEnd() }
 }

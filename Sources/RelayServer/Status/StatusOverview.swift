@@ -29,12 +29,12 @@ public struct StatusOverview: Sendable, Codable {
     /// Worst first: a cell shows the most urgent state among its objects.
     static let severity = ["failed": 0, "failing": 1, "terminating": 2, "progressing": 3, "unknown": 4, "suspended": 5, "ready": 6]
 
-    public static func build(registry: Registry, sources: [String]) throws -> StatusOverview {
-        let feedID = try registry.latestStatusID()
-        let agents = try registry.agentSummaries()
-        let latest = try registry.latestArtifacts()
-        let deliveries = try registry.allDeliveries()
-        let objects = try registry.fluxObjects()
+    public static func build(registry: Registry, sources: [String]) async throws -> StatusOverview {
+        let feedID = try await registry.latestStatusID()
+        let agents = try await registry.agentSummaries()
+        let latest = try await registry.latestArtifacts()
+        let deliveries = try await registry.latestDeliveries()
+        let objects = try await registry.fluxObjects()
         var cells: [Cell] = []
         for agent in agents {
             for source in agent.sources {

@@ -18,18 +18,28 @@ public actor DesiredStateHub {
         var agent: String
         var sources: Set<String>
         var continuation: AsyncStream<TunnelEvent>.Continuation
+        /// Told to go away because a newer session of its agent took over.
+        var superseded = false
     }
 
     private var latest: [String: PackagedArtifact]
     private var generation: UInt64
     private var subscribers: [UUID: Subscriber] = [:]
     private var draining: (Duration, String, String)?
+    /// When sessions of each agent were superseded lately (see `claim`).
+    private var supersessions: [String: [ContinuousClock.Instant]] = [:]
+    /// The first delay a superseded session is given; it doubles with each supersession of
+    /// the same agent within `supersessionMemory`, up to `maxSupersededDelay`.
+    private let supersededDelay: Duration
+    static let supersessionMemory: Duration = .seconds(600)
+    static let maxSupersededDelay: Duration = .seconds(300)
 
-    public init(initial: [String: PackagedArtifact] = [:]) {
+    public init(initial: [String: PackagedArtifact] = [:], supersededDelay: Duration = .seconds(2)) {
         latest = initial
         // Generations only need to increase within one relay process; agents compare them
         // per connection.
         generation = 1
+        self.supersededDelay = supersededDelay
     }
 
     /// Records a packaged artifact; returns whether it changed the source's latest revision.
@@ -67,6 +77,33 @@ public actor DesiredStateHub {
         subscribers.removeValue(forKey: id)?.continuation.finish()
     }
 
+    /// One session per agent, the newest wins: called when a session's Hello is accepted, it
+    /// drains every other session of the same agent (an agent that reconnected leaves its old
+    /// connection behind; two processes sharing a token would otherwise both be served). The
+    /// drained session is told to come back after a delay that doubles with every take-over
+    /// of that agent in the last 10 minutes (up to 5 minutes, jittered), so two processes on
+    /// one token take turns less and less often instead of flapping. Returns how many
+    /// sessions were drained.
+    public func claim(_ id: UUID) -> Int {
+        guard let agent = subscribers[id]?.agent else { return 0 }
+        let older = subscribers.filter { $0.key != id && $0.value.agent == agent && !$0.value.superseded }
+        guard !older.isEmpty else { return 0 }
+        let now = ContinuousClock.now
+        var recent = (supersessions[agent] ?? []).filter { now - $0 < Self.supersessionMemory }
+        for (otherID, other) in older {
+            let delay = min(supersededDelay * Double(1 << min(recent.count, 16)), Self.maxSupersededDelay)
+            recent.append(now)
+            subscribers[otherID]?.superseded = true
+            other.continuation.yield(.drain(
+                retryAfter: Self.jittered(delay),
+                reason: "another session for agent \(agent) started; this one is closed. If two agents share this token, "
+                    + "give each its own (relay.yaml agents[], or relay-server agents create)",
+                redirect: ""))
+        }
+        supersessions[agent] = recent
+        return older.count
+    }
+
     /// Tells every connected agent to reconnect after `retryAfter` (each with its own
     /// jitter, so a restart does not bring them all back at once), and every later one too.
     public func drain(retryAfter: Duration, reason: String, redirect: String = "") {
@@ -86,4 +123,21 @@ public actor DesiredStateHub {
         let ms = max(1, delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)
         return .milliseconds(ms + Int64.random(in: 0...ms))
     }
+}
+
+/// An artifact as a DesiredState offered it: what an Ack may name.
+struct OfferedArtifact: Hashable, Sendable {
+    var source: String
+    var revision: String
+    var digest: String
+}
+
+extension OfferedArtifact {
+    init(_ artifact: PackagedArtifact) {
+        self.init(source: artifact.source, revision: artifact.revision, digest: artifact.digest)
+    }
+}
+
+extension TunnelEvent {
+    var isDrain: Bool { if case .drain = self { true } else { false } }
 }

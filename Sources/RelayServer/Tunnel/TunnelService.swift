@@ -22,24 +22,53 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
     let chunkHashes: ChunkHashCache
     /// Where stored status goes live.
     let statusFeed: StatusFeed
+    /// Failed tokens per client address: beyond a burst, refused before the token is checked.
+    let authFailures: AuthFailureLimiter
+    /// Which agents have live sessions (registry `connected`, `relay_agents_connected`).
+    let presence: AgentPresence
+    /// Registry failures as the status an agent gets.
+    let registryFailure: RegistryFailure
+    /// With `tls.bindClientCertificate`: the client certificate names of open connections; a
+    /// call is served only when its certificate names the agent its token belongs to.
+    let boundCertificates: ClientCertificateNames?
 
     static let relayVersion = "relay-server/0.2"
 
-    private func authenticate(_ metadata: Metadata, call: String) throws -> (identity: AgentIdentity, tokenSHA256: String) {
+    private func authenticate(_ metadata: Metadata, context: ServerContext, call: String) throws -> (identity: AgentIdentity, tokenSHA256: String) {
+        let address = AuthFailureLimiter.key(grpcPeer: context.remotePeer)
+        if case .throttled(let seconds) = authFailures.admit(address, surface: "tunnel") {
+            throw RPCError(code: .resourceExhausted, message: "too many failed authentications from this address; retry in \(seconds) s",
+                           metadata: ["grpc-retry-pushback-ms": "\(seconds * 1000)"])
+        }
         let header = metadata[stringValues: "authorization"].first(where: { _ in true })
         guard let agent = authenticator.authenticate(authorization: header) else {
-            logger.warning("refused: bad or missing token", metadata: ["call": "\(call)"])
+            authFailures.recordFailure(address, surface: "tunnel", reason: "bad or missing bearer token on \(call)")
             throw RPCError(code: .unauthenticated,
                            message: "invalid, revoked or missing bearer token: check the agent's tokenFile against the relay's agents (relay.yaml agents[].tokenSHA256, or relay-server agents list)")
         }
+        try checkCertificate(of: agent.identity.name, peer: context.remotePeer, call: call)
         return agent
+    }
+
+    /// With `tls.bindClientCertificate`, the client certificate must name the agent (its
+    /// subject CN or one of its DNS SANs equals the agent's name).
+    private func checkCertificate(of agent: String, peer: String, call: String) throws {
+        guard let boundCertificates else { return }
+        let names = boundCertificates.names(forPeer: peer)
+        guard !names.contains(agent) else { return }
+        let presented = names.isEmpty ? "no name" : names.map { "'\($0)'" }.joined(separator: ", ")
+        logger.warning("refused: client certificate does not name the token's agent", metadata: [
+            "call": "\(call)", "agent": "\(agent)", "certificate": "\(presented)"])
+        throw RPCError(code: .permissionDenied,
+                       message: "the client certificate names \(presented), but the token belongs to agent '\(agent)' "
+                           + "(tls.bindClientCertificate): give each agent its own certificate, with CN or a DNS SAN equal to its name")
     }
 
     // MARK: Connect
 
     func connect(request: StreamingServerRequest<Relay_V1_AgentMessage>,
                  context: ServerContext) async throws -> StreamingServerResponse<Relay_V1_RelayMessage> {
-        let (agent, tokenHash) = try authenticate(request.metadata, call: "Connect")
+        let (agent, tokenHash) = try authenticate(request.metadata, context: context, call: "Connect")
         return StreamingServerResponse { writer in
             try await self.serveConnection(agent: agent, tokenSHA256: tokenHash, messages: request.messages, writer: writer)
             return [:]
@@ -84,8 +113,10 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
             var welcomed = false
             var pendingState: TunnelEvent?
             var lastHeard = ContinuousClock.now
-            var state = ConnectionLog(agent: agent.name, logger: logger)
-            defer { state.disconnected(registry: registry) }
+            /// Every artifact a DesiredState on this connection offered: what an Ack may name.
+            var offered = Set<OfferedArtifact>()
+            var session = SessionPresence(agent: agent.name, presence: presence, logger: logger)
+            defer { session.ended() }
 
             for await event in events {
                 switch event {
@@ -108,9 +139,16 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                     lastHeard = ContinuousClock.now
                     switch message.kind {
                     case .hello(let hello)?:
+                        guard !welcomed else { throw RPCError(code: .failedPrecondition, message: "a second Hello on one Connect stream") }
                         try checkVersion(hello.protocolVersion)
-                        try registry.agentConnected(agent.name, version: hello.agentVersion)
-                        state.connected(version: hello.agentVersion, held: hello.heldDigests.count)
+                        try session.started(version: hello.agentVersion, held: hello.heldDigests.count)
+                        // One session per agent: this one replaces any other (which is drained).
+                        let superseded = await hub.claim(subscription)
+                        if superseded > 0 {
+                            RelayMetrics.sessionsSuperseded.increment(by: superseded)
+                            logger.warning("a newer session replaced the agent's other session; the older one is drained", metadata: [
+                                "agent": "\(agent.name)", "drained": "\(superseded)"])
+                        }
                         try await writer.write(.with {
                             $0.welcome = .with {
                                 $0.protocolVersion = ProtocolVersion.current.description
@@ -128,7 +166,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                         welcomed = true
                         if let pending = pendingState {
                             pendingState = nil
-                            if try await send(pending, to: writer) { return }
+                            if try await send(pending, to: writer, offered: &offered) { return }
                         }
                     case .heartbeat(let beat)?:
                         if !beat.reply {
@@ -139,10 +177,27 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                             } })
                         }
                     case .ack(let ack)?:
-                        guard agent.sources.contains(ack.source) else { continue }
-                        try registry.recordDelivery(agent: agent.name, source: ack.source, revision: ack.revision, digest: ack.digest)
+                        // Only after Hello, and only for what this relay offered (on this
+                        // connection, or as the source's current revision): nothing else is stored.
+                        guard welcomed else {
+                            throw RPCError(code: .failedPrecondition, message: "Ack before Hello: the first message on Connect must be Hello")
+                        }
+                        let acked = OfferedArtifact(source: ack.source, revision: ack.revision, digest: ack.digest)
+                        var wasOffered = offered.contains(acked)
+                        if !wasOffered, agent.sources.contains(ack.source), let current = await hub.artifact(forSource: ack.source) {
+                            wasOffered = OfferedArtifact(current) == acked
+                        }
+                        guard wasOffered else {
+                            logger.warning("refused: Ack for an artifact this relay did not offer", metadata: [
+                                "agent": "\(agent.name)", "source": "\(ack.source)", "revision": "\(ack.revision)", "digest": "\(ack.digest)"])
+                            throw RPCError(code: .invalidArgument,
+                                           message: "Ack for \(ack.source) \(ack.revision) \(ack.digest), which this relay did not offer to agent \(agent.name)")
+                        }
+                        try registryFailure.run("record the delivery") {
+                            try registry.recordDelivery(agent: agent.name, source: ack.source, revision: ack.revision, digest: ack.digest)
+                        }
                         RelayMetrics.deliveries.increment()
-                        if let packaged = try registry.digestBelongs(ack.digest, toAnyOf: [ack.source]) {
+                        if let packaged = try? registry.digestBelongs(ack.digest, toAnyOf: [ack.source]) {
                             RelayMetrics.deliveryLatency.recordNanoseconds(Int64(max(0, Date().timeIntervalSince(packaged.createdAt)) * 1e9))
                         }
                         logger.info("delivered", metadata: ["agent": "\(agent.name)", "source": "\(ack.source)",
@@ -158,7 +213,10 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                     case .status(let batch)?:
                         guard welcomed, let last = batch.entries.last else { break }
                         // Stored first, then acknowledged: the agent deletes only what is durable here.
-                        let stored = try registry.storeStatus(agent: agent.name, journal: batch.journalID, entries: batch.entries)
+                        let stored: [StatusRecord]
+                        do { stored = try await registry.storeStatus(agent: agent.name, journal: batch.journalID, entries: batch.entries) } catch {
+                            throw registryFailure.rpcError(error, while: "store the agent's status")
+                        }
                         try await writer.write(.with { $0.statusAck = .with {
                             $0.journalID = batch.journalID
                             $0.upTo = last.sequence
@@ -176,8 +234,9 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                         throw RPCError(code: .failedPrecondition, message: "the first message on Connect must be Hello")
                     }
                 case .hub(let tunnelEvent):
-                    if welcomed {
-                        if try await send(tunnelEvent, to: writer) { return }
+                    // A drain goes out at once (even before Hello: that session is not wanted).
+                    if welcomed || tunnelEvent.isDrain {
+                        if try await send(tunnelEvent, to: writer, offered: &offered) { return }
                     } else {
                         pendingState = tunnelEvent
                     }
@@ -186,10 +245,13 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
         }
     }
 
-    /// Writes a hub event; returns true when the connection should end (drain).
-    private func send(_ event: TunnelEvent, to writer: RPCWriter<Relay_V1_RelayMessage>) async throws -> Bool {
+    /// Writes a hub event (a desired state's artifacts join `offered`); returns true when the
+    /// connection should end (drain).
+    private func send(_ event: TunnelEvent, to writer: RPCWriter<Relay_V1_RelayMessage>,
+                      offered: inout Set<OfferedArtifact>) async throws -> Bool {
         switch event {
         case .desiredState(let generation, let artifacts):
+            offered.formUnion(artifacts.map(OfferedArtifact.init))
             try await writer.write(.with {
                 $0.desiredState = .with {
                     $0.generation = generation
@@ -232,32 +294,37 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
 
     func fetch(request: ServerRequest<Relay_V1_FetchRequest>,
                context: ServerContext) async throws -> StreamingServerResponse<Relay_V1_FetchChunk> {
-        let agent = try authenticate(request.metadata, call: "Fetch").identity
+        let agent = try authenticate(request.metadata, context: context, call: "Fetch").identity
         let digest = request.message.digest
         guard digest.hasPrefix("sha256:"), digest.count == 71 else {
             throw RPCError(code: .invalidArgument, message: "digest must be sha256:<64 hex>")
         }
-        guard let artifact = try registry.digestBelongs(digest, toAnyOf: Array(agent.sources)) else {
+        let granted = try registryFailure.run("read the agent's grants") { try registry.digestBelongs(digest, toAnyOf: Array(agent.sources)) }
+        guard let artifact = granted else {
             throw RPCError(code: .notFound, message: "no artifact \(digest) among the sources granted to \(agent.name)")
         }
         let path = store.path(forDigest: digest).path
-        guard let handle = FileHandle(forReadingAtPath: path) else {
+        guard FileManager.default.isReadableFile(atPath: path) else {
             throw RPCError(code: .notFound, message: "artifact \(digest) is no longer stored on the relay; it will be re-packed")
         }
         let offset = request.message.offset
         RelayMetrics.fetches.increment()
         if offset > 0 { RelayMetrics.fetchResumes.increment() }
         guard offset <= artifact.size else {
-            try? handle.close()
             throw RPCError(code: .outOfRange, message: "offset \(offset) is past the end (\(artifact.size) bytes)")
         }
-        guard await fetches.acquire(agent.name, limit: limits.maxConcurrentFetches) else {
-            try? handle.close()
-            throw RPCError(code: .resourceExhausted,
-                           message: "agent \(agent.name) already has \(limits.maxConcurrentFetches) fetches running")
-        }
+        let limit = limits.maxConcurrentFetches
+        let busy = RPCError(code: .resourceExhausted, message: "agent \(agent.name) already has \(limit) fetches running")
+        guard fetches.inUse(agent.name) < limit else { throw busy }  // the common case, answered before any response
         let chunkSize = limits.maxChunkBytes
+        // The slot and the file belong to the response body: whatever ends it gives them back,
+        // and a body gRPC never runs (the client was gone first) holds neither.
         return StreamingServerResponse { writer in
+            guard fetches.acquire(agent.name, limit: limit) else { throw busy }
+            defer { fetches.release(agent.name) }
+            guard let handle = FileHandle(forReadingAtPath: path) else {
+                throw RPCError(code: .notFound, message: "artifact \(digest) is no longer stored on the relay; it will be re-packed")
+            }
             defer { try? handle.close() }
             do {
                 try handle.seek(toOffset: offset)
@@ -276,119 +343,15 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                     RelayMetrics.fetchBytes.increment(by: count)
                     position += UInt64(count)
                 }
-                await fetches.release(agent.name)
                 logger.info("fetch served", metadata: ["agent": "\(agent.name)", "digest": "\(digest)",
                                                        "offset": "\(offset)", "bytes": "\(position - offset)"])
             } catch {
-                await fetches.release(agent.name)
                 logger.info("fetch ended early", metadata: ["agent": "\(agent.name)", "digest": "\(digest)",
                                                             "offset": "\(offset)", "error": "\(error)"])
                 throw error
             }
             return [:]
         }
-    }
-}
-
-/// The SHA-256 of every `chunkSize`-aligned chunk of recently packaged artifacts, so a
-/// `Fetch` does not hash what it serves (hashing was the largest CPU cost of serving one).
-/// `prime` reads an artifact once, computing its chunk checksums and its whole digest, and
-/// keeps the checksums only when the digest matches: a cached checksum always describes the
-/// bytes the digest names, so a damaged read at serving time is still caught by the agent.
-/// Chunks of artifacts not (yet) primed, and chunks at unaligned offsets (a resume after a
-/// chunk-size change), are hashed as they are served. 32 bytes per chunk; at most
-/// `capacity` artifacts (the oldest primed is dropped).
-public final class ChunkHashCache: Sendable {
-    private struct Key: Hashable { var digest: String; var chunkSize: Int }
-    private struct State { var entries: [Key: [UInt8]] = [:]; var order: [Key] = [] }
-    private let state = Mutex(State())
-    private let capacity: Int
-
-    public init(capacity: Int = 64) { self.capacity = capacity }
-
-    func hash(of data: Data, digest: String, offset: UInt64, chunkSize: Int) -> Data {
-        if chunkSize > 0, offset % UInt64(chunkSize) == 0 {
-            let start = Int(offset / UInt64(chunkSize)) * 32
-            let cached = state.withLock { state -> Data? in
-                guard let hashes = state.entries[Key(digest: digest, chunkSize: chunkSize)],
-                      start + 32 <= hashes.count else { return nil }
-                return Data(hashes[start ..< start + 32])
-            }
-            if let cached { return cached }
-        }
-        return Data(SHA256.hash(data: data))
-    }
-
-    /// Computes and keeps the chunk checksums of the artifact at `path` (on a thread of its
-    /// own: one read of the file, two SHA-256 passes). Returns whether they were kept.
-    @discardableResult
-    public func prime(path: String, digest: String, chunkSize: Int) async -> Bool {
-        let key = Key(digest: digest, chunkSize: chunkSize)
-        if state.withLock({ $0.entries[key] != nil }) { return true }
-        let hashes: [UInt8]? = await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: Self.chunkHashes(path: path, digest: digest, chunkSize: chunkSize)) }
-                .start()
-        }
-        guard let hashes else { return false }
-        state.withLock { state in
-            if state.entries.updateValue(hashes, forKey: key) == nil {
-                state.order.append(key)
-                if state.order.count > capacity { state.entries.removeValue(forKey: state.order.removeFirst()) }
-            }
-        }
-        return true
-    }
-
-    private static func chunkHashes(path: String, digest: String, chunkSize: Int) -> [UInt8]? {
-        guard chunkSize > 0, let handle = FileHandle(forReadingAtPath: path) else { return nil }
-        defer { try? handle.close() }
-        var whole = SHA256()
-        var hashes: [UInt8] = []
-        while true {
-            let read: Data?
-            do { read = try handle.read(upToCount: chunkSize) } catch { return nil }
-            guard let data = read, !data.isEmpty else { break }  // nil or empty: end of file
-            whole.update(data: data)
-            hashes.append(contentsOf: SHA256.hash(data: data))
-        }
-        let actual = "sha256:" + whole.finalize().map { String(format: "%02x", $0) }.joined()
-        return actual == digest ? hashes : nil
-    }
-}
-
-/// Concurrent fetches per agent.
-actor FetchLimiter {
-    private var running: [String: Int] = [:]
-
-    func acquire(_ agent: String, limit: Int) -> Bool {
-        let count = running[agent, default: 0]
-        guard count < limit else { return false }
-        running[agent] = count + 1
-        return true
-    }
-
-    func release(_ agent: String) {
-        running[agent, default: 1] -= 1
-    }
-}
-
-/// Connection bookkeeping and logs for one Connect stream.
-private struct ConnectionLog {
-    let agent: String
-    let logger: Logger
-    var isConnected = false
-
-    mutating func connected(version: String, held: Int) {
-        if !isConnected { RelayMetrics.agentConnected(1) }
-        isConnected = true
-        logger.info("agent connected", metadata: ["agent": "\(agent)", "version": "\(version)", "held": "\(held)"])
-    }
-
-    func disconnected(registry: Registry) {
-        guard isConnected else { return }
-        RelayMetrics.agentConnected(-1)
-        try? registry.agentSeen(agent, connected: false)
-        logger.info("agent disconnected", metadata: ["agent": "\(agent)"])
     }
 }
 

@@ -79,13 +79,17 @@ final class FaultProxy: Sendable {
     /// Starts listening on 127.0.0.1 on a free port, forwarding each connection to
     /// `upstreamHost:upstreamPort`, which must be a loopback address.
     ///
+    /// `sourceHost` (a loopback address such as "127.0.0.2") binds the proxy's upstream
+    /// connections to it, so the upstream sees the clients come from that address.
+    ///
     /// - Throws: ``FaultProxyError`` if the upstream is not loopback or the listener
     ///   cannot be set up.
-    init(upstreamHost: String = "127.0.0.1", upstreamPort: Int, fault: Fault = .none) throws {
+    init(upstreamHost: String = "127.0.0.1", upstreamPort: Int, fault: Fault = .none, sourceHost: String? = nil) throws {
         let upstream = try Self.resolveLoopback(host: upstreamHost, port: upstreamPort)
+        let source = try sourceHost.map { try Self.resolveLoopback(host: $0, port: 0, anyPort: true) }
         let (listener, port) = try Self.listenOnLoopback()
         self.listenPort = port
-        self.core = Core(upstream: upstream, fault: fault)
+        self.core = Core(upstream: upstream, source: source, fault: fault)
         core.startAccepting(listener)
     }
 
@@ -188,10 +192,12 @@ extension FaultProxy {
         private let condition = NSCondition()
         private var state = State()
         private let upstream: SocketAddress
+        private let source: SocketAddress?
         private let threads = DispatchGroup()
 
-        fileprivate init(upstream: SocketAddress, fault: Fault) {
+        fileprivate init(upstream: SocketAddress, source: SocketAddress?, fault: Fault) {
             self.upstream = upstream
+            self.source = source
             apply(fault)
         }
 
@@ -293,7 +299,7 @@ extension FaultProxy {
         /// Connects upstream, then pumps server→client here and client→server on a
         /// second thread.
         private func runConnection(_ connection: Connection) {
-            let upstreamSocket = Socket.connect(to: upstream, timeout: 5, cancelled: { [self] in
+            let upstreamSocket = Socket.connect(to: upstream, from: source, timeout: 5, cancelled: { [self] in
                 read { $0.stopped } || isClosed(connection)
             })
             condition.lock()
@@ -464,8 +470,8 @@ extension FaultProxy {
     }
 
     /// Resolves `host` (numeric or e.g. "localhost"), preferring IPv4, and insists on loopback.
-    private static func resolveLoopback(host: String, port: Int) throws -> SocketAddress {
-        guard (1...65_535).contains(port) else {
+    private static func resolveLoopback(host: String, port: Int, anyPort: Bool = false) throws -> SocketAddress {
+        guard (1...65_535).contains(port) || (anyPort && port == 0) else {
             throw FaultProxyError.unresolvableUpstream(host: host, port: port, reason: "port out of range")
         }
         var hints = addrinfo()
@@ -577,11 +583,18 @@ extension FaultProxy {
         }
 
         /// A connected socket, or -1. Gives up after `timeout` seconds or once `cancelled()`.
-        static func connect(to address: SocketAddress, timeout: Double, cancelled: () -> Bool) -> Int32 {
+        static func connect(to address: SocketAddress, from source: SocketAddress?, timeout: Double,
+                            cancelled: () -> Bool) -> Int32 {
             let fd = socket(address.family, streamType, 0)
             guard fd >= 0 else { return -1 }
             setCloseOnExec(fd)
             configure(fd)
+            if let source {
+                let bound = source.bytes.withUnsafeBytes {
+                    bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(source.bytes.count))
+                }
+                guard bound == 0 else { close(fd); return -1 }
+            }
             let flags = fcntl(fd, F_GETFL)
             _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
             var storage = sockaddr_storage()

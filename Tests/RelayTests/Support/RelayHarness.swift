@@ -42,10 +42,16 @@ final class RelayHarness: @unchecked Sendable {
     private var relayStarts = 0
     private let heartbeat: String
     private let chunk: Int?
+    /// Start the relay with this soft RLIMIT_NOFILE (`ulimit -Sn`), when set.
+    var relaySoftFileLimit: Int?
     /// Relay requires client certificates signed by the dev CA.
     var requireClientCertificates = false
     /// Client certificate (cert, key) per agent name, when set.
     var clientCertificates: [String: (URL, URL)] = [:]
+    /// Extra fields inside relay.yaml's `tls:` mapping (e.g. `minVersion: "1.2"`).
+    var tlsExtraYAML: [String] = []
+    /// The CA an agent trusts for the relay, per agent name, when not the dev CA.
+    var caFiles: [String: URL] = [:]
     /// Agents that serve Flux: their `listen` port (picked on first use) and extra YAML
     /// (e.g. a `flux:` section).
     private(set) var fluxPorts: [String: Int] = [:]
@@ -83,7 +89,7 @@ final class RelayHarness: @unchecked Sendable {
         var yaml = """
             listen: 127.0.0.1:\(tunnelPort)
             http: 127.0.0.1:\(httpPort)
-            tls: {certFile: \(certificates.serverCertificate.path), keyFile: \(certificates.serverKey.path)\(requireClientCertificates ? ", clientCAFile: \(certificates.caCertificate.path)" : "")}
+            tls: {certFile: \(certificates.serverCertificate.path), keyFile: \(certificates.serverKey.path)\(requireClientCertificates ? ", clientCAFile: \(certificates.caCertificate.path)" : "")\(tlsExtraYAML.map { ", " + $0 }.joined())}
             dataDir: \(dir.appending("relay-data").path)
             webhookToken: \(webhookToken)
             drainRetryAfter: 300ms
@@ -117,9 +123,13 @@ final class RelayHarness: @unchecked Sendable {
             try handle.write(contentsOf: Data("---- restart \(relayStarts) ----\n".utf8))
             try handle.close()
         }
+        let serve = ["serve", "--config", dir.appending("relay.yaml").path]
+        // With a soft descriptor limit: the shell lowers it, then becomes the relay.
+        let (executable, arguments) = relaySoftFileLimit.map {
+            ("/bin/sh", ["-c", "ulimit -Sn \($0) && exec \"$0\" \"$@\"", Binaries.relayServer] + serve)
+        } ?? (Binaries.relayServer, serve)
         let process = try BackgroundProcess(
-            name: "relay-server", executable: Binaries.relayServer,
-            arguments: ["serve", "--config", dir.appending("relay.yaml").path],
+            name: "relay-server", executable: executable, arguments: arguments,
             logFile: relayStarts == 1 ? log : dir.appending("relay-\(relayStarts).log"),
             environment: testEnvironment(environment.mapValues { Optional($0) }))
         relay = process
@@ -143,7 +153,7 @@ final class RelayHarness: @unchecked Sendable {
         if let token { try Data(token.utf8).write(to: tokenFile) }
         let yaml = """
             relay: 127.0.0.1:\(relayPort ?? tunnelPort)
-            caFile: \(certificates.caCertificate.path)
+            caFile: \((caFiles[name] ?? certificates.caCertificate).path)
             tokenFile: \(tokenFile.path)
             dataDir: \(dir.appending("agent-\(name)").path)
             reconnectInitial: 100ms

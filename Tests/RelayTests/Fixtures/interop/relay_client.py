@@ -9,6 +9,8 @@ Usage:
   python3 relay_client.py --target localhost:PORT --ca CA.pem --token-file TOKEN
                           [--fetch SOURCE] [--out FILE] [--timeout 20] [--proto relay.proto]
                           [--server-name localhost] [-v]
+                          [--cancel-fetches N] [--ack-before-hello] [--forge-ack SOURCE REVISION DIGEST]
+                          [--hold SECONDS] [--status-event-bytes N]
 
 What it does:
   1. generates relay_pb2 / relay_pb2_grpc from --proto into a temporary directory and imports them;
@@ -27,9 +29,22 @@ What it does:
      digest} on Connect;
   5. half-closes Connect, waits briefly for the relay to end it, and exits.
 
+Probes of the relay's protocol rules (for tests):
+  --cancel-fetches N   before step 4, starts N Fetch calls for the first offered artifact and
+                       cancels each right after sending it (the relay must give every slot back);
+  --ack-before-hello   sends an Ack (of --forge-ack, or a made-up one) before Hello;
+  --forge-ack S R D    after the DesiredState, sends Ack{S, R, D} (a triple the relay did not offer);
+  --status-event-bytes N  sends one StatusBatch whose event is far over the status entry caps
+                       (message of N bytes, 100 metadata entries) and waits for its StatusAck;
+  --hold SECONDS       keeps Connect open (answering heartbeats) this long, or until the relay
+                       ends it (a Drain ends it too), before step 5.
+  How the relay ended Connect is reported as "connect_end": {"code": "OK" | "DRAINED" | "OPEN"
+  (still open when the client closed it) | a grpc.StatusCode name, "details": ...}.
+
 Output: exactly one JSON object on stdout.
   success:  {"welcome": {...}, "generation": N, "artifacts": [{source, revision, digest, size}],
-             "fetched": {source, digest, size, verified: true} | null}
+             "fetched": {source, digest, size, verified: true} | null, "cancelled_fetches": N,
+             "connect_end": {"code": ..., "details": ...}}
   failure:  {"error": {"code": "...", "details": "..."}}
 Exit codes:
   0  success
@@ -234,6 +249,40 @@ class ConnectSession:
         if not self.stream_ended.is_set():
             log("relay kept Connect open after half-close; cancelling")
             self.call.cancel()
+            return {"code": "OPEN", "details": "still open after the half-close"}
+        return None
+
+    def watch(self, seconds):
+        """Reads Connect for up to `seconds`; returns how the relay ended it, or None if still open."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                event, kind, payload = self.events.get(timeout=left)
+            except queue.Empty:
+                return None
+            ended = describe_end(event, kind, payload)
+            if ended is not None:
+                return ended
+
+
+def describe_end(event, kind, payload):
+    """How one Connect event ends the stream, or None for an ordinary message."""
+    if event == "end":
+        return {"code": "OK", "details": ""}
+    if event == "error":
+        code = getattr(payload, "code", None)
+        if callable(code):
+            status = code()
+            details = payload.details() if callable(getattr(payload, "details", None)) else str(payload)
+            return {"code": status.name if status is not None else "UNKNOWN", "details": details or ""}
+        return {"code": "INTERNAL", "details": "%s: %s" % (type(payload).__name__, payload)}
+    if kind == "drain":
+        drain = payload.drain
+        return {"code": "DRAINED", "details": drain.reason, "retry_after_ms": drain.retry_after_ms}
+    return None
 
 
 def major(version):
@@ -367,6 +416,37 @@ def fetch_artifact(pb2, stub, metadata, artifact, limits, out_path, deadline):
     return {"source": artifact.source, "digest": digest, "size": received, "verified": True}
 
 
+def cancel_fetches(pb2, stub, metadata, artifact, count, deadline):
+    """Starts `count` Fetch calls and cancels each right after it is sent."""
+    for _ in range(count):
+        call = stub.Fetch(pb2.FetchRequest(digest=artifact.digest, offset=0), metadata=metadata,
+                          timeout=deadline.require("before a cancelled Fetch"))
+        call.cancel()
+    # Give the relay a moment to see the resets before the next call.
+    time.sleep(0.3)
+    return count
+
+
+def send_oversized_status(pb2, session, size, deadline):
+    """Sends a status batch with one event far over the entry caps; returns the acknowledged sequence."""
+    metadata = {"k%03d" % n: "v" * (size // 100) for n in range(100)}
+    event = pb2.FluxEvent(kind="Kustomization", namespace="flux-system", name="huge", severity="info",
+                          reason="Oversized", message="m" * size, revision="main@sha1:" + "0" * 40,
+                          controller="python-interop", metadata=metadata)
+    entry = pb2.StatusEntry(sequence=1, observed_unix_ms=int(time.time() * 1000), event=event)
+    session.send(status=pb2.StatusBatch(journal_id="python-interop-journal", entries=[entry]))
+    while True:
+        try:
+            event_kind, kind, payload = session.events.get(timeout=deadline.require("waiting for StatusAck"))
+        except queue.Empty:
+            raise ClientFailure("DEADLINE_EXCEEDED", "no StatusAck for the oversized status batch", 3)
+        ended = describe_end(event_kind, kind, payload)
+        if ended is not None:
+            raise ClientFailure(ended["code"], "Connect ended before the StatusAck: " + ended["details"], 4)
+        if kind == "status_ack":
+            return payload.status_ack.up_to
+
+
 # ---- main ----
 
 def parse_args(argv):
@@ -382,6 +462,16 @@ def parse_args(argv):
     parser.add_argument("--proto", default=default_proto, help="relay.proto (default: %(default)s)")
     parser.add_argument("--server-name", default="localhost", help="TLS server name to verify (default localhost)")
     parser.add_argument("-v", "--verbose", action="store_true", help="timings and events on stderr")
+    parser.add_argument("--cancel-fetches", type=int, default=0, metavar="N",
+                        help="start N Fetch calls and cancel each right after sending it")
+    parser.add_argument("--ack-before-hello", action="store_true", help="send an Ack before Hello")
+    parser.add_argument("--forge-ack", nargs=3, metavar=("SOURCE", "REVISION", "DIGEST"),
+                        help="send this Ack after the DesiredState")
+    parser.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
+                        help="keep Connect open this long (or until the relay ends it) before closing")
+    parser.add_argument("--status-event-bytes", type=int, default=0, metavar="N",
+                        help="send one status batch whose Flux event has a message of N bytes and 100 "
+                             "metadata entries of N/100 bytes, and wait for its StatusAck")
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
@@ -423,10 +513,25 @@ def run(args, deadline):
             stub = pb2_grpc.TunnelStub(channel)
             started = time.monotonic()
             session = ConnectSession(pb2, stub, metadata, deadline)
+            forged = args.forge_ack or ["made-up", "main@sha1:" + "0" * 40, "sha256:" + "0" * 64]
+            if args.ack_before_hello:
+                session.send(ack=pb2.Ack(source=forged[0], revision=forged[1], digest=forged[2]))
             session.send(hello=pb2.Hello(protocol_version=HELLO_PROTOCOL_VERSION,
                                          agent_version=AGENT_VERSION, held_digests=[]))
             welcome, state = wait_for_state(session, deadline)
             log("Welcome + DesiredState after %.0f ms" % ((time.monotonic() - started) * 1000))
+            if args.forge_ack:
+                session.send(ack=pb2.Ack(source=forged[0], revision=forged[1], digest=forged[2]))
+
+            cancelled = 0
+            if args.cancel_fetches > 0:
+                if not state.artifacts:
+                    raise ClientFailure("NO_SUCH_SOURCE", "nothing offered to cancel fetches of", 4)
+                cancelled = cancel_fetches(pb2, stub, metadata, state.artifacts[0], args.cancel_fetches, deadline)
+
+            status_acked = None
+            if args.status_event_bytes > 0:
+                status_acked = send_oversized_status(pb2, session, args.status_event_bytes, deadline)
 
             fetched = None
             if args.fetch:
@@ -440,7 +545,16 @@ def run(args, deadline):
                 log("Fetch took %.0f ms" % ((time.monotonic() - started) * 1000))
                 session.send(ack=pb2.Ack(source=artifact.source, revision=artifact.revision, digest=artifact.digest))
 
-            session.close(min(CLOSE_GRACE_SECONDS, deadline.remaining()))
+            ended = session.watch(min(max(args.hold, 0.2 if args.forge_ack else 0.0), deadline.remaining()))
+            if ended is None:
+                ended = session.close(min(CLOSE_GRACE_SECONDS, deadline.remaining()))
+                while ended is None:
+                    try:
+                        event, kind, payload = session.events.get_nowait()
+                    except queue.Empty:
+                        ended = {"code": "OK", "details": ""}
+                        break
+                    ended = describe_end(event, kind, payload)
             log("heartbeats: %d answered, %d sent" % (session.heartbeats_answered, session.heartbeats_sent))
             return {
                 "welcome": welcome_json(welcome),
@@ -448,6 +562,9 @@ def run(args, deadline):
                 "artifacts": [{"source": a.source, "revision": a.revision, "digest": a.digest, "size": a.size}
                               for a in state.artifacts],
                 "fetched": fetched,
+                "cancelled_fetches": cancelled,
+                "status_acked": status_acked,
+                "connect_end": ended,
             }
         finally:
             if session is not None:

@@ -1,0 +1,130 @@
+import Foundation
+import GRPCNIOTransportHTTP2
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import RelayShared
+import Synchronization
+import X509
+
+/// The tunnel's TLS listener: grpc-swift's HTTP/2 pipeline behind a TLS configuration of our
+/// own (grpc-swift's Posix transport fixes the minimum at TLS 1.2 and hides the cipher list).
+/// TLS 1.3 only unless `tls.minVersion: "1.2"` (then ECDHE + AEAD suites only), and with
+/// `tls.clientCAFile` a client certificate from that CA. The names in each connection's client
+/// certificate are kept in `peers` for as long as the connection lives, so a call can be tied
+/// to the agent its token names (`tls.bindClientCertificate`).
+struct TunnelListener: HTTP2ServerTransport.ListenerFactory {
+    let host: String
+    let port: Int
+    let context: NIOSSLContext
+    let peers: ClientCertificateNames
+
+    var eventLoopGroup: any EventLoopGroup { MultiThreadedEventLoopGroup.singleton }
+
+    /// The TLS configuration for the tunnel, from relay.yaml's `tls:` section.
+    static func makeContext(certificateFile: String, keyFile: String, clientCAFile: String?,
+                            minimumVersion: TLSMinimumVersion) throws -> NIOSSLContext {
+        let chain: [NIOSSLCertificate]
+        do { chain = try NIOSSLCertificate.fromPEMFile(certificateFile) } catch {
+            throw TunnelListenerError("tls.certFile: cannot load a PEM certificate from \(certificateFile): \(error)")
+        }
+        let key: NIOSSLPrivateKey
+        do { key = try NIOSSLPrivateKey(file: keyFile, format: .pem) } catch {
+            throw TunnelListenerError("tls.keyFile: cannot load a PEM private key from \(keyFile): \(error)")
+        }
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
+                                                                     privateKey: .privateKey(key))
+        configuration.applicationProtocols = ["grpc-exp", "h2"]
+        minimumVersion.apply(to: &configuration)
+        if let clientCAFile {
+            configuration.certificateVerification = .noHostnameVerification
+            configuration.trustRoots = .file(clientCAFile)
+        }
+        do { return try NIOSSLContext(configuration: configuration) } catch {
+            throw TunnelListenerError("tls: the certificate, key and CA do not make a usable TLS configuration: \(error)")
+        }
+    }
+
+    func makeListeningChannel(
+        listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
+        connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
+    ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
+        let context = context
+        let peers = peers
+        return try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { listenerConfigurator.configure(channel: $0) }
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLServerHandler(context: context))
+                    try sync.addHandler(ClientCertificateRecorder(peers: peers))
+                }.flatMap {
+                    connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))
+                }
+            }
+    }
+}
+
+struct TunnelListenerError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The names (subject CN and DNS SANs) of the client certificate of each open tunnel
+/// connection, keyed by the peer address as gRPC reports it in `ServerContext.remotePeer`.
+final class ClientCertificateNames: Sendable {
+    private let names = Mutex<[String: [String]]>([:])
+
+    func names(forPeer peer: String) -> [String] { names.withLock { $0[peer] ?? [] } }
+
+    func record(_ certificateNames: [String], peer: String) { names.withLock { $0[peer] = certificateNames } }
+
+    func forget(peer: String) { _ = names.withLock { $0.removeValue(forKey: peer) } }
+
+    /// The peer address in gRPC's `remotePeer` form (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`).
+    static func peerKey(_ address: NIOCore.SocketAddress?) -> String? {
+        switch address {
+        case .v4(let ipv4)?: address?.port.map { "ipv4:\(ipv4.host):\($0)" }
+        case .v6(let ipv6)?: address?.port.map { "ipv6:[\(ipv6.host)]:\($0)" }
+        default: nil
+        }
+    }
+
+    /// The subject's common name(s) and DNS subject alternative names of a certificate.
+    static func names(of certificate: NIOSSLCertificate) -> [String] {
+        guard let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der) else { return [] }
+        var result = parsed.subject.flatMap { $0 }.filter { $0.type == .RDNAttributeType.commonName }.compactMap { String($0.value) }
+        if let sans = try? parsed.extensions.subjectAlternativeNames {
+            for case .dnsName(let name) in sans { result.append(name) }
+        }
+        return result
+    }
+}
+
+/// Records the client certificate's names once the handshake is done; forgets them when the
+/// connection closes.
+private final class ClientCertificateRecorder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let peers: ClientCertificateNames
+    private var key: String?
+
+    init(peers: ClientCertificateNames) { self.peers = peers }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event,
+           let key = ClientCertificateNames.peerKey(context.channel.remoteAddress),
+           let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+           let certificate = handler.peerCertificate {
+            self.key = key
+            peers.record(ClientCertificateNames.names(of: certificate), peer: key)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let key { peers.forget(peer: key) }
+        context.fireChannelInactive()
+    }
+}
