@@ -205,3 +205,31 @@ public struct ConfigDocument: @unchecked Sendable {
         }
     }
 }
+
+/// A configuration file (relay.yaml, agent.yaml): decoded strictly by `ConfigLoader`, then
+/// validated into `Resolved`. Semantic errors get the line of their field too.
+public protocol ConfigFile: Decodable {
+    associatedtype Resolved
+    /// The name errors carry when the text has no file of its own.
+    static var fileName: String { get }
+    /// Validates; relative paths are resolved against `base`; errors name `file`.
+    func resolve(file: String, base: URL) throws(ConfigError) -> Resolved
+}
+
+extension ConfigFile {
+    /// Loads and validates the file; relative paths are resolved against its directory.
+    public static func load(path: String) throws(ConfigError) -> Resolved {
+        let (config, document) = try ConfigLoader.load(Self.self, from: path)
+        do { return try config.resolve(file: path, base: URL(fileURLWithPath: path).deletingLastPathComponent()) } catch {
+            throw document.locate(error)
+        }
+    }
+
+    /// Parses and validates configuration text (no file of its own; e.g. for fuzzing):
+    /// relative paths are resolved against `baseDirectory`; `file` is only the name errors
+    /// carry. Files the configuration names (certificates, tokens) are still read.
+    public static func parse(yaml: String, baseDirectory: URL, file: String = Self.fileName) throws(ConfigError) -> Resolved {
+        let (config, document) = try ConfigLoader.decode(Self.self, yaml: yaml, file: file)
+        do { return try config.resolve(file: file, base: baseDirectory) } catch { throw document.locate(error) }
+    }
+}

@@ -36,7 +36,9 @@ public struct ConfigDuration: Sendable, Hashable, Codable, CustomStringConvertib
     public init?(parsing text: String) {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let seconds = Double(trimmed), seconds >= 0 {
-            duration = .milliseconds(Int64(seconds * 1000))
+            // Beyond Int64 milliseconds (about 292 million years), `inf` included: not a duration.
+            guard let milliseconds = Int64(exactly: (seconds * 1000).rounded(.towardZero)) else { return nil }
+            duration = .milliseconds(milliseconds)
             return
         }
         var total: Int64 = 0
@@ -57,7 +59,10 @@ public struct ConfigDuration: Sendable, Hashable, Codable, CustomStringConvertib
             else if scanner.hasPrefix("h") { unit = 3_600_000; scanner = scanner.dropFirst() }
             else if scanner.hasPrefix("d") { unit = 86_400_000; scanner = scanner.dropFirst() }
             else { return nil }
-            total += value * unit
+            let (part, overflow) = value.multipliedReportingOverflow(by: unit)
+            let (sum, overflowSum) = total.addingReportingOverflow(part)
+            guard !overflow, !overflowSum else { return nil }
+            total = sum
             number = ""
         }
         guard number.isEmpty else { return nil }

@@ -1,8 +1,10 @@
 import Crypto
 import Foundation
+import Logging
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Testing
+@testable import RelayShared
 import Wire
 
 /// Failed authentication costs the attacker: per source address, failures beyond a small
@@ -63,6 +65,7 @@ import Wire
         #expect((samples["relay_auth_throttled_total{surface=\"status\"}"] ?? 0) >= 900)
         #expect(samples["relay_auth_failures_total{surface=\"webhook\"}"] == 100)
         let grown = Self.lines(harness.relayLog) - linesBefore
+        print("HTTP: 1000 bad reader tokens \(readers.statuses), 100 bad webhook tokens \(hooks.statuses); relay log +\(grown) lines")
         #expect(grown <= 20, "the relay's log grew by \(grown) lines for 1100 failures")
     }
 
@@ -88,6 +91,7 @@ import Wire
         #expect(samples["relay_auth_failures_total{surface=\"tunnel\"}"] == 1000)
         #expect((samples["relay_auth_throttled_total{surface=\"tunnel\"}"] ?? 0) >= 900)
         let grown = Self.lines(harness.relayLog) - linesBefore
+        print("tunnel: 1000 bad tokens \(codes); relay log +\(grown) lines")
         #expect(grown <= 20, "the relay's log grew by \(grown) lines for 1000 failures")
     }
 
@@ -159,5 +163,24 @@ import Wire
         #expect(samples["relay_agent_auth_failures_total{surface=\"events\"}"] == 50)
         let grown = Self.lines(harness.agentLog("edge")) - linesBefore
         #expect(grown <= 20, "the agent's log grew by \(grown) lines for 350 failures")
+    }
+
+    /// Memory stays bounded whatever the number of addresses; IPv6 clients count per /64.
+    @Test func theLimiterTracksBoundedAddressesAndGroupsIPv6By64() {
+        var policy = AuthFailureLimiter.Policy()
+        policy.maxAddresses = 100
+        var quiet = Logger(label: "test")
+        quiet.logLevel = .critical
+        let limiter = AuthFailureLimiter(metricsPrefix: "test_limiter", logger: quiet, policy: policy)
+        for index in 0..<5000 { limiter.recordFailure("10.\(index / 65536).\(index / 256 % 256).\(index % 256)", surface: "t", reason: "test") }
+        #expect(limiter.trackedAddresses <= 100)
+        for _ in 0..<Int(policy.burst) { limiter.recordFailure("192.0.2.1", surface: "t", reason: "test") }
+        #expect(limiter.admit("192.0.2.1", surface: "t") != .allowed, "the newest address is still tracked")
+        #expect(limiter.admit("192.0.2.2", surface: "t") == .allowed)
+
+        #expect(AuthFailureLimiter.key(grpcPeer: "ipv4:127.0.0.1:5555") == "127.0.0.1")
+        #expect(AuthFailureLimiter.key(grpcPeer: "ipv6:[2001:db8:1:2::1]:443") == AuthFailureLimiter.key(grpcPeer: "ipv6:[2001:db8:1:2:ffff::9]:1"))
+        #expect(AuthFailureLimiter.key(grpcPeer: "ipv6:[2001:db8:1:2::1]:443") != AuthFailureLimiter.key(grpcPeer: "ipv6:[2001:db8:1:3::1]:443"))
+        #expect(AuthFailureLimiter.key(grpcPeer: "ipv6:[::ffff:192.0.2.7]:80") == "192.0.2.7")
     }
 }

@@ -64,6 +64,16 @@ struct ConfigCheck {
         try run(Binaries.relayAgent, [command, "--config"], file: "agent.yaml", lines: Self.agentLines, replace)
     }
 
+    /// A fresh directory, `mistake` applied to relay.yaml (or agent.yaml), its error checked.
+    static func relay(_ mistake: ConfigMistake) throws { try with { mistake.check(try $0.relay(mistake.replace)) } }
+    static func agent(_ mistake: ConfigMistake) throws { try with { mistake.check(try $0.agent(mistake.replace)) } }
+
+    static func with(_ body: (ConfigCheck) throws -> Void) throws {
+        let check = try ConfigCheck()
+        defer { check.dir.remove() }
+        try body(check)
+    }
+
     private func run(_ binary: String, _ arguments: [String], file: String, lines: [String],
                      _ replace: [String: String]) throws -> ProcessOutput {
         for old in replace.keys { precondition(lines.contains(old), "no line '\(old)' in \(file)") }
@@ -99,8 +109,10 @@ struct ConfigMistake: Sendable, CustomStringConvertible {
 struct ConfigErrorTests {
     @Test("the unmodified relay.yaml and agent.yaml are accepted")
     func validConfigurationsPass() throws {
-        let check = try ConfigCheck()
-        defer { check.dir.remove() }
+        try ConfigCheck.with { check in try checkValid(check) }
+    }
+
+    private func checkValid(_ check: ConfigCheck) throws {
         let relay = try check.relay()
         #expect(relay.status == 0, "\(relay.stderr)")
         let agent = try check.agent()
@@ -121,9 +133,7 @@ struct ConfigErrorTests {
         ConfigMistake("dataDir: relay-data", "dataDir: relay-data\ncolour: blue", "relay.yaml:7:1: colour: unknown field; expected one of: "),
     ])
     func unknownRelayField(_ mistake: ConfigMistake) throws {
-        let check = try ConfigCheck()
-        defer { check.dir.remove() }
-        mistake.check(try check.relay(mistake.replace))
+        try ConfigCheck.relay(mistake)
     }
 
     @Test("agent.yaml: an unknown field at any depth names its path, line and the nearest valid name", arguments: [
@@ -133,9 +143,7 @@ struct ConfigErrorTests {
         ConfigMistake("  events:", "  event:", "agent.yaml:7:3: flux.event: unknown field; did you mean 'events'?"),
     ])
     func unknownAgentField(_ mistake: ConfigMistake) throws {
-        let check = try ConfigCheck()
-        defer { check.dir.remove() }
-        mistake.check(try check.agent(mistake.replace))
+        try ConfigCheck.agent(mistake)
     }
 
     @Test("malformed YAML and wrong value types give the line and column", arguments: [
@@ -148,17 +156,13 @@ struct ConfigErrorTests {
         ConfigMistake("http: 127.0.0.1:8080", "http: 127.0.0.1:8080\nhttp: 127.0.0.1:8081", "relay.yaml:", "duplicate key 'http'"),
     ])
     func malformedRelayYAML(_ mistake: ConfigMistake) throws {
-        let check = try ConfigCheck()
-        defer { check.dir.remove() }
-        mistake.check(try check.relay(mistake.replace))
+        try ConfigCheck.relay(mistake)
     }
 
     @Test("agent.yaml: a wrong value type gives the line")
     func malformedAgentYAML() throws {
-        let check = try ConfigCheck()
-        defer { check.dir.remove() }
-        ConfigMistake("dataDir: agent-data", "dataDir: [a, b]", "agent.yaml:4:1: dataDir: expected a single value, found a list")
-            .check(try check.agent(ConfigMistake("dataDir: agent-data", "dataDir: [a, b]").replace))
+        try ConfigCheck.agent(ConfigMistake("dataDir: agent-data", "dataDir: [a, b]",
+                                            "agent.yaml:4:1: dataDir: expected a single value, found a list"))
     }
 
     @Test("an empty or blank webhook token is rejected, naming the field", arguments: [
@@ -167,10 +171,10 @@ struct ConfigErrorTests {
         ConfigMistake("webhookToken: hook-secret", "webhookTokenFile: blank.token", "webhookTokenFile: "),
     ])
     func emptyWebhookToken(_ mistake: ConfigMistake) throws {
-        let check = try ConfigCheck()
-        defer { check.dir.remove() }
-        try Data(" \n\t\n".utf8).write(to: check.dir.appending("blank.token"))
-        mistake.check(try check.relay(mistake.replace))
+        try ConfigCheck.with { check in
+            try Data(" \n\t\n".utf8).write(to: check.dir.appending("blank.token"))
+            mistake.check(try check.relay(mistake.replace))
+        }
     }
 
     @Test("relay.yaml: a certificate that is not PEM, a key that does not match it, or a bad CA fails check-config", arguments: [
@@ -180,9 +184,7 @@ struct ConfigErrorTests {
         ConfigMistake("  keyFile: tls/server-key.pem", "  keyFile: tls/server-key.pem\n  clientCAFile: garbage.pem", "tls.clientCAFile: ", "garbage.pem"),
     ])
     func relayTLSFiles(_ mistake: ConfigMistake) throws {
-        let check = try ConfigCheck()
-        defer { check.dir.remove() }
-        mistake.check(try check.relay(mistake.replace))
+        try ConfigCheck.relay(mistake)
     }
 
     @Test("agent.yaml: a bad CA, a client key that does not match its certificate, or a bad flux.tls pair is rejected", arguments: [
@@ -195,8 +197,6 @@ struct ConfigErrorTests {
         ConfigMistake("  events:", "  tls: {certFile: garbage.pem, keyFile: tls/server-key.pem}\n  events:", "flux.tls.certFile: ", "garbage.pem"),
     ])
     func agentTLSFiles(_ mistake: ConfigMistake) throws {
-        let check = try ConfigCheck()
-        defer { check.dir.remove() }
-        mistake.check(try check.agent(mistake.replace))
+        try ConfigCheck.agent(mistake)
     }
 }

@@ -45,6 +45,22 @@ import Testing
         }
 
         func close() { connections.removeAll() }
+
+        /// Opens the whole flood; how many connections the server closed within 0.3 s.
+        func start() throws -> Int {
+            try topUp()
+            Thread.sleep(forTimeInterval: 0.3)
+            return reap()
+        }
+
+        /// Once the flood stops: whether the server closed every connection within `timeout`,
+        /// and the server's readings once the flood's sockets are closed on this side too.
+        func end(_ pid: Int32, closedWithin timeout: Double) -> (allClosed: Bool, after: ProcessReadings) {
+            let closed = allClosed(within: timeout)
+            close()
+            Thread.sleep(forTimeInterval: 0.3)
+            return (closed, ProcessReadings.read(pid))
+        }
     }
 
     static func metrics(_ port: Int) throws -> [String: Double] {
@@ -73,9 +89,7 @@ import Testing
 
         let flood = IdleFlood(port: harness.httpPort, size: 3 * cap)
         defer { flood.close() }
-        try flood.topUp()
-        Thread.sleep(forTimeInterval: 0.3)
-        let shed = flood.reap()
+        let shed = try flood.start()
         #expect(shed >= 2 * cap - 2, "connections beyond the cap are closed at once (\(shed) of \(3 * cap))")
         var peak = ProcessReadings.read(pid)
 
@@ -102,10 +116,8 @@ import Testing
         #expect(peak.descriptors <= before.descriptors + cap + 16, "descriptors bounded by the cap: \(before) → \(peak)")
 
         // The flood stops: the header timeout closes every idle connection.
-        #expect(flood.allClosed(within: 3), "\(flood.connections.count) idle connections still open after the header timeout")
-        flood.close()
-        Thread.sleep(forTimeInterval: 0.3)
-        let after = ProcessReadings.read(pid)
+        let (allClosed, after) = flood.end(pid, closedWithin: 3)
+        #expect(allClosed, "idle connections still open after the header timeout")
         print("relay under an idle flood (cap \(cap)): before \(before); peak \(peak); after \(after); closed by the relay \(flood.closedByServer)")
         #expect(after.descriptors <= before.descriptors + 8, "descriptors back near the baseline: \(before) → \(after)")
         #expect(after.rssKiB - before.rssKiB < 64 << 10, "RSS \(before) → \(after)")
@@ -183,20 +195,29 @@ import Testing
 
         let flood = IdleFlood(port: port, size: 3 * cap)
         defer { flood.close() }
-        try flood.topUp()
-        Thread.sleep(forTimeInterval: 0.3)
-        #expect(flood.reap() >= 2 * cap - 2, "connections beyond the cap are closed at once")
+        #expect(try flood.start() >= 2 * cap - 2, "connections beyond the cap are closed at once")
         let during = ProcessReadings.read(pid)
         try flood.topUp()
         #expect(try HTTPProbe.request("http://127.0.0.1:\(port)/healthz", maxTime: 5).status == 200)
         #expect(during.descriptors <= before.descriptors + cap + 8, "descriptors bounded: \(before) → \(during)")
-        #expect(flood.allClosed(within: 2.5), "idle connections closed at the header timeout")
-        flood.close()
-        Thread.sleep(forTimeInterval: 0.3)
-        let after = ProcessReadings.read(pid)
+        let (allClosed, after) = flood.end(pid, closedWithin: 2.5)
+        #expect(allClosed, "idle connections closed at the header timeout")
         print("agent under an idle flood (cap \(cap)): before \(before); during \(during); after \(after)")
         #expect(after.descriptors <= before.descriptors + 4)
         let samples = try Self.metrics(port)
         #expect((samples["relay_agent_http_connections_evicted_total"] ?? 0) >= Double(2 * cap - 2))
+    }
+
+    /// `httpLimits:` is checked at start-up; errors name the field.
+    @Test func outOfRangeLimitsNameTheField() throws {
+        let check = try ConfigCheck()
+        defer { check.dir.remove() }
+        let relay = ConfigMistake("dataDir: relay-data", "dataDir: relay-data\nhttpLimits: {maxConnections: 0}",
+                                  "httpLimits.maxConnections", "must be 1…1000000")
+        relay.check(try check.relay(relay.replace))
+        let agent = ConfigMistake("dataDir: agent-data", "dataDir: agent-data\nhttpLimits: {headerTimeout: 1h}",
+                                  "httpLimits.headerTimeout", "must be 100ms…10m")
+        agent.check(try check.agent(agent.replace, command: "check-config"))
+        #expect(try check.relay(["dataDir: relay-data": "dataDir: relay-data\nhttpLimits: {maxConnections: 10, idleTimeout: 5s}"]).status == 0)
     }
 }

@@ -29,8 +29,12 @@ struct RelayDiskFullTests {
         #expect(refused.errorCode == "UNAVAILABLE", "\(refused.json)")
         #expect(refused.errorDetails.contains("disk full") && refused.errorDetails.contains(dataDir.lastPathComponent),
                 "\(refused.json)")
-        try harness.startAgent("edge")  // keeps retrying meanwhile
-        Thread.sleep(forTimeInterval: 1)
+        let metricsPort = try harness.serveFlux("edge")
+        try harness.startAgent("edge")  // keeps retrying meanwhile, and counts why
+        try harness.waitUntil("the agent counts the relay as unavailable") {
+            try MetricsAndLogsTests.scrape("http://127.0.0.1:\(metricsPort)/metrics")[
+                #"relay_agent_tunnel_errors_total{reason="relay_unavailable"}"#] ?? 0 >= 1
+        }
         #expect(try harness.published("edge").isEmpty)
 
         try FileManager.default.removeItem(at: filler)

@@ -1,4 +1,6 @@
 import Foundation
+import RelayAgent
+import RelayServer
 @testable import RelayShared
 import Testing
 
@@ -127,5 +129,47 @@ import Testing
         try harness.startRelay()
         let mismatch = try probe.fetch(digest: digest, token: "t-edge")
         #expect(mismatch.reason == "certificate_name_mismatch", "\(mismatch)")
+    }
+
+    @Test func theTLSFieldsAreCheckedAndNamedInErrors() throws {
+        let dir = try TemporaryDirectory(prefix: "tls-config")
+        defer { dir.remove() }
+        let tls = try DevCertificates.ensure(in: dir.appending("tls"))
+        func relay(_ fields: String) throws(ConfigError) -> ResolvedServerConfig {
+            try ServerConfig.parse(yaml: """
+                listen: 127.0.0.1:8443
+                http: 127.0.0.1:8080
+                tls: {certFile: \(tls.serverCertificate.path), keyFile: \(tls.serverKey.path)\(fields)}
+                dataDir: data
+                sources: []
+                agents: []
+                """, baseDirectory: dir.url)
+        }
+        func relayError(_ fields: String) -> ConfigError? {
+            do { _ = try relay(fields) } catch { return error }
+            return nil
+        }
+        #expect(try relay("").tlsMinimumVersion == .tls13)
+        let mutual = try relay(", clientCAFile: \(tls.caCertificate.path), bindClientCertificate: true, minVersion: \"1.2\"")
+        #expect(mutual.tlsMinimumVersion == .tls12 && mutual.bindClientCertificate)
+        #expect(relayError(", bindClientCertificate: true")?.field == "tls.bindClientCertificate")
+        #expect(relayError(#", minVersion: "1.1""#)?.field == "tls.minVersion")
+
+        let agent = """
+            relay: 127.0.0.1:8443
+            caFile: \(tls.caCertificate.path)
+            tokenFile: \(dir.appending("t").path)
+            dataDir: agent
+            listen: 127.0.0.1:9090
+            flux:
+              tls: {certFile: \(tls.serverCertificate.path), keyFile: \(tls.serverKey.path), minVersion: "1.0"}
+            """
+        try Data("token".utf8).write(to: dir.appending("t"))
+        do {
+            _ = try AgentConfig.parse(yaml: agent, baseDirectory: dir.url)
+            Issue.record("flux.tls.minVersion \"1.0\" was accepted")
+        } catch {
+            #expect(error.field == "flux.tls.minVersion")
+        }
     }
 }

@@ -4,40 +4,35 @@ import RelayServer
 import RelayShared
 import Yams
 
-/// relay.yaml and agent.yaml, through the same entry points the binaries use
-/// (`ServerConfig.load(path:)`, `AgentConfig.load(path:)`: YAML decoding, then validation and
-/// path resolution). The input is written as the config file into a directory holding the
-/// files the seeds name (certificates, token files), so validation gets past file checks.
+/// relay.yaml and agent.yaml, through the entry point the binaries' loading shares
+/// (`ConfigFile.parse(yaml:baseDirectory:)`: strict YAML decoding, then validation and path
+/// resolution) against a directory holding the files the seeds name (certificates, token
+/// files), so validation gets past its file checks.
 ///
-/// Invariant: the only failure is a `ConfigError` (the loaders throw nothing else by type),
-/// and no input crashes or hangs them. A config whose strings could name a file outside the
-/// fixture directory (absolute or `..` paths) is only decoded, not resolved: resolving reads
-/// the files named, and a device such as /dev/zero or a FIFO would hang any reader.
+/// Invariant: no input crashes or hangs the loaders, and a rejection says what is wrong. A
+/// config whose strings could name a file outside the fixture directory (absolute or `..`
+/// paths) is only decoded, not resolved: resolving reads the files named, and a device such as
+/// /dev/zero or a FIFO would hang any reader.
 enum ConfigTarget {
-    static func runServer(_ input: Data) {
-        guard let path = write(input, as: "relay.yaml", decodingOnlyAs: ServerConfig.self) else { return }
-        _ = try? ServerConfig.load(path: path)
-    }
+    static func runServer(_ input: Data) { run(input, as: ServerConfig.self) }
 
-    static func runAgent(_ input: Data) {
-        guard let path = write(input, as: "agent.yaml", decodingOnlyAs: AgentConfig.self) else { return }
-        _ = try? AgentConfig.load(path: path)
-    }
+    static func runAgent(_ input: Data) { run(input, as: AgentConfig.self) }
 
-    /// Writes the config into the fixture directory; nil (after decoding it only) when it must
-    /// not be resolved.
-    private static func write<Config: Decodable>(_ input: Data, as name: String, decodingOnlyAs type: Config.Type) -> String? {
-        if mayNameOutsideFiles(input) {
-            _ = try? YAMLDecoder().decode(type, from: String(decoding: input, as: UTF8.self))
-            return nil
+    private static func run<Config: ConfigFile>(_ input: Data, as type: Config.Type) {
+        let yaml = String(decoding: input, as: UTF8.self)
+        do {
+            if mayNameOutsideFiles(yaml) {
+                _ = try ConfigLoader.decode(type, yaml: yaml, file: Config.fileName)
+            } else {
+                _ = try Config.parse(yaml: yaml, baseDirectory: ConfigFixture.directory)
+            }
+        } catch {
+            require(!error.message.isEmpty, "a config error without a message: \(error)")
         }
-        let path = ConfigFixture.directory.appendingPathComponent(name).path
-        require(FileManager.default.createFile(atPath: path, contents: input), "cannot write a scratch file")
-        return path
     }
 
-    private static func mayNameOutsideFiles(_ input: Data) -> Bool {
-        guard let node = try? Yams.compose(yaml: String(decoding: input, as: UTF8.self)) else { return false }
+    private static func mayNameOutsideFiles(_ yaml: String) -> Bool {
+        guard let node = try? Yams.compose(yaml: yaml) else { return false }
         var stack = [node]
         var seen = 0
         while let node = stack.popLast() {

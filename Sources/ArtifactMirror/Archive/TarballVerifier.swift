@@ -44,7 +44,7 @@ public struct TarballVerifier: Sendable {
         var hasher = SHA256()
         var size: UInt64 = 0
         var parser = TarStreamChecker(maxUnpackedSize: maxUnpackedSize)
-        var inflater = GzipInflater()
+        let inflater = GzipInflater()
         var gzipError: String?
         while true {
             let chunk: Data
@@ -83,8 +83,10 @@ public struct TarballVerifier: Sendable {
     }
 }
 
-/// Streaming gzip decoder (multi-member), handing out decompressed bytes.
-struct GzipInflater {
+/// Streaming gzip decoder (multi-member), handing out decompressed bytes. A class so that
+/// zlib's state is freed however the stream ends (a truncated or corrupt member leaves it
+/// allocated until `deinit`).
+final class GzipInflater {
     struct Failure: Error { var message: String }
 
     private var stream = z_stream()
@@ -94,7 +96,11 @@ struct GzipInflater {
     private(set) var atMemberBoundary = true
     private var output = [UInt8](repeating: 0, count: 256 * 1024)
 
-    mutating func feed(_ data: Data, _ sink: (UnsafeRawBufferPointer) -> Void) throws(Failure) {
+    deinit {
+        if active { inflateEnd(&stream) }
+    }
+
+    func feed(_ data: Data, _ sink: (UnsafeRawBufferPointer) -> Void) throws(Failure) {
         var failure: Failure?
         data.withUnsafeBytes { (input: UnsafeRawBufferPointer) in
             var offset = 0
@@ -296,12 +302,14 @@ struct TarStreamChecker {
             gnuLongName = Self.string(bytes[...])
             return
         }
-        // PAX records: "<len> key=value\n"
+        // PAX records: "<len> key=value\n", where <len> counts the whole record. As in Go's
+        // archive/tar, a record must hold its own prefix and end in a newline.
         var rest = bytes[...]
         while !rest.isEmpty {
             guard let space = rest.firstIndex(of: UInt8(ascii: " ")),
                   let length = Int(String(decoding: rest[rest.startIndex..<space], as: UTF8.self)),
-                  length > 0, length <= rest.count else {
+                  length > space - rest.startIndex + 1, length <= rest.count,
+                  rest[rest.startIndex + length - 1] == UInt8(ascii: "\n") else {
                 errors.append("malformed PAX extended header")
                 return
             }

@@ -2,7 +2,7 @@ import Foundation
 import RelayShared
 
 /// `agent.yaml`. Every field is documented in the README.
-public struct AgentConfig: Sendable, Decodable {
+public struct AgentConfig: Sendable, ConfigFile {
     /// The relay's tunnel address, host:port.
     public var relay: String
     /// CA bundle (PEM) that signed the relay's certificate.
@@ -29,23 +29,10 @@ public struct AgentConfig: Sendable, Decodable {
     /// Connection cap and timeouts of the `listen` endpoint.
     public var httpLimits: HTTPLimits.Settings?
 
-    /// Loads and validates the file; relative paths are resolved against its directory.
-    public static func load(path: String) throws(ConfigError) -> ResolvedAgentConfig {
-        let (config, document) = try ConfigLoader.load(AgentConfig.self, from: path)
-        do { return try config.resolve(file: path, base: URL(fileURLWithPath: path).deletingLastPathComponent()) } catch {
-            throw document.locate(error)
-        }
-    }
+    // `load(path:)` and `parse(yaml:baseDirectory:)` come with `ConfigFile`.
+    public static let fileName = "agent.yaml"
 
-    /// Parses and validates agent.yaml text (no file of its own): relative paths are resolved
-    /// against `baseDirectory`; `file` is only the name errors carry. Files the configuration
-    /// names (CA, token) are still read.
-    public static func parse(yaml: String, baseDirectory: URL, file: String = "agent.yaml") throws(ConfigError) -> ResolvedAgentConfig {
-        let (config, document) = try ConfigLoader.decode(AgentConfig.self, yaml: yaml, file: file)
-        do { return try config.resolve(file: file, base: baseDirectory) } catch { throw document.locate(error) }
-    }
-
-    func resolve(file: String, base: URL) throws(ConfigError) -> ResolvedAgentConfig {
+    public func resolve(file: String, base: URL) throws(ConfigError) -> ResolvedAgentConfig {
         func absolute(_ path: String) -> String {
             path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
         }

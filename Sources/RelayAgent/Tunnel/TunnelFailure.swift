@@ -67,6 +67,8 @@ struct TunnelFailure: Sendable, Equatable {
                                  + "(clientCertFile, clientKeyFile)")
         }
         if let rpc = error as? RPCError {
+            // The relay answered but cannot serve now (e.g. its disk is full) and says why.
+            let relaySaysWhy = rpc.metadata[stringValues: "relay-error"].first(where: { _ in true }) != nil
             switch rpc.code {
             case .unauthenticated:
                 return TunnelFailure(reason: .tokenRefused, message: "the relay refused the token (\(rpc.message)); check tokenFile")
@@ -76,7 +78,7 @@ struct TunnelFailure: Sendable, Equatable {
                 return TunnelFailure(reason: .protocolRefused, message: "the relay refused the connection: \(rpc.message)")
             case .unavailable where welcomed:
                 return TunnelFailure(reason: .connectionLost, message: "\(rpc.code): \(rpc.message)")
-            case .unavailable where rpc.message.hasPrefix("relay "):
+            case .unavailable where relaySaysWhy:
                 return TunnelFailure(reason: .relayUnavailable, message: "the relay is unavailable: \(rpc.message); retrying")
             default:
                 break

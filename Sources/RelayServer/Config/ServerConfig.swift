@@ -108,21 +108,7 @@ public struct ServerConfig: Sendable, Decodable {
         public var tokenFile: String?
     }
 
-    /// Loads and validates the file; relative paths are resolved against its directory.
-    public static func load(path: String) throws(ConfigError) -> ResolvedServerConfig {
-        let (config, document) = try ConfigLoader.load(ServerConfig.self, from: path)
-        do { return try config.resolve(file: path, base: URL(fileURLWithPath: path).deletingLastPathComponent()) } catch {
-            throw document.locate(error)
-        }
-    }
-
-    /// Parses and validates relay.yaml text (no file of its own): relative paths are resolved
-    /// against `baseDirectory`; `file` is only the name errors carry. Files the configuration
-    /// names (certificates, token files) are still read.
-    public static func parse(yaml: String, baseDirectory: URL, file: String = "relay.yaml") throws(ConfigError) -> ResolvedServerConfig {
-        let (config, document) = try ConfigLoader.decode(ServerConfig.self, yaml: yaml, file: file)
-        do { return try config.resolve(file: file, base: baseDirectory) } catch { throw document.locate(error) }
-    }
+    // `load(path:)` and `parse(yaml:baseDirectory:)` come with `ConfigFile`.
 }
 
 /// A validated configuration with absolute paths and parsed values.
@@ -194,8 +180,10 @@ public struct TunnelLimits: Sendable, Equatable {
     public init() {}
 }
 
-extension ServerConfig {
-    func resolve(file: String, base: URL) throws(ConfigError) -> ResolvedServerConfig {
+extension ServerConfig: ConfigFile {
+    public static let fileName = "relay.yaml"
+
+    public func resolve(file: String, base: URL) throws(ConfigError) -> ResolvedServerConfig {
         func absolute(_ path: String) -> String {
             path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
         }

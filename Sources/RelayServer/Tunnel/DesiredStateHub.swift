@@ -85,12 +85,14 @@ public actor DesiredStateHub {
     /// one token take turns less and less often instead of flapping. Returns how many
     /// sessions were drained.
     public func claim(_ id: UUID) -> Int {
-        guard let agent = subscribers[id]?.agent else { return 0 }
-        let older = subscribers.filter { $0.key != id && $0.value.agent == agent && !$0.value.superseded }
-        guard !older.isEmpty else { return 0 }
+        // A session drained meanwhile (a newer one's Hello came first) takes nobody's place.
+        guard let claimant = subscribers[id], !claimant.superseded else { return 0 }
+        let agent = claimant.agent
+        let others = subscribers.filter { $0.key != id && $0.value.agent == agent && !$0.value.superseded }
+        guard !others.isEmpty else { return 0 }
         let now = ContinuousClock.now
         var recent = (supersessions[agent] ?? []).filter { now - $0 < Self.supersessionMemory }
-        for (otherID, other) in older {
+        for (otherID, other) in others {
             let delay = min(supersededDelay * Double(1 << min(recent.count, 16)), Self.maxSupersededDelay)
             recent.append(now)
             subscribers[otherID]?.superseded = true
@@ -101,7 +103,7 @@ public actor DesiredStateHub {
                 redirect: ""))
         }
         supersessions[agent] = recent
-        return older.count
+        return others.count
     }
 
     /// Tells every connected agent to reconnect after `retryAfter` (each with its own

@@ -112,10 +112,10 @@ public final class AuthFailureLimiter: Sendable {
     }
 
     /// Writes the summaries of intervals that have ended and forgets addresses with nothing
-    /// pending whose bucket is full again. `run()` calls it once per `logInterval`.
+    /// pending whose bucket is full again (`run()` calls it).
     public func flush() {
         let now = ContinuousClock.now
-        let (summaries, suppressed) = state.withLock { state -> ([(String, Line)], Int) in
+        var (summaries, suppressed) = state.withLock { state -> ([(String, Line)], Int) in
             var summaries: [(String, Line)] = []
             for (address, var entry) in state.entries {
                 refill(&entry, now: now)
@@ -136,11 +136,21 @@ public final class AuthFailureLimiter: Sendable {
             }
             return (summaries, suppressed)
         }
-        for (address, line) in summaries { log([line], address: address, surface: nil) }
+        // Summaries are capped like warnings: beyond the cap they join the "other addresses" count.
+        for (index, (address, line)) in summaries.enumerated() {
+            guard index < policy.maxLogLinesPerInterval else {
+                if case .summary(let count, _) = line { suppressed += count }
+                continue
+            }
+            log([line], address: address, surface: nil)
+        }
         if suppressed > 0 {
             logger.warning("\(suppressed) more failed authentications from other addresses in the last \(policy.logInterval) (log limit reached)")
         }
     }
+
+    /// Addresses tracked now (bounded by `maxAddresses`).
+    var trackedAddresses: Int { state.withLock { $0.entries.count } }
 
     // MARK: - Internals (under the lock)
 
@@ -201,11 +211,11 @@ public final class AuthFailureLimiter: Sendable {
 }
 
 extension AuthFailureLimiter: Service {
-    /// Writes summaries once per `logInterval` until shutdown.
+    /// Writes summaries until shutdown, each soon (a sixth of `logInterval`) after its interval ends.
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                try? await Task.sleep(for: self.policy.logInterval)
+                try? await Task.sleep(for: self.policy.logInterval / 6)
                 self.flush()
             }
         }

@@ -56,9 +56,4 @@ public struct AuthThrottleMiddleware<Context: RemoteAddressRequestContext>: Rout
         return Response(status: .tooManyRequests, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
-
-    /// Whether a request carries any of these headers, or query parameters.
-    public static func carries(_ request: Request, headers: [HTTPField.Name], query: [String] = []) -> Bool {
-        headers.contains { request.headers[$0] != nil } || query.contains { request.uri.queryParameters[Substring($0)] != nil }
-    }
 }

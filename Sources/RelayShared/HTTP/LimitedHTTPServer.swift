@@ -28,11 +28,9 @@ struct LimitedHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
     var responder: HTTPChannelHandler.Responder { base.responder }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let guardHandler = { [budget, headerTimeout, refusal] in
-            ConnectionGuardHandler(budget: budget, headerTimeout: headerTimeout, refusal: refusal)
-        }
-        return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(guardHandler())
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+                ConnectionGuardHandler(budget: budget, headerTimeout: headerTimeout, refusal: refusal))
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }

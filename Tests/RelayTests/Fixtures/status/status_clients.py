@@ -83,20 +83,20 @@ class SmallWindow(http.client.HTTPConnection):
         self.sock = sock
 
 
-def event_ids(text):
-    """Feed ids of the complete `event: status` blocks in an SSE text, and the unparsed rest."""
+def event_ids(data):
+    """Feed ids of the complete `event: status` blocks in SSE bytes, and the unparsed rest."""
     ids = []
-    blocks = text.split("\n\n")
+    blocks = data.split(b"\n\n")
     for block in blocks[:-1]:
-        lines = block.split("\n")
-        if "event: status" in lines:
-            ids += [int(line[4:]) for line in lines if line.startswith("id: ")]
+        lines = block.split(b"\n")
+        if b"event: status" in lines:
+            ids += [int(line[4:]) for line in lines if line.startswith(b"id: ")]
     return ids, blocks[-1]
 
 
 def read_stream(response, until, quiet):
     """Reads SSE until the body ends (True), `until()` holds or `quiet` seconds pass without data."""
-    ids, rest = [], ""
+    ids, rest = [], b""
     while not until(ids):
         try:
             chunk = response.read1(65536)
@@ -104,7 +104,7 @@ def read_stream(response, until, quiet):
             return ids, False
         if not chunk:
             return ids, True
-        new, rest = event_ids(rest + chunk.decode())
+        new, rest = event_ids(rest + chunk)
         ids += new
     return ids, False
 
