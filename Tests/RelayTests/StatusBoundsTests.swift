@@ -278,7 +278,7 @@ import Wire
             return sizes.withLock { $0 }
         }
         #expect(sizes.count == 4 && sizes.allSatisfy { $0 > 1_000_000 })
-        #expect(peak < baseline + 150, "relay RSS \(baseline) MiB before, \(peak) MiB peak with 4 big timeline requests")
+        #expect(peak < baseline + 100, "relay RSS \(baseline) MiB before, \(peak) MiB peak with 4 big timeline requests")
 
         // Revisions: newest first, 100 a page, a Link to the next page, every revision once.
         var revisions: [String] = []

@@ -44,7 +44,7 @@ Probes of the relay's protocol rules (for tests):
 Output: exactly one JSON object on stdout.
   success:  {"welcome": {...}, "generation": N, "artifacts": [{source, revision, digest, size}],
              "fetched": {source, digest, size, verified: true} | null, "cancelled_fetches": N,
-             "connect_end": {"code": ..., "details": ...}}
+             "connect_end": {"code": ..., "details": ...}, "status_acked": up_to | null}
   failure:  {"error": {"code": "...", "details": "..."}}
 Exit codes:
   0  success
