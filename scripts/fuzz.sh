@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer) of the parsers that read outside input. The targets live
-# in the separate package Fuzz/ (Fuzz/Sources/RelayFuzz/*Target.swift), built with
+# in the separate package Fuzz/ (Fuzz/Sources/RelayFuzz/), built with
 # -sanitize=fuzzer,address into Fuzz/.build-fuzz, so the main build is untouched.
 #
 #   scripts/fuzz.sh                  every target, 60 s each
@@ -11,10 +11,9 @@
 #   scripts/fuzz.sh --build          build only
 #
 # Seeds: Fuzz/Corpus/<target>/ (committed). What a run learns goes to
-# Fuzz/.build-fuzz/corpus/<target>/ and is reused by the next run. A crash, timeout or
-# out-of-memory input is written to Fuzz/Crashes/<target>/ (not committed) and the script
-# exits non-zero; replay one with
-#   RELAY_FUZZ_TARGET=<target> SWIFT_BACKTRACE=enable=no Fuzz/.build-fuzz/debug/RelayFuzz Fuzz/Crashes/<target>/<file>
+# Fuzz/.build-fuzz/corpus/<target>/ and is reused by the next run. A crashing, hanging,
+# leaking or memory-hungry input is written to Fuzz/Crashes/<target>/ (not committed) and the
+# script exits non-zero, printing the command that replays the input.
 # Needs only the Swift toolchain (swift.org's Linux toolchains ship the libFuzzer runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +43,7 @@ case "${1:-}" in
   --build) mode=build ;;
   --smoke) seconds=$smoke_seconds ;;
   ""|all) seconds=${2:-60} ;;
-  -*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  -*) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   *)
     selected=$1; seconds=${2:-60}
     if [ -z "$(max_len "$selected")" ]; then

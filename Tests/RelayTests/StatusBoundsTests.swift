@@ -59,8 +59,9 @@ import Wire
 
         // Three readers that read nothing, then ~40 MB of status through the relay (events of
         // ~32 KB once cut to the entry caps: 16 KiB of message, 16 KiB of metadata). Held for
-        // the stalled readers, that would be well over 100 MiB (2000 such events: +210 MiB).
-        let count = 1200, expected = 20 + count
+        // the stalled readers, 2000 such events cost +210 MiB before the per-reader bound; with
+        // it the peak stays within +60 MiB on a quiet machine and +120 MiB on a loaded one.
+        let count = 2000, expected = 20 + count
         let ready = dir.appending("readers-ready"), release = dir.appending("readers-release")
         let readersLog = dir.appending("readers.json")
         let readers = try BackgroundProcess(name: "stalled-readers", executable: findExecutable("python3") ?? "/usr/bin/python3", arguments: [
@@ -77,7 +78,7 @@ import Wire
         }
         #expect(statuses == ["202": count])
         #expect(arrived, "every event reached the relay")
-        #expect(peak < baseline + 100, "relay RSS \(baseline) MiB before, \(peak) MiB peak with 3 stalled readers")
+        #expect(peak < baseline + 150, "relay RSS \(baseline) MiB before, \(peak) MiB peak with 3 stalled readers")
 
         // The readers read again: each was cut off; the first catches up from Last-Event-ID.
         _ = FileManager.default.createFile(atPath: release.path, contents: nil)
@@ -278,7 +279,7 @@ import Wire
             return sizes.withLock { $0 }
         }
         #expect(sizes.count == 4 && sizes.allSatisfy { $0 > 1_000_000 })
-        #expect(peak < baseline + 100, "relay RSS \(baseline) MiB before, \(peak) MiB peak with 4 big timeline requests")
+        #expect(peak < baseline + 150, "relay RSS \(baseline) MiB before, \(peak) MiB peak with 4 big timeline requests")
 
         // Revisions: newest first, 100 a page, a Link to the next page, every revision once.
         var revisions: [String] = []

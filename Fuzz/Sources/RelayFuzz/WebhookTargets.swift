@@ -1,6 +1,7 @@
 @testable import RelayAgent
 @testable import RelayServer
 import Foundation
+import RelayShared
 import Wire
 
 /// `POST /hooks/gitlab` bodies: `GitLabPushEvent` decoding, address normalization and the
@@ -33,12 +34,19 @@ enum GitLabWebhookTarget {
 /// `POST /flux/events` bodies (notification-controller's generic and generic-hmac providers).
 ///
 /// Invariants: an accepted event has a kind and a name, a message of at most 4096 characters,
-/// and survives the protobuf round trip it takes through the status journal and the tunnel.
+/// and survives the protobuf round trip it takes through the status journal and the tunnel;
+/// its timestamp, written back as RFC 3339, reads as the same millisecond.
 enum FluxEventTarget {
     static func run(_ input: Data) {
         guard let event = try? FluxEventReceiver.event(from: input) else { return }
         require(!event.kind.isEmpty && !event.name.isEmpty, "event without kind or name accepted")
         require(event.message.count <= 4096, "message of \(event.message.count) characters kept")
+        if event.timestampUnixMs != 0 {
+            // RFC3339 reads back what it writes.
+            let date = Date(timeIntervalSince1970: Double(event.timestampUnixMs) / 1000)
+            let again = RFC3339.parse(RFC3339.format(date, milliseconds: true)).map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+            require(again == event.timestampUnixMs, "\(event.timestampUnixMs) ms reads back as \(again.map(String.init) ?? "nothing")")
+        }
         let entry = Relay_V1_StatusEntry.with { $0.sequence = 1; $0.event = event }
         let bytes: Data
         do { bytes = try entry.serializedBytes() } catch { fatalError("event does not serialize: \(error)") }
