@@ -26,8 +26,8 @@ targets=(
   semver:512
   oci-route:512
   gitlab-webhook:4096
-  flux-event:4096
-  flux-status:8192
+  flux-event:40000
+  flux-status:40000
   status-journal:4096
   relay-config:4096
   agent-config:4096

@@ -9,7 +9,7 @@ import Glibc
 public enum RFC3339 {
     /// `2026-11-21T10:00:00Z`, or with `.123` milliseconds when `milliseconds` is set.
     public static func format(_ date: Date, milliseconds: Bool = false) -> String {
-        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let millis = wholeMilliseconds(date)
         var seconds = time_t(millis >= 0 ? millis / 1000 : (millis - 999) / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
@@ -23,12 +23,33 @@ public enum RFC3339 {
         return text + "Z"
     }
 
+    /// Milliseconds since 1970, rounded down; a Date within a few units in the last place (or
+    /// 10 µs) below a whole millisecond counts as that millisecond: a Date made from N ms
+    /// (`Date(timeIntervalSince1970: N / 1000)`) often sits a hair below N, and is N.
+    static func wholeMilliseconds(_ date: Date) -> Int64 {
+        let exact = date.timeIntervalSince1970 * 1000
+        let nearest = exact.rounded()
+        return Int64(nearest - exact >= 0 && nearest - exact <= max(0.01, 8 * exact.ulp) ? nearest : exact.rounded(.down))
+    }
+
     /// Parses RFC 3339 `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` (`T` and `Z` in either case),
     /// as Go's `time.RFC3339` reads it: fields in range, the day valid for its month, at most
     /// nanosecond precision kept. Written by hand because the text comes from outside (Flux
     /// events, Kubernetes objects) and ICU's parser behind `ISO8601DateFormatter` crashes the
     /// process (SIGFPE) on a long run of digits.
     public static func parse(_ text: String) -> Date? {
+        guard let (seconds, nanoseconds) = instant(text) else { return nil }
+        return Date(timeIntervalSince1970: Double(seconds) + Double(nanoseconds) / 1e9)
+    }
+
+    /// ``parse(_:)`` as Unix milliseconds, computed exactly (no floating point on the way).
+    public static func parseMilliseconds(_ text: String) -> Int64? {
+        guard let (seconds, nanoseconds) = instant(text) else { return nil }
+        return Int64(seconds) * 1000 + Int64(nanoseconds / 1_000_000)
+    }
+
+    /// Seconds since 1970 and nanoseconds within that second.
+    private static func instant(_ text: String) -> (seconds: Int, nanoseconds: Int)? {
         var scanner = ByteScanner(bytes: Array(text.utf8))
         guard let year = scanner.number(4), scanner.skip("-"), let month = scanner.number(2), scanner.skip("-"),
               let day = scanner.number(2), scanner.skip("T") || scanner.skip("t"),
@@ -54,7 +75,7 @@ public enum RFC3339 {
         }
         guard scanner.atEnd else { return nil }
         let seconds = daysSince1970(year: year, month: month, day: day) * 86_400 + hour * 3600 + minute * 60 + second - offset
-        return Date(timeIntervalSince1970: Double(seconds) + Double(nanoseconds) / 1e9)
+        return (seconds, nanoseconds)
     }
 
     private struct ByteScanner {

@@ -57,6 +57,29 @@ import Testing
         #expect((0..<0.001).contains(now.timeIntervalSince1970 - parsed), "\(now) read back as \(parsed)")
     }
 
+    /// Target `flux-event` (its RFC 3339 round trip): `RFC3339.format` floored `t × 1000` in
+    /// floating point, so a time of exactly N ms could print as N − 1 (1.001 s as ".000"), and
+    /// event timestamps lost a millisecond the same way on their way to Unix milliseconds.
+    @Test func millisecondsSurviveFormattingAndParsing() throws {
+        #expect(RFC3339.format(Date(timeIntervalSince1970: 1.001), milliseconds: true) == "1970-01-01T00:00:01.001Z")
+        let event = try FluxEventReceiver.event(from: Data(base64Encoded:
+            "eyJpbnZvbHZlZE9iamVjdCI6IHsia2luZCI6ICJIIiwgIm5hbWUiOiAiQXJycG9kaW5mbyJ9LCAic2V2ZXJpdHkiOiAiaW5mbyIsICJ0aW1lc3RhbXAiOiAiMTQ1NC0wMi0wMlQwMzowNTowNS4xKzAyOjAwIiwgIkFyZXNzYWdlIjogIkhlZGUgc3VNTU1NZGVkIn0=")!)
+        #expect(event.timestampUnixMs == -16_280_607_294_900)
+        let written = RFC3339.format(Date(timeIntervalSince1970: Double(event.timestampUnixMs) / 1000), milliseconds: true)
+        #expect(written == "1454-02-02T01:05:05.100Z")
+        let oneMillisecond = try FluxEventReceiver.event(from: Data(
+            #"{"involvedObject":{"kind":"K","name":"n"},"timestamp":"1970-01-01T00:00:01.001Z"}"#.utf8))
+        #expect(oneMillisecond.timestampUnixMs == 1001)
+        // Every millisecond prints as itself, across 1970 ± 300 years.
+        var misprinted: [Int64] = []
+        for step in Int64(-5000)..<5000 {
+            let ms = step * 1_893_270_457 + step % 1000
+            let text = RFC3339.format(Date(timeIntervalSince1970: Double(ms) / 1000), milliseconds: true)
+            if RFC3339.parseMilliseconds(text) != ms { misprinted.append(ms) }
+        }
+        #expect(misprinted.isEmpty, "\(misprinted.count) of 10000 misprinted, e.g. \(misprinted.prefix(3))")
+    }
+
     /// The same body against a running relay-agent: it is journaled and the agent stays up.
     @Test func aRunningAgentTakesTheEventAndStaysUp() throws {
         let (dir, _, harness) = try RelayHarness.single("fuzz-event")

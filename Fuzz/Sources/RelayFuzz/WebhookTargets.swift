@@ -31,27 +31,44 @@ enum GitLabWebhookTarget {
     }
 }
 
-/// `POST /flux/events` bodies (notification-controller's generic and generic-hmac providers).
+/// `POST /flux/events` bodies (notification-controller's generic and generic-hmac providers),
+/// and the caps every status entry is cut to before it is journaled (`StatusEntryLimits`).
 ///
-/// Invariants: an accepted event has a kind and a name, a message of at most 4096 characters,
-/// and survives the protobuf round trip it takes through the status journal and the tunnel;
-/// its timestamp, written back as RFC 3339, reads as the same millisecond.
+/// Invariants: an accepted event has a kind and a name; its timestamp, written back as
+/// RFC 3339, reads as the same millisecond; the entry cut to the caps has every field, key,
+/// value and the metadata total within them, is unchanged by cutting again (the relay cuts
+/// what the agent already cut), and survives the protobuf round trip of journal and tunnel.
 enum FluxEventTarget {
     static func run(_ input: Data) {
         guard let event = try? FluxEventReceiver.event(from: input) else { return }
         require(!event.kind.isEmpty && !event.name.isEmpty, "event without kind or name accepted")
-        require(event.message.count <= 4096, "message of \(event.message.count) characters kept")
         if event.timestampUnixMs != 0 {
-            // RFC3339 reads back what it writes.
             let date = Date(timeIntervalSince1970: Double(event.timestampUnixMs) / 1000)
-            let again = RFC3339.parse(RFC3339.format(date, milliseconds: true)).map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+            let again = RFC3339.parseMilliseconds(RFC3339.format(date, milliseconds: true))
             require(again == event.timestampUnixMs, "\(event.timestampUnixMs) ms reads back as \(again.map(String.init) ?? "nothing")")
         }
-        let entry = Relay_V1_StatusEntry.with { $0.sequence = 1; $0.event = event }
+        let entry = StatusEntryLimits.clamped(Relay_V1_StatusEntry.with { $0.sequence = 1; $0.event = event })
+        guard case .event(let cut)? = entry.kind else { fatalError("clamping lost the event") }
+        checkCaps(cut)
+        require(StatusEntryLimits.clamped(entry) == entry, "cutting twice changed the entry")
         let bytes: Data
         do { bytes = try entry.serializedBytes() } catch { fatalError("event does not serialize: \(error)") }
-        let back = try? Relay_V1_StatusEntry(serializedBytes: bytes)
-        require(back == entry, "event changed in the protobuf round trip")
+        require((try? Relay_V1_StatusEntry(serializedBytes: bytes)) == entry, "event changed in the protobuf round trip")
+    }
+
+    private static func checkCaps(_ event: Relay_V1_FluxEvent) {
+        typealias Limits = StatusEntryLimits
+        for field in [event.kind, event.namespace, event.name, event.severity, event.reason, event.revision, event.controller] {
+            require(field.utf8.count <= Limits.fieldBytes, "a field of \(field.utf8.count) bytes")
+        }
+        require(event.message.utf8.count <= Limits.messageBytes, "a message of \(event.message.utf8.count) bytes")
+        let metadata = event.metadata.filter { $0.key != Limits.truncatedKey }
+        require(metadata.count <= Limits.metadataEntries, "\(metadata.count) metadata entries")
+        require(metadata.allSatisfy { $0.key.utf8.count <= Limits.metadataKeyBytes && $0.value.utf8.count <= Limits.metadataValueBytes },
+                "a metadata key or value over its cap")
+        let total = metadata.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        require(total <= Limits.metadataBytes, "\(total) bytes of metadata")
+        require((event.metadata[Limits.truncatedKey]?.utf8.count ?? 0) <= Limits.fieldBytes, "a long truncation note")
     }
 }
 
@@ -60,9 +77,9 @@ enum FluxEventTarget {
 ///
 /// Input: a watch stream, one JSON event per line.
 ///
-/// Invariants: every decoded object reduces, for every kind, to one of the documented states
-/// with a message of at most 2048 characters; ADDED/MODIFIED/DELETED carry an object and
-/// BOOKMARK/ERROR none.
+/// Invariants: every decoded object reduces, for every kind, to one of the documented states,
+/// which the status caps cut to size once and for all; ADDED/MODIFIED/DELETED carry an object
+/// and BOOKMARK/ERROR none.
 enum FluxStatusTarget {
     private static let states: Set<String> = ["suspended", "terminating", "progressing", "failed", "ready", "failing", "unknown"]
     private static let kinds = ["GitRepository", "OCIRepository", "Kustomization", "HelmRelease", "ExternalArtifact"]
@@ -78,9 +95,12 @@ enum FluxStatusTarget {
             for kind in kinds {
                 let state = FluxStatusReducer.reduce(object, kind: kind, apiVersion: object.apiVersion ?? "", source: "fuzz")
                 require(states.contains(state.state), "state \(state.state) for \(kind)")
-                require(state.message.count <= 2048, "message of \(state.message.count) characters")
                 require(state.name == object.metadata.name, "name changed")
-                _ = try? state.serializedBytes() as Data
+                let entry = StatusEntryLimits.clamped(Relay_V1_StatusEntry.with { $0.sequence = 1; $0.object = state })
+                guard case .object(let cut)? = entry.kind else { fatalError("clamping lost the object") }
+                require(cut.message.utf8.count <= StatusEntryLimits.messageBytes && cut.name.utf8.count <= StatusEntryLimits.fieldBytes
+                        && cut.reason.utf8.count <= StatusEntryLimits.fieldBytes, "an object state over the caps")
+                require(StatusEntryLimits.clamped(entry) == entry, "cutting twice changed the object state")
             }
         }
     }

@@ -88,7 +88,7 @@ public struct FluxEventReceiver: Sendable {
             $0.message = payload.message ?? ""
             $0.revision = metadata["revision"] ?? ""
             $0.controller = payload.reportingController ?? ""
-            $0.timestampUnixMs = payload.timestamp.flatMap(RFC3339.parse).map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
+            $0.timestampUnixMs = payload.timestamp.flatMap(RFC3339.parseMilliseconds) ?? 0
             $0.metadata = metadata
         }
     }

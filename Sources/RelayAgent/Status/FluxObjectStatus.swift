@@ -102,7 +102,7 @@ enum FluxStatusReducer {
             $0.message = String((deciding?.message ?? "").prefix(2048))
             $0.revisionApplied = applied
             $0.revisionAttempted = object.status?.lastAttemptedRevision ?? ""
-            $0.lastTransitionUnixMs = ready?.lastTransitionTime.flatMap(RFC3339.parse).map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
+            $0.lastTransitionUnixMs = ready?.lastTransitionTime.flatMap(RFC3339.parseMilliseconds) ?? 0
             $0.source = source
             $0.generation = object.metadata.generation ?? 0
             $0.observedGeneration = object.status?.observedGeneration ?? 0
