@@ -51,8 +51,15 @@ func require(_ condition: Bool, _ message: @autoclosure () -> String, file: Stat
 }
 
 /// A private directory for targets that parse files (memory-backed when /dev/shm exists),
-/// removed at exit.
+/// removed at exit (or by the next run, after a crash).
 let scratchDirectory: URL = {
+    // Directories of runs that crashed (atexit never ran) go first.
+    let base = URL(fileURLWithPath: scratchPath()).deletingLastPathComponent()
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: base.path)) ?? [] where name.hasPrefix("relay-fuzz-") {
+        if let pid = Int32(name.dropFirst("relay-fuzz-".count)), kill(pid, 0) != 0, errno == ESRCH {
+            try? FileManager.default.removeItem(at: base.appendingPathComponent(name))
+        }
+    }
     let url = URL(fileURLWithPath: scratchPath())
     try? FileManager.default.removeItem(at: url)
     try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
