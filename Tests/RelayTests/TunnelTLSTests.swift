@@ -17,17 +17,9 @@ import Testing
     }
 
     @Test func theTunnelAndTheAgentsHTTPSEndpointSpeakOnlyTLS13() throws {
-        let (dir, _, harness) = try RelayHarness.single("tls13")
+        let (dir, harness, fluxPort) = try Self.relayAndHTTPSAgent("tls13", minVersion: nil)
         defer { harness.shutdown(); dir.remove() }
-        let fluxPort = try harness.serveFlux("edge", yaml: """
-            flux:
-              tls: {certFile: \(harness.certificates.serverCertificate.path), keyFile: \(harness.certificates.serverKey.path)}
-
-            """)
-        try harness.startRelay()
-        try harness.startAgent("edge")
         let ca = harness.certificates.caCertificate
-        try harness.waitUntil("flux endpoint up") { try HTTPProbe.request("https://127.0.0.1:\(fluxPort)/healthz", caFile: ca.path).status == 200 }
         for (what, port) in [("tunnel", harness.tunnelPort), ("agent HTTPS endpoint", fluxPort)] {
             #expect(try Self.handshake(port, ca: ca, ["-tls1_3"]), "\(what): TLS 1.3")
             #expect(try !Self.handshake(port, ca: ca, ["-tls1_2"]), "\(what): TLS 1.2 must be refused")
@@ -35,19 +27,27 @@ import Testing
         }
     }
 
-    @Test func minVersion12AllowsOnlyForwardSecretAEADSuites() throws {
-        let (dir, _, harness) = try RelayHarness.single("tls12")
-        defer { harness.shutdown(); dir.remove() }
-        harness.tlsExtraYAML = [#"minVersion: "1.2""#]
+    /// A relay and an agent serving Flux over HTTPS, both at `minVersion` (default: TLS 1.3 only).
+    static func relayAndHTTPSAgent(_ name: String, minVersion: String?) throws -> (TemporaryDirectory, RelayHarness, Int) {
+        let (dir, _, harness) = try RelayHarness.single(name)
+        let version = minVersion.map { ", minVersion: \"\($0)\"" } ?? ""
+        if let minVersion { harness.tlsExtraYAML = ["minVersion: \"\(minVersion)\""] }
         let fluxPort = try harness.serveFlux("edge", yaml: """
             flux:
-              tls: {certFile: \(harness.certificates.serverCertificate.path), keyFile: \(harness.certificates.serverKey.path), minVersion: "1.2"}
+              tls: {certFile: \(harness.certificates.serverCertificate.path), keyFile: \(harness.certificates.serverKey.path)\(version)}
 
             """)
         try harness.startRelay()
         try harness.startAgent("edge")
         let ca = harness.certificates.caCertificate
         try harness.waitUntil("flux endpoint up") { try HTTPProbe.request("https://127.0.0.1:\(fluxPort)/healthz", caFile: ca.path).status == 200 }
+        return (dir, harness, fluxPort)
+    }
+
+    @Test func minVersion12AllowsOnlyForwardSecretAEADSuites() throws {
+        let (dir, harness, fluxPort) = try Self.relayAndHTTPSAgent("tls12", minVersion: "1.2")
+        defer { harness.shutdown(); dir.remove() }
+        let ca = harness.certificates.caCertificate
         for (what, port) in [("tunnel", harness.tunnelPort), ("agent HTTPS endpoint", fluxPort)] {
             #expect(try Self.handshake(port, ca: ca, ["-tls1_3"]), "\(what): TLS 1.3")
             for suite in ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"] {
