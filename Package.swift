@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "RelayServer", targets: ["RelayServer"]),
         .library(name: "RelayAgent", targets: ["RelayAgent"]),
+        .library(name: "Provenance", targets: ["Provenance"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -77,10 +78,20 @@ let package = Package(
             ]
         ),
 
+        // Signatures and bundles: keys, cosign signatures, the OCI manifest both ends compute,
+        // signed statements, the OCI-layout tar. No libgit2: the agent links it.
+        .target(
+            name: "Provenance",
+            dependencies: [
+                "RelayShared",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+
         .target(
             name: "RelayServer",
             dependencies: [
-                "Wire", "ArtifactMirror", "RelayShared",
+                "Wire", "ArtifactMirror", "RelayShared", "Provenance",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -102,7 +113,7 @@ let package = Package(
         .target(
             name: "RelayAgent",
             dependencies: [
-                "Wire", "ArtifactMirror", "RelayShared",
+                "Wire", "ArtifactMirror", "RelayShared", "Provenance",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),
@@ -147,14 +158,14 @@ let package = Package(
         .executableTarget(
             name: "RelayServerCLI",
             dependencies: [
-                "RelayServer", "RelayShared",
+                "RelayServer", "RelayShared", "Provenance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "RelayAgentCLI",
             dependencies: [
-                "RelayAgent", "RelayShared",
+                "RelayAgent", "RelayShared", "Provenance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -185,7 +196,7 @@ let package = Package(
         .testTarget(
             name: "RelayTests",
             dependencies: [
-                "RelayServer", "RelayAgent", "RelayShared", "Wire", "ArtifactMirror",
+                "RelayServer", "RelayAgent", "RelayShared", "Wire", "ArtifactMirror", "Provenance",
                 "RelayServerCLI", "RelayAgentCLI", "ArtifactMirrorCLI",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
