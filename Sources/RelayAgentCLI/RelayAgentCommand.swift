@@ -9,7 +9,7 @@ struct RelayAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-agent",
         abstract: "Receive artifacts from a relay over one outbound TLS connection, verify them and keep them for Flux.",
-        subcommands: [Run.self, List.self, Fetch.self, CheckConfig.self]
+        subcommands: [Run.self, List.self, Fetch.self, CheckConfig.self, Import.self, ExportStatus.self, AgentKeys.self]
     )
 }
 
@@ -28,7 +28,7 @@ struct CheckConfig: ParsableCommand {
 
     func run() throws {
         let resolved = try loadConfig(config)
-        print("ok: relay \(resolved.relay), dataDir \(resolved.dataDirectory.path)"
+        print("ok: " + (resolved.link.map { "relay \($0.relay)" } ?? "offline (no relay), agent \(resolved.name ?? "")") + ", dataDir \(resolved.dataDirectory.path)"
               + (resolved.listen.map { ", listen \($0)" } ?? ""))
     }
 }

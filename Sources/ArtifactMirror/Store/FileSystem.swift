@@ -32,7 +32,7 @@ final class FileLock {
     deinit { unlock() }
 }
 
-enum FileSystem {
+public enum FileSystem {
     static func createDirectory(_ path: String) throws(ArtifactMirrorError) {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -43,7 +43,7 @@ enum FileSystem {
 
     /// Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path`
     /// and fsyncs the directory: readers see the old or the new file, never half of one.
-    static func writeAtomically(_ data: Data, to path: String) throws(ArtifactMirrorError) {
+    public static func writeAtomically(_ data: Data, to path: String) throws(ArtifactMirrorError) {
         let temp = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temp, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .storage(path: temp, detail: errnoText()) }

@@ -1,15 +1,24 @@
 import Foundation
+import Provenance
 import RelayShared
 
 /// `agent.yaml`. Every field is documented in the README.
 public struct AgentConfig: Sendable, ConfigFile {
-    /// The relay's tunnel address, host:port.
-    public var relay: String
-    /// CA bundle (PEM) that signed the relay's certificate.
-    public var caFile: String
-    /// The agent's bearer token.
-    public var tokenFile: String
+    /// The agent's name at the relay. Required without `relay` (bundles name their agent);
+    /// online, the relay's Welcome must name the same agent when it is set.
+    public var name: String?
+    /// The relay's tunnel address, host:port. Without it the agent is offline: it takes
+    /// artifacts only from bundles (`relay-agent import`, `import.inboxDir`).
+    public var relay: String?
+    /// CA bundle (PEM) that signed the relay's certificate (with `relay`).
+    public var caFile: String?
+    /// The agent's bearer token (with `relay`).
+    public var tokenFile: String?
     public var dataDir: String
+    /// Relay signing keys the agent accepts; when set, nothing unsigned is published.
+    public var trust: TrustSettings?
+    /// Offline bundles: the watched inbox.
+    public var importSettings: ImportSettings?
     /// Flux-facing HTTP: OCI registry and artifact URLs, host:port.
     public var listen: String?
     /// Which Flux integrations are on (needs `listen`).
@@ -29,6 +38,22 @@ public struct AgentConfig: Sendable, ConfigFile {
     /// Connection cap and timeouts of the `listen` endpoint.
     public var httpLimits: HTTPLimits.Settings?
 
+    public struct TrustSettings: Sendable, Decodable {
+        /// PEM public keys (`relay-server keys public`), one or more per file.
+        public var relayPublicKeys: [String]
+    }
+
+    public struct ImportSettings: Sendable, Decodable {
+        /// Bundles dropped here are imported by the running agent (default `<dataDir>/inbox`).
+        public var inboxDir: String?
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, relay, caFile, tokenFile, dataDir, trust, listen, flux, clientCertFile, clientKeyFile
+        case reconnectInitial, reconnectMax, keep, keepReplacedFor, journalMaxBytes, httpLimits
+        case importSettings = "import"
+    }
+
     // `load(path:)` and `parse(yaml:baseDirectory:)` come with `ConfigFile`.
     public static let fileName = "agent.yaml"
 
@@ -42,12 +67,40 @@ public struct AgentConfig: Sendable, ConfigFile {
             guard FileManager.default.isReadableFile(atPath: full) else { throw fail(field, "cannot read \(full)") }
             return full
         }
-        guard let relay = HostPort(relay), relay.port > 0 else { throw fail("relay", "expected host:port, e.g. relay.example.com:8443") }
-        let ca = try readable(caFile, "caFile")
+        if let name, !AgentName.isValid(name) { throw fail("name", AgentName.rule) }
         let tlsFiles = TLSFileCheck(configFile: file)
-        try tlsFiles.certificates(ca, field: "caFile")
-        let token: String
-        do { token = try TokenHash.readToken(file: absolute(tokenFile)) } catch { throw fail("tokenFile", error.message) }
+        var link: RelayLink?
+        if let relayText = relay {
+            guard let relay = HostPort(relayText), relay.port > 0 else { throw fail("relay", "expected host:port, e.g. relay.example.com:8443") }
+            guard let caFile else { throw fail("caFile", "required with relay: the CA (PEM) that signed the relay's certificate") }
+            guard let tokenFile else { throw fail("tokenFile", "required with relay: the file holding the agent's token") }
+            let ca = try readable(caFile, "caFile")
+            try tlsFiles.certificates(ca, field: "caFile")
+            let token: String
+            do { token = try TokenHash.readToken(file: absolute(tokenFile)) } catch { throw fail("tokenFile", error.message) }
+            link = RelayLink(relay: relay, caFile: ca, token: token, tokenFile: absolute(tokenFile))
+        } else {
+            guard name != nil else {
+                throw fail("name", "required when relay is not set: an offline agent imports only bundles made for its name")
+            }
+            for (field, value) in [("caFile", caFile), ("tokenFile", tokenFile), ("clientCertFile", clientCertFile)] where value != nil {
+                throw fail(field, "only used with relay; remove it, or set relay")
+            }
+        }
+        var trustedKeys: [TrustedKey]?
+        if let trust {
+            guard !trust.relayPublicKeys.isEmpty else {
+                throw fail("trust.relayPublicKeys", "list at least one PEM public key file (relay-server keys public), or remove trust")
+            }
+            var keys: [TrustedKey] = []
+            for (index, path) in trust.relayPublicKeys.enumerated() {
+                let field = "trust.relayPublicKeys[\(index)]"
+                do { keys += try TrustedKey.load(path: try readable(path, field)) } catch let error as KeyError {
+                    throw fail(field, error.description)
+                } catch let error as ConfigError { throw error } catch { throw fail(field, "\(error)") }
+            }
+            trustedKeys = keys
+        }
         let listenAddress = try listen.map { (text) throws(ConfigError) -> HostPort in
             guard let parsed = HostPort(text) else { throw fail("listen", "expected host:port") }
             return parsed
@@ -55,7 +108,7 @@ public struct AgentConfig: Sendable, ConfigFile {
         if (clientCertFile == nil) != (clientKeyFile == nil) {
             throw fail("clientCertFile", "set clientCertFile and clientKeyFile together")
         }
-        if let clientCertFile, let clientKeyFile {
+        if let clientCertFile, let clientKeyFile, link != nil {
             try tlsFiles.keyPair(certificate: try readable(clientCertFile, "clientCertFile"), certificateField: "clientCertFile",
                                  key: try readable(clientKeyFile, "clientKeyFile"), keyField: "clientKeyFile")
         }
@@ -63,11 +116,16 @@ public struct AgentConfig: Sendable, ConfigFile {
         guard keep >= 2 else { throw fail("keep", "must be at least 2: Flux may still be reading the previous artifact") }
         if let journalMaxBytes, journalMaxBytes < 1 << 20 { throw fail("journalMaxBytes", "must be at least 1048576 (1 MiB)") }
         let fluxConfig = try ResolvedFluxConfig.resolve(flux, listen: listenAddress, fail: fail, absolute: absolute, tlsFiles: tlsFiles)
+        if link != nil {
+            link?.clientCertificate = try clientCertFile.map { (path) throws(ConfigError) in try readable(path, "clientCertFile") }
+            link?.clientKey = try clientKeyFile.map { (path) throws(ConfigError) in try readable(path, "clientKeyFile") }
+        }
+        let dataDirectory = URL(fileURLWithPath: absolute(dataDir))
         return ResolvedAgentConfig(
-            relay: relay, caFile: ca, token: token, tokenFile: absolute(tokenFile), dataDirectory: URL(fileURLWithPath: absolute(dataDir)),
+            name: name, link: link, dataDirectory: dataDirectory,
             listen: listenAddress,
-            clientCertificate: try clientCertFile.map { (path) throws(ConfigError) in try readable(path, "clientCertFile") },
-            clientKey: try clientKeyFile.map { (path) throws(ConfigError) in try readable(path, "clientKeyFile") },
+            trustedRelayKeys: trustedKeys.map(TrustedKeys.init),
+            inboxDirectory: importSettings?.inboxDir.map { URL(fileURLWithPath: absolute($0)) } ?? dataDirectory.appendingPathComponent("inbox"),
             reconnectInitial: reconnectInitial?.duration ?? .milliseconds(500),
             reconnectMax: reconnectMax?.duration ?? .seconds(30), keep: keep,
             keepReplacedFor: keepReplacedFor?.duration ?? .seconds(60), journalMaxBytes: journalMaxBytes ?? 32 << 20,
@@ -75,16 +133,43 @@ public struct AgentConfig: Sendable, ConfigFile {
     }
 }
 
-public struct ResolvedAgentConfig: Sendable {
+/// How an online agent reaches its relay.
+public struct RelayLink: Sendable {
     public var relay: HostPort
     public var caFile: String
     public var token: String
     /// Re-read for every call: a rotated token is picked up without a restart.
     public var tokenFile: String
-    public var dataDirectory: URL
-    public var listen: HostPort?
     public var clientCertificate: String?
     public var clientKey: String?
+}
+
+/// Agent names as the relay allows them.
+public enum AgentName {
+    public static let rule = "1-63 characters of a-z, 0-9, '-', '.', '_'"
+    public static func isValid(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 63 && name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || "-._".contains($0)) }
+    }
+}
+
+public struct ResolvedAgentConfig: Sendable {
+    /// The agent's name (`name`); online, the relay's Welcome tells it when unset.
+    public var name: String?
+    /// Nil for an offline agent (no `relay`): bundles only.
+    public var link: RelayLink?
+    public var dataDirectory: URL
+    public var listen: HostPort?
+    /// With `trust`: the relay keys whose signature every published artifact must carry.
+    public var trustedRelayKeys: TrustedKeys?
+    /// Watched for bundles by the running agent.
+    public var inboxDirectory: URL
+    // The link's parts (meaningful only with a link: the tunnel runs only then).
+    public var relay: HostPort { link?.relay ?? HostPort(host: "127.0.0.1", port: 0) }
+    public var caFile: String { link?.caFile ?? "" }
+    public var token: String { link?.token ?? "" }
+    public var tokenFile: String { link?.tokenFile ?? "" }
+    public var clientCertificate: String? { link?.clientCertificate }
+    public var clientKey: String? { link?.clientKey }
     public var reconnectInitial: Duration
     public var reconnectMax: Duration
     public var keep: Int

@@ -78,6 +78,13 @@ public final class AgentRuntime: Sendable {
     /// Runs sessions until cancelled. A drain that names another relay sends the next
     /// session there; if that relay cannot be reached, the one after goes back to `relay`.
     public func run() async {
+        guard config.link != nil else {
+            // Offline: no tunnel; artifacts arrive in bundles. Wait for the stop.
+            logger.notice("no relay configured: offline mode, artifacts come only from bundles",
+                          metadata: ["inbox": "\(config.inboxDirectory.path)"])
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+            return
+        }
         var backoff = Backoff(initial: config.reconnectInitial, maximum: config.reconnectMax)
         var target = config.relay
         while !Task.isCancelled {

@@ -1,6 +1,7 @@
 import ArtifactMirror
 import Foundation
 import RelayShared
+import Provenance
 
 /// `relay.yaml`: everything relay-server needs. Every field is documented in the README.
 public struct ServerConfig: Sendable, Decodable {
@@ -101,6 +102,16 @@ public struct ServerConfig: Sendable, Decodable {
     public var httpLimits: HTTPLimits.Settings?
     /// How long status history is kept (`status.retention`).
     public var status: StatusSettings?
+    /// The key that signs every artifact's manifest and every bundle (`signing.keyFile`).
+    public var signing: SigningSettings?
+
+    public struct SigningSettings: Sendable, Decodable {
+        /// PEM ECDSA P-256 private key; default `<dataDir>/signing/relay.key`, created on first start.
+        public var keyFile: String?
+        /// Public keys of retired signing keys, still printed by `relay-server keys public`
+        /// so agents keep accepting what they signed until the files are removed from here.
+        public var previousPublicKeys: [String]?
+    }
 
     public struct Reader: Sendable, Decodable {
         public var name: String
@@ -167,6 +178,12 @@ public struct ResolvedServerConfig: Sendable {
     public var publicURL: String?
     public var httpLimits: HTTPLimits = .relayDefaults
     public var statusRetention = StatusRetention.Policy()
+    /// The signing key's file (created on first start when it is the default and missing).
+    public var signingKeyFile: String = ""
+    /// Whether `signingKeyFile` is the default under dataDir (then the relay may create it).
+    public var signingKeyIsDefault = true
+    /// Retired keys' public halves (`signing.previousPublicKeys`).
+    public var previousSigningKeys: [TrustedKey] = []
 }
 
 /// The tunnel's explicit limits (all configurable under `limits:`).
@@ -357,6 +374,21 @@ extension ServerConfig: ConfigFile {
             resolvedLimits.maxMessageBytes = resolvedLimits.maxChunkBytes + 4096
         }
 
+        if let keyFile = signing?.keyFile {
+            let path = try readable(keyFile, "signing.keyFile")
+            do { _ = try SigningKey.load(path: path) } catch { throw fail("signing.keyFile", error.description) }
+        }
+        func previousKeys() throws(ConfigError) -> [TrustedKey] {
+            var keys: [TrustedKey] = []
+            for (index, file) in (signing?.previousPublicKeys ?? []).enumerated() {
+                let field = "signing.previousPublicKeys[\(index)]"
+                do { keys += try TrustedKey.load(path: try readable(file, field)) } catch let error as KeyError {
+                    throw fail(field, error.description)
+                } catch let error as ConfigError { throw error } catch { throw fail(field, "\(error)") }
+            }
+            return keys
+        }
+
         return ResolvedServerConfig(
             listen: listen, http: http, certificateFile: cert, keyFile: key, clientCAFile: clientCA,
             bindClientCertificate: bindClientCertificate, tlsMinimumVersion: tlsMinimumVersion,
@@ -365,7 +397,10 @@ extension ServerConfig: ConfigFile {
             drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), drainRedirect: redirect, readers: resolvedReaders,
             notifications: resolvedNotifications, publicURL: publicURL,
             httpLimits: try HTTPLimits.resolve(httpLimits, defaults: .relayDefaults, file: file),
-            statusRetention: try StatusRetention.Policy.resolve(status?.retention, fail: fail))
+            statusRetention: try StatusRetention.Policy.resolve(status?.retention, fail: fail),
+            signingKeyFile: signing?.keyFile.map(absolute) ?? URL(fileURLWithPath: absolute(dataDir)).appendingPathComponent("signing/relay.key").path,
+            signingKeyIsDefault: signing?.keyFile == nil,
+            previousSigningKeys: try previousKeys())
     }
 
     static func isValidName(_ name: String) -> Bool {

@@ -1,0 +1,60 @@
+import Foundation
+import Logging
+import Provenance
+import Synchronization
+
+/// The relay's signing key and the signatures it made: every artifact's OCI manifest (the
+/// one the agent serves, computed from the same description the agent receives) is signed
+/// once, in cosign's format, and the signature is reused for every agent and bundle.
+public final class RelaySigner: Sendable {
+    public let key: SigningKey
+    /// Retired keys' public halves: still listed by `relay-server keys public`.
+    public let previousKeys: [TrustedKey]
+    private let cache = Mutex<[String: CosignSignature]>([:])
+
+    public init(key: SigningKey, previousKeys: [TrustedKey] = []) {
+        self.key = key
+        self.previousKeys = previousKeys
+    }
+
+    /// Loads `config.signingKeyFile`, creating it when it is the default one and missing.
+    public static func load(_ config: ResolvedServerConfig, logger: Logger? = nil) throws -> RelaySigner {
+        let key: SigningKey
+        if config.signingKeyIsDefault {
+            let (loaded, created) = try SigningKey.loadOrCreate(path: config.signingKeyFile)
+            if created {
+                logger?.notice("created the relay's signing key; give agents its public key (relay-server keys public)",
+                               metadata: ["file": "\(config.signingKeyFile)", "key": "\(loaded.publicKey.id)"])
+            }
+            key = loaded
+        } else {
+            key = try SigningKey.load(path: config.signingKeyFile)
+        }
+        return RelaySigner(key: key, previousKeys: config.previousSigningKeys)
+    }
+
+    /// Every public key agents should trust: the current one first.
+    public var publicKeys: [TrustedKey] { [key.publicKey] + previousKeys.filter { $0 != key.publicKey } }
+
+    /// The signature of `manifest`, made once per manifest digest.
+    public func signature(for manifest: OCIManifest, source: String) -> CosignSignature {
+        if let cached = cache.withLock({ $0[manifest.digest] }) { return cached }
+        let signature = CosignSignature.sign(manifestDigest: manifest.digest, dockerReference: source, key: key)
+        cache.withLock { cache in
+            if cache.count > 4096 { cache.removeAll() }  // a bound; re-signing is cheap
+            cache[manifest.digest] = signature
+        }
+        return signature
+    }
+
+    /// The manifest the agent will serve for `artifact` as DesiredState describes it (its
+    /// packaging time in whole milliseconds, as the wire carries it).
+    public static func manifest(for artifact: PackagedArtifact) -> OCIManifest {
+        OCIManifest(revision: artifact.revision, origin: artifact.origin.isEmpty ? artifact.source : artifact.origin,
+                    digest: artifact.digest, size: artifact.size, createdUnixMs: wireMilliseconds(artifact.createdAt),
+                    fallback: artifact.createdAt)
+    }
+
+    /// The packaging time as DesiredState carries it.
+    public static func wireMilliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+}
