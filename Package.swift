@@ -193,6 +193,7 @@ let package = Package(
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
+        .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "RelayTests",
             dependencies: [
