@@ -48,16 +48,18 @@ public enum RelayServerApp {
             }
         }
 
-        let statusFeed = StatusFeed()
+        let statusFeed = StatusFeed(after: try await registry.latestStatusID())
         // The tunnel's own TLS (see TunnelListener): TLS 1.3 unless tls.minVersion says 1.2,
         // and with tls.bindClientCertificate each connection's certificate names kept for the calls.
         let certificateNames = ClientCertificateNames()
         let tunnelTLS = try TunnelListener.makeContext(certificateFile: config.certificateFile, keyFile: config.keyFile,
                                                        clientCAFile: config.clientCAFile, minimumVersion: config.tlsMinimumVersion)
         let registryFailure = RegistryFailure(directory: data.path)
+        // Created on first start (the default key under dataDir); agents with `trust` need its public key.
+        let signer = try RelaySigner.load(config, logger: logger)
         let tunnel = TunnelService(authenticator: AgentAuthenticator(registry: registry), hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(),
-                                   faults: FaultInjection(), logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
+                                   faults: FaultInjection(), signer: signer, logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
                                    authFailures: authFailures,
                                    presence: AgentPresence(registry: registry, failure: registryFailure), registryFailure: registryFailure,
                                    boundCertificates: config.bindClientCertificate ? certificateNames : nil)
@@ -87,7 +89,7 @@ public enum RelayServerApp {
 
         logger.info("relay-server starting", metadata: [
             "tunnel": "\(config.listen)", "http": "\(config.http)", "sources": "\(config.sources.count)",
-            "agents": "\(config.agents.count)", "dataDir": "\(data.path)",
+            "agents": "\(config.agents.count)", "dataDir": "\(data.path)", "signingKey": "\(signer.key.publicKey.id)",
         ])
         let group = ServiceGroup(configuration: .init(
             services: [
@@ -97,6 +99,7 @@ public enum RelayServerApp {
                 .init(service: authFailures),
                 .init(service: SchedulerService(scheduler: scheduler)),
                 .init(service: StatusRetention(registry: registry, policy: config.statusRetention, logger: logger)),
+                .init(service: StatusFeedFollower(feed: statusFeed, registry: registry)),
                 .init(service: NotifierService(notifier: Notifier(
                     registry: registry, feed: statusFeed, sources: config.sources, notifications: config.notifications,
                     publicURL: config.publicURL, logger: logger))),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Provenance
 import RelayServer
 import RelayShared
 
@@ -14,7 +15,7 @@ struct Agents: ParsableCommand {
             put it in the agent's tokenFile (the agent picks it up without reconnecting), then revoke \
             the old one.
             """,
-        subcommands: [Create.self, List.self, Rotate.self, Revoke.self, Delete.self])
+        subcommands: [Create.self, List.self, Rotate.self, Revoke.self, Delete.self, Trust.self])
 
     struct Options: ParsableArguments {
         @Option(help: "Path to relay.yaml (for the data directory and the source names).")
@@ -31,6 +32,9 @@ struct Agents: ParsableCommand {
 
     static func run(_ body: () throws -> Void) throws {
         do { try body() } catch let error as AgentAdminError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        } catch let error as AgentKeyError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)
         }
@@ -120,6 +124,44 @@ struct Agents: ParsableCommand {
             try Agents.run {
                 try registry.deleteAgent(name)
                 print("deleted agent \(name)")
+            }
+        }
+    }
+    struct Trust: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Trust an agent's public key for its status bundles (relay-agent keys public), or remove one.",
+            discussion: """
+                An agent may have several trusted keys (a new disk, a rotation): `bundle import` accepts a \
+                status bundle signed by any of them. `--list` shows them; `--remove KEYID` takes one away.
+                """)
+        @OptionGroup var options: Options
+        @Argument(help: "Agent name.") var name: String
+        @Argument(help: "PEM public key file (relay-agent keys public).") var keyFile: String?
+        @Option(help: "Remove the trusted key with this id instead.") var remove: String?
+        @Flag(help: "List the agent's trusted keys.") var list = false
+
+        func validate() throws {
+            guard [keyFile != nil, remove != nil, list].filter({ $0 }).count == 1 else {
+                throw ValidationError("give one of: a public key file, --remove KEYID, --list")
+            }
+        }
+
+        func run() throws {
+            let (registry, _) = try options.registry()
+            try Agents.run {
+                if list {
+                    for key in try registry.agentKeyList(name) { print("\(key.keyID)  added \(key.addedAt)") }
+                } else if let remove {
+                    try registry.removeAgentKey(agent: name, keyID: remove)
+                    print("removed key \(remove) of \(name)")
+                } else if let keyFile {
+                    let keys: [TrustedKey]
+                    do { keys = try TrustedKey.load(path: keyFile) } catch {
+                        throw ValidationError("\(error)")
+                    }
+                    let added = try registry.trustAgentKeys(agent: name, keys: keys)
+                    for key in keys { print("\(key.id)  \(added.contains(key.id) ? "trusted" : "already trusted") for \(name)") }
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Provenance
 import Testing
 import Yams
 
@@ -107,5 +108,22 @@ extension DeployExamplesTests {
         let output = try runProcess(python, [Self.script, "--file", broken.path], timeout: 120, allowFailure: true)
         #expect(output.status == 1)
         #expect(output.stdout.contains("spec.replicas"), "\(output.stdout)")
+    }
+}
+
+extension DeployExamplesTests {
+    /// The OCIRepository verifies the relay's cosign signature with the key in the Secret it
+    /// names (a `.pub` data key holding one PEM PUBLIC KEY, as Flux reads it).
+    @Test func ociExampleVerifiesTheRelaysSignatureWithTheSecretsPublicKey() throws {
+        let objects = try Self.build("oci")
+        let spec = try #require(Self.find(objects, "OCIRepository")?["spec"] as? [String: Any])
+        let verify = try #require(spec["verify"] as? [String: Any])
+        #expect(verify["provider"] as? String == "cosign")
+        let secretName = try #require((verify["secretRef"] as? [String: Any])?["name"] as? String)
+        let secret = try #require(objects.first { $0["kind"] as? String == "Secret" && ($0["metadata"] as? [String: Any])?["name"] as? String == secretName })
+        let data = try #require(secret["stringData"] as? [String: String])
+        let keys = data.filter { $0.key.hasSuffix(".pub") }
+        #expect(keys.count == 1)
+        #expect(try TrustedKey.parse(pem: try #require(keys.first?.value), path: "relay.pub").count == 1)
     }
 }

@@ -102,7 +102,8 @@ import Testing
         #expect(Data(raw.stdout.utf8) == get.body)
         let tagsOut = try runProcess(skopeo, ["list-tags", "--tls-verify=false", "docker://127.0.0.1:\(setup.port)/podinfo"])
         let tags = try #require(try JSONSerialization.jsonObject(with: Data(tagsOut.stdout.utf8)) as? [String: Any])["Tags"] as? [String]
-        #expect(Set(tags ?? []) == ["latest", "main", String(commit.prefix(7))])
+        // The revision's tags, and the relay's cosign signature of the manifest.
+        #expect(Set(tags ?? []) == ["latest", "main", String(commit.prefix(7)), "sha256-\(manifestDigest.dropFirst(7)).sig"])
         let copied = setup.dir.appending("skopeo-copy")
         _ = try runProcess(skopeo, ["copy", "--src-tls-verify=false", reference, "dir:\(copied.path)"], timeout: 120)
         let layerCopy = try Data(contentsOf: copied.appendingPathComponent(String(artifact.digest.dropFirst(7))))

@@ -15,6 +15,11 @@ public struct FluxCatalog: Sendable {
         public let manifests: [String: OCIManifest]
         /// Layer digest → size: the blobs this repository may serve besides its config.
         public let layers: [String: UInt64]
+        /// The relay's cosign signatures, as `cosign sign` stores them: signature manifest
+        /// digest → its bytes (tagged `sha256-<hex>.sig` after the signed manifest).
+        public let signatureManifests: [String: Data]
+        /// Digest → bytes of the signatures' config and payload blobs (small, kept in memory).
+        public let signatureBlobs: [String: Data]
     }
 
     public let repositories: [String: Repository]
@@ -25,8 +30,13 @@ public struct FluxCatalog: Sendable {
 
     public static let empty = FluxCatalog(records: [], repositoryPrefix: nil)
 
-    /// `records` in the store's order: per source, most recent first.
-    public init(records: [ArtifactRecord], repositoryPrefix: String?) {
+    /// Digests of every manifest served (what stored signatures may be kept for).
+    public var manifestDigests: Set<String> { Set(repositories.values.flatMap(\.manifests.keys)) }
+
+    /// `records` in the store's order: per source, most recent first. `signature` gives the
+    /// relay's signature of a manifest digest, when one is stored.
+    public init(records: [ArtifactRecord], repositoryPrefix: String?,
+                signature: (String) -> CosignSignature? = { _ in nil }) {
         var bySource: [String: [ArtifactRecord]] = [:]
         var order: [String] = []
         for record in records {
@@ -42,6 +52,8 @@ public struct FluxCatalog: Sendable {
             var tags: [String: String] = [:]
             var manifests: [String: OCIManifest] = [:]
             var layers: [String: UInt64] = [:]
+            var signatureManifests: [String: Data] = [:]
+            var signatureBlobs: [String: Data] = [:]
             for (index, record) in records.enumerated() {
                 let manifest = OCIManifest(record: record)
                 manifests[manifest.digest] = manifest
@@ -50,8 +62,17 @@ public struct FluxCatalog: Sendable {
                 var names = OCINames.tags(forRevision: record.revision, commit: record.commit)
                 if index == 0 { names.insert("latest", at: 0) }
                 for tag in names where tags[tag] == nil { tags[tag] = manifest.digest }
+                if let signature = signature(manifest.digest) {
+                    let bytes = signature.manifestBytes
+                    let digest = OCIManifest.digest(of: bytes)
+                    signatureManifests[digest] = bytes
+                    tags[CosignSignature.tag(forManifest: manifest.digest)] = digest
+                    signatureBlobs[signature.payloadDigest] = signature.payload
+                    signatureBlobs[signature.configDigest] = signature.configBytes
+                }
             }
-            repositories[name] = Repository(name: name, source: source, tags: tags, manifests: manifests, layers: layers)
+            repositories[name] = Repository(name: name, source: source, tags: tags, manifests: manifests, layers: layers,
+                                             signatureManifests: signatureManifests, signatureBlobs: signatureBlobs)
         }
         self.repositories = repositories
         self.current = current
@@ -65,10 +86,13 @@ public final class CatalogHolder: Sendable {
     private let loaded = Atomic<Bool>(false)
     let store: ArtifactStore
     let repositoryPrefix: String?
+    /// The relay's signatures served beside the artifacts (none when nil).
+    let signatures: SignatureStore?
 
-    public init(store: ArtifactStore, repositoryPrefix: String?) {
+    public init(store: ArtifactStore, repositoryPrefix: String?, signatures: SignatureStore? = nil) {
         self.store = store
         self.repositoryPrefix = repositoryPrefix
+        self.signatures = signatures
     }
 
     public var catalog: FluxCatalog { value.withLock { $0 } }
@@ -77,9 +101,14 @@ public final class CatalogHolder: Sendable {
 
     /// Re-reads the store's index.
     public func reload() throws {
-        let catalog = FluxCatalog(records: try store.allRecords(), repositoryPrefix: repositoryPrefix)
+        let catalog = FluxCatalog(records: try store.allRecords(), repositoryPrefix: repositoryPrefix) { [signatures] in
+            signatures?.signature(forManifest: $0)
+        }
         value.withLock { $0 = catalog }
         loaded.store(true, ordering: .releasing)
+        // Signatures of manifests no longer served go (one directory listing; recent files
+        // stay: a signature is written just before its artifact is published).
+        signatures?.prune(keeping: catalog.manifestDigests)
     }
 
     public func path(forDigest digest: String) -> String { store.path(forDigest: digest).path }

@@ -133,6 +133,12 @@ public struct FluxEndpoint: Sendable {
                 return try await blob(name: name, digest: digest, head: head, context: context)
             case .tags(let name):
                 return try tags(name: name, request: request, head: head)
+            case .referrers(let name, _):
+                // No referrers API: 404 sends cosign and Flux to the `sha256-<hex>.sig` tag.
+                _ = try repository(name)
+                return OCIError(status: .notFound, code: .unsupported,
+                                message: "the referrers API is not served here; signatures are under the tag sha256-<hex>.sig")
+                    .response(head: head)
             case .token, .notFound:
                 return OCIError(status: .notFound, code: .unsupported, message: "no such endpoint").response(head: head)
             }
@@ -165,16 +171,17 @@ public struct FluxEndpoint: Sendable {
             }
             digest = tagged
         }
-        guard let manifest = repository.manifests[digest] else {
+        // An artifact's manifest, or the relay's cosign signature of one (`sha256-<hex>.sig`).
+        guard let bytes = repository.manifests[digest]?.bytes ?? repository.signatureManifests[digest] else {
             throw OCIError(status: .notFound, code: .manifestUnknown, message: "manifest unknown", detail: ["digest": digest])
         }
         var headers = HTTPFields()
         headers[.contentType] = OCIManifest.manifestMediaType
-        headers[.contentLength] = String(manifest.bytes.count)
-        headers[FluxHeaders.contentDigest] = manifest.digest
-        headers[.eTag] = "\"\(manifest.digest)\""
+        headers[.contentLength] = String(bytes.count)
+        headers[FluxHeaders.contentDigest] = digest
+        headers[.eTag] = "\"\(digest)\""
         headers[FluxHeaders.apiVersion] = "registry/2.0"
-        return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: manifest.bytes)))
+        return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     private func blob(name: String, digest: String, head: Bool, context: some RequestContext) async throws -> Response {
@@ -187,6 +194,11 @@ public struct FluxEndpoint: Sendable {
             var headers = blobHeaders(digest: digest, size: UInt64(OCIManifest.configBytes.count))
             headers[.contentType] = OCIManifest.configMediaType
             return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: OCIManifest.configBytes)))
+        }
+        if let small = repository.signatureBlobs[digest] {
+            var headers = blobHeaders(digest: digest, size: UInt64(small.count))
+            headers[.contentType] = "application/octet-stream"
+            return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: small)))
         }
         guard let size = repository.layers[digest] else {
             throw OCIError(status: .notFound, code: .blobUnknown, message: "blob unknown to registry", detail: ["digest": digest])

@@ -6,6 +6,8 @@ enum OCIRoute: Equatable {
     case manifest(name: String, reference: String)
     case blob(name: String, digest: String)
     case tags(name: String)
+    /// `GET /v2/<name>/referrers/<digest>` (OCI 1.1), which this registry answers with 404.
+    case referrers(name: String, digest: String)
     /// A token request for Bearer pull authentication.
     case token
     case notFound
@@ -23,6 +25,9 @@ enum OCIRoute: Equatable {
         }
         if let range = rest.range(of: "/blobs/", options: .backwards) {
             return .blob(name: String(rest[..<range.lowerBound]), digest: String(rest[range.upperBound...]))
+        }
+        if let range = rest.range(of: "/referrers/", options: .backwards), !rest[range.upperBound...].contains("/") {
+            return .referrers(name: String(rest[..<range.lowerBound]), digest: String(rest[range.upperBound...]))
         }
         return .notFound
     }

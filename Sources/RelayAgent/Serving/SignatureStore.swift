@@ -36,11 +36,15 @@ public struct SignatureStore: Sendable {
         return found
     }
 
-    /// Deletes signatures of manifests no longer served.
-    public func prune(keeping digests: Set<String>) {
+    /// Deletes signatures of manifests no longer served, except those written in the last
+    /// `grace` seconds (saved for an artifact that is being published right now).
+    public func prune(keeping digests: Set<String>, grace: TimeInterval = 600) {
         let keep = Set(digests.map { $0.replacingOccurrences(of: "sha256:", with: "") + ".json" })
+        let cutoff = Date().addingTimeInterval(-grace)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasSuffix(".json") && !keep.contains(name) {
-            unlink(directory.appendingPathComponent(name).path)
+            let path = directory.appendingPathComponent(name).path
+            let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? .distantPast
+            if modified < cutoff { unlink(path) }
         }
     }
 }

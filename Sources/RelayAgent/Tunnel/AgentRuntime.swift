@@ -16,6 +16,8 @@ public final class AgentRuntime: Sendable {
     let config: ResolvedAgentConfig
     let store: ArtifactStore
     let fetcher: ArtifactFetcher
+    /// The relay's signatures: required with `trust`, stored (and served to Flux) always.
+    public let signatureCheck: RelaySignatureCheck
     let logger: Logger
     /// Every artifact made current (fetched, re-recorded or rolled back to) is announced here.
     public let publications = Publications()
@@ -41,8 +43,9 @@ public final class AgentRuntime: Sendable {
         self.logger = logger
         store = try ArtifactStore(root: config.dataDirectory.appendingPathComponent("store"), retention: config.keep,
                                   replacedGrace: Double(config.keepReplacedFor.milliseconds) / 1000)
+        signatureCheck = try RelaySignatureCheck(config: config)
         fetcher = ArtifactFetcher(store: store, partialDirectory: config.dataDirectory.appendingPathComponent("partial"),
-                                  logger: logger)
+                                  signatureCheck: signatureCheck, logger: logger)
     }
 
     /// Deletes temporary files a killed agent left in its store (see
@@ -342,13 +345,24 @@ public final class AgentRuntime: Sendable {
                 if held.contains(wanted) {
                     // Held already. If the relay went back to it (a rollback), make it current again.
                     if current[artifact.source] != wanted, let existing = records.first(where: { key($0.source, $0.revision, $0.digest) == wanted }) {
-                        _ = try store.recordExisting(existing)
+                        // Served as the relay describes (and signed) it now.
+                        let described = ArtifactRecord(artifact, files: existing.files)
+                        let record = OCIManifest(record: existing) == OCIManifest(record: described) ? existing : described
+                        try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature)
+                        _ = try store.recordExisting(record)
+                        publications.announce(record)
+                    } else if let existing = records.first(where: { key($0.source, $0.revision, $0.digest) == wanted }),
+                              signatureCheck.storeIfMissing(existing, claimedManifestDigest: artifact.manifestDigest,
+                                                            signature: artifact.cosignSignature) {
+                        // Published before its signature was kept (an upgraded agent): serve the `.sig` tag now.
                         publications.announce(existing)
                     }
                 } else if heldDigests.contains(artifact.digest) {
                     // Same bytes under a new source or revision: no download.
                     let files = records.first { $0.digest == artifact.digest }?.files ?? 0
-                    if let record = try store.recordExisting(ArtifactRecord(artifact, files: files)) { publications.announce(record) }
+                    let described = ArtifactRecord(artifact, files: files)
+                    try signatureCheck.admit(described, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature)
+                    if let record = try store.recordExisting(described) { publications.announce(record) }
                     post.yield(Self.ack(artifact))
                 } else {
                     missing.append(artifact)

@@ -51,6 +51,8 @@ enum FetchError: Error, CustomStringConvertible {
 struct ArtifactFetcher: Sendable {
     let store: ArtifactStore
     let partialDirectory: URL
+    /// The relay's signature: checked before any byte is fetched, stored before publishing.
+    let signatureCheck: RelaySignatureCheck
     let logger: Logger
     /// Damaged-chunk retries within one fetch before giving up to the session.
     let chunkRetries = 5
@@ -67,6 +69,9 @@ struct ArtifactFetcher: Sendable {
         if limits.maxArtifactBytes > 0, artifact.size > limits.maxArtifactBytes {
             throw FetchError.tooLarge(artifact.size, limit: limits.maxArtifactBytes)
         }
+        // With trust: an artifact whose signature does not hold is refused before its download.
+        _ = try signatureCheck.check(ArtifactRecord(artifact, files: 0), claimedManifestDigest: artifact.manifestDigest,
+                                     signature: artifact.cosignSignature)
         try FileManager.default.createDirectory(at: partialDirectory, withIntermediateDirectories: true)
         let path = partialPath(for: artifact.digest)
         let file = try PartialFile(path: path, expectedSize: artifact.size)
@@ -109,6 +114,8 @@ struct ArtifactFetcher: Sendable {
         }
         let record = ArtifactRecord(artifact, files: report.files)
         file.close()
+        // The signature of exactly the manifest served for this record, on disk before it is.
+        try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature)
         let published = try store.publish(verifiedFile: path, record: record)
         AgentMetrics.published.increment()
         return published

@@ -35,16 +35,26 @@ final class FetchFailures: Sendable {
     private let reported = Mutex<[String: String]>([:])  // digest → code last reported
 
     func failed(_ artifact: Relay_V1_Artifact, error: any Error, retryIn delay: Duration, incidents: AgentIncidents) {
-        AgentMetrics.fetchFailures.increment()
         let code = Self.code(error)
         let transient = code == "unavailable" || code == "cancelled"
         let first = reported.withLock { reported in
             defer { reported[artifact.digest] = code }
             return reported[artifact.digest] != code
         }
-        let message = "fetching \(artifact.source) \(artifact.revision) failed: \(error); retrying in \(delay.milliseconds) ms"
+        let message: String
+        let reason: String
+        if let refusal = error as? SignatureFailure {
+            // Not published (trust.relayPublicKeys): counted apart from fetch failures.
+            RelaySignatureCheck.countRefusal(refusal)
+            reason = "SignatureRefused"
+            message = "refused \(artifact.source) \(artifact.revision): \(refusal); nothing was published; checking again in \(delay.milliseconds) ms"
+        } else {
+            AgentMetrics.fetchFailures.increment()
+            reason = "FetchFailed"
+            message = "fetching \(artifact.source) \(artifact.revision) failed: \(error); retrying in \(delay.milliseconds) ms"
+        }
         if first && !transient {
-            incidents.report(code: code, reason: "FetchFailed", source: artifact.source, revision: artifact.revision,
+            incidents.report(code: code, reason: reason, source: artifact.source, revision: artifact.revision,
                              digest: artifact.digest, message: message)
         } else {
             incidents.logger.warning("\(message)", metadata: ["code": "\(code)", "digest": "\(artifact.digest)"])
@@ -59,6 +69,7 @@ final class FetchFailures: Sendable {
     static func code(_ error: any Error) -> String {
         switch error {
         case let error as FetchError: error.code
+        case let error as SignatureFailure: error.code
         case let error as RPCError: "\(error.code)"
         case is ArtifactMirrorError: "storage"
         default: "error"

@@ -10,7 +10,9 @@ import ServiceLifecycle
 /// with the token as password, or `access_token=<token>` in the query (for EventSource and
 /// the page, which cannot set headers).
 ///
-/// - `GET /api/v1/agents`: agents, connected or not, last heard, version, granted sources.
+/// - `GET /api/v1/agents`: agents, connected or not, last heard, version, granted sources;
+///   `offline` (last bundle exported, last status bundle imported, newest status) and
+///   `newestStatusAgeSeconds` when the agent has any.
 /// - `GET /api/v1/agents/{agent}/objects`: the Flux objects the agent reported, latest state.
 /// - `GET /api/v1/sources/{source}/revisions?limit=&before=`: revisions, newest first, with, per
 ///   agent, delivered / applied / healthy; paged (`Link: rel="next"`).

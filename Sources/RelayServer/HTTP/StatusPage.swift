@@ -57,8 +57,16 @@ enum StatusPage {
       const body = document.querySelector("#matrix tbody");
       body.replaceChildren(...o.agents.map((a) => {
         const row = el("tr", { "data-agent": a.name });
-        row.append(el("th", { class: "agent " + (a.connected ? "online" : "offline") }, a.name,
-          el("span", { class: "heard" }, a.connected ? "connected" : "offline · last heard " + ago(a.lastHeard))));
+        const head = el("th", { class: "agent " + (a.connected ? "online" : "offline") }, a.name,
+          el("span", { class: "heard" }, a.connected ? "connected" : "offline · last heard " + ago(a.lastHeard)));
+        const t = a.offline;
+        if (t && (t.lastBundleExport || t.lastStatusImport)) {
+          head.append(el("span", { class: "heard transfer" },
+            "bundle " + (t.lastBundleExport ? "#" + t.lastBundleExport.sequence + " exported " + ago(t.lastBundleExport.createdAt) : "never exported")
+            + " · status imported " + ago(t.lastStatusImport && t.lastStatusImport.importedAt)));
+        }
+        if (t && t.newestStatusAt) head.append(el("span", { class: "heard newest" }, "newest status " + ago(t.newestStatusAt).replace(" ago", " old")));
+        row.append(head);
         for (const s of o.sources) {
           const c = o.cells.find((x) => x.agent === a.name && x.source === s);
           if (!c) { row.append(el("td", { class: "cell", "data-source": s }, el("span", { class: "state none" }, "not granted"))); continue; }

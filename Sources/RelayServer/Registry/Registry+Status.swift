@@ -284,6 +284,11 @@ public struct AgentSummary: Sendable, Codable, Equatable {
     public var lastHeard: Date?
     public var version: String?
     public var sources: [String]
+    /// Offline transfer (air gap): the last bundle exported and status bundle imported, and
+    /// the newest status held from the agent. Nil when none of these exists.
+    public var offline: OfflineTransfer?
+    /// Seconds from the agent's newest status (`offline.newestStatusAt`) to now.
+    public var newestStatusAgeSeconds: Double?
 }
 
 extension Registry {
@@ -292,11 +297,15 @@ extension Registry {
             let grants = try Row.fetchAll(db, sql: "SELECT agent, source FROM grant_ ORDER BY source")
             var sources: [String: [String]] = [:]
             for row in grants { sources[row["agent"], default: []].append(row["source"]) }
+            let transfers = try offlineTransfers(db)
+            let now = Date()
             return try Row.fetchAll(db, sql: "SELECT * FROM agent ORDER BY name").map { row in
                 let seen: Int64? = row["last_seen_ms"]
+                let transfer = transfers[row["name"]]
                 return AgentSummary(name: row["name"], connected: (row["connected"] as Int64) != 0,
                                     lastHeard: seen.map { Date(timeIntervalSince1970: Double($0) / 1000) }, version: row["version"],
-                                    sources: sources[row["name"]] ?? [])
+                                    sources: sources[row["name"]] ?? [], offline: transfer,
+                                    newestStatusAgeSeconds: transfer?.newestStatusAt.map { max(0, now.timeIntervalSince($0)) })
             }
         }
     }

@@ -141,6 +141,7 @@ public final class Registry: Sendable {
                 """)
         }
         registerTokenMigration(&migrator)
+        registerAgentKeyMigration(&migrator)
         return migrator
     }
 

@@ -8,7 +8,8 @@ import Synchronization
 /// once, in cosign's format, and the signature is reused for every agent and bundle.
 public final class RelaySigner: Sendable {
     public let key: SigningKey
-    /// Retired keys' public halves: still listed by `relay-server keys public`.
+    /// Retired keys' public halves (signing.previousPublicKeys, then keys retired by
+    /// `relay-server keys rotate`): still listed by `relay-server keys public`.
     public let previousKeys: [TrustedKey]
     private let cache = Mutex<[String: CosignSignature]>([:])
 
@@ -30,7 +31,8 @@ public final class RelaySigner: Sendable {
         } else {
             key = try SigningKey.load(path: config.signingKeyFile)
         }
-        return RelaySigner(key: key, previousKeys: config.previousSigningKeys)
+        // Keys retired by `relay-server keys rotate` stay listed until `keys remove`.
+        return RelaySigner(key: key, previousKeys: config.previousSigningKeys + (try SigningKeyRotation.retiredKeys(config)))
     }
 
     /// Every public key agents should trust: the current one first.

@@ -1,4 +1,6 @@
 import Foundation
+import GRDB
+import ServiceLifecycle
 import Synchronization
 
 /// Fans newly stored status records out to live readers (the server-sent-event stream, the
@@ -21,8 +23,18 @@ public final class StatusFeed: Sendable {
     private let subscribers = Mutex<[UInt64: StatusSubscription]>([:])
     private let nextID = Atomic<UInt64>(0)
     let limits: Limits
+    /// The highest feed id handed to subscribers (nil until known): records are handed out in
+    /// id order, each once.
+    private let published = Mutex<Int64?>(nil)
+    /// Wakes `follow(_:)` (set while it runs).
+    private let catchUp = Mutex<AsyncStream<Void>.Continuation?>(nil)
 
-    public init(limits: Limits = Limits()) { self.limits = limits }
+    /// `after`: the newest feed id stored when the relay starts (what `follow(_:)` hands out
+    /// comes after it).
+    public init(limits: Limits = Limits(), after: Int64? = nil) {
+        self.limits = limits
+        published.withLock { $0 = after }
+    }
 
     /// Newly stored records, in order, until the subscriber falls `limits` behind.
     public func subscribe() -> StatusSubscription {
@@ -34,11 +46,101 @@ public final class StatusFeed: Sendable {
         return subscription
     }
 
+    /// Hands newly stored records to the subscribers. Records already handed out are
+    /// skipped. While `follow(_:)` runs, records that do not follow the last one handed out
+    /// (another session or process stored rows in between) are left to it: it reads the rows
+    /// from the database and hands them all out in id order.
     public func publish(_ records: [StatusRecord]) {
         guard !records.isEmpty else { return }
-        let entries = records.map(FeedEntry.init)
-        for subscription in subscribers.withLock({ Array($0.values) }) {
-            subscription.offer(entries)
+        publish(records.map(FeedEntry.init), complete: false)
+    }
+
+    /// `complete`: `entries` are every stored row after the last one handed out (read from
+    /// the database), so a hole in their ids is real.
+    private func publish(_ entries: [FeedEntry], complete: Bool) {
+        let gap = published.withLock { last -> Bool in
+            let fresh = last.map { last in entries.filter { $0.id > last } } ?? entries
+            guard let first = fresh.first else { return false }
+            if !complete, let last, first.id != last + 1, catchUp.withLock({ $0 != nil }) { return true }
+            // Handed out under the lock: concurrent publishers cannot interleave out of order.
+            for subscription in subscribers.withLock({ Array($0.values) }) {
+                subscription.offer(fresh)
+            }
+            last = fresh.last!.id
+            return false
+        }
+        if gap { _ = catchUp.withLock { $0?.yield() } }
+    }
+
+    /// Whether `follow(_:)` runs.
+    var isFollowing: Bool { catchUp.withLock { $0 != nil } }
+
+    /// Publishes what other writers store: `relay-server bundle import` runs in another
+    /// process, and its rows reach the live readers (stream, page) through this. Polls the
+    /// newest feed id every `interval`, and at once when `publish` saw rows out of order.
+    /// Runs until cancelled.
+    public func follow(_ registry: Registry, interval: Duration = .seconds(1)) async {
+        let (wake, poke) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        catchUp.withLock { $0 = poke }
+        defer { catchUp.withLock { $0 = nil } }
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    poke.yield()
+                }
+                poke.finish()
+            }
+            for await _ in wake {
+                do {
+                    if published.withLock({ $0 }) == nil {
+                        // What was stored before the relay started is not live: readers read it from the database.
+                        let latest = try await registry.latestStatusID()
+                        published.withLock { if $0 == nil { $0 = latest } }
+                    }
+                    while let since = published.withLock({ $0 }) {
+                        let rows = try await registry.feedEntries(after: since, limit: 1000)
+                        guard !rows.isEmpty else { break }
+                        publish(rows, complete: true)
+                        if rows.count < 1000 { break }
+                    }
+                } catch {
+                    continue  // the database is busy or failing: the next tick tries again
+                }
+            }
+            group.cancelAll()
+        }
+    }
+}
+
+/// Runs `StatusFeed.follow` until the relay stops.
+public struct StatusFeedFollower: Service {
+    let feed: StatusFeed
+    let registry: Registry
+    public init(feed: StatusFeed, registry: Registry) {
+        self.feed = feed
+        self.registry = registry
+    }
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { await feed.follow(registry) }
+    }
+}
+
+extension Registry {
+    /// Stored rows after feed id `after`, oldest first, as the feed hands them out (at most
+    /// `limit`, and about 1 MiB of payload).
+    func feedEntries(after: Int64, limit: Int) async throws -> [FeedEntry] {
+        try await database.read { db in
+            var entries: [FeedEntry] = []
+            var bytes = 0
+            let cursor = try Row.fetchCursor(db, sql: "SELECT id, agent, source, payload FROM status_entry WHERE id > ? ORDER BY id LIMIT ?",
+                                             arguments: [after, limit])
+            while bytes < TimelineQuery.pageBytes, let row = try cursor.next() {
+                let payload: Data = row["payload"]
+                bytes += payload.count
+                entries.append(FeedEntry(id: row["id"], agent: row["agent"], source: row["source"], payload: payload))
+            }
+            return entries
         }
     }
 }
@@ -55,6 +157,13 @@ public struct FeedEntry: Sendable {
         agent = record.agent
         source = record.object?.source
         payload = record.payload ?? Data()
+    }
+
+    init(id: Int64, agent: String, source: String?, payload: Data) {
+        self.id = id
+        self.agent = agent
+        self.source = source
+        self.payload = payload
     }
 
     /// What it holds in memory, roughly.

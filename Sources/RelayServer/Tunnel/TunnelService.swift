@@ -17,6 +17,8 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
     let limits: TunnelLimits
     let fetches: FetchLimiter
     let faults: FaultInjection
+    /// Signs each artifact's OCI manifest (cosign format); the signature travels in DesiredState.
+    let signer: RelaySigner
     let logger: Logger
     /// Chunk checksums computed when an artifact is packaged (see `ChunkHashCache`).
     let chunkHashes: ChunkHashCache
@@ -32,7 +34,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
     /// call is served only when its certificate names the agent its token belongs to.
     let boundCertificates: ClientCertificateNames?
 
-    static let relayVersion = "relay-server/0.2"
+    static let relayVersion = "relay-server/0.3"
 
     private func authenticate(_ metadata: Metadata, context: ServerContext, call: String) throws -> (identity: AgentIdentity, tokenSHA256: String) {
         let address = AuthFailureLimiter.key(grpcPeer: context.remotePeer)
@@ -255,17 +257,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
             try await writer.write(.with {
                 $0.desiredState = .with {
                     $0.generation = generation
-                    $0.artifacts = artifacts.map { artifact in
-                        .with {
-                            $0.source = artifact.source
-                            $0.revision = artifact.revision
-                            $0.digest = artifact.digest
-                            $0.size = artifact.size
-                            $0.commit = artifact.commit
-                            $0.origin = artifact.origin
-                            $0.createdUnixMs = Int64((artifact.createdAt.timeIntervalSince1970 * 1000).rounded())
-                        }
-                    }
+                    $0.artifacts = artifacts.map(wireArtifact)
                 }
             })
             return false
@@ -277,6 +269,28 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
             } })
             return true
         }
+    }
+
+    /// A DesiredState entry: the artifact's description, and the relay's signature of the
+    /// OCI manifest the agent will serve for exactly that description.
+    private func wireArtifact(_ artifact: PackagedArtifact) -> Relay_V1_Artifact {
+        let manifest = RelaySigner.manifest(for: artifact)
+        let signature = signer.signature(for: manifest, source: artifact.source)
+        var wire = Relay_V1_Artifact.with {
+            $0.source = artifact.source
+            $0.revision = artifact.revision
+            $0.digest = artifact.digest
+            $0.size = artifact.size
+            $0.commit = artifact.commit
+            $0.origin = artifact.origin
+            $0.createdUnixMs = RelaySigner.wireMilliseconds(artifact.createdAt)
+            $0.manifestDigest = manifest.digest
+            $0.signaturePayload = signature.payload
+            $0.signature = signature.signature
+            $0.signingKeyID = signer.key.publicKey.id
+        }
+        faults.apply(toSignatureOf: &wire)
+        return wire
     }
 
     private func checkVersion(_ text: String) throws {

@@ -299,6 +299,19 @@ public nonisolated struct Relay_V1_Artifact: Sendable {
   /// When the relay packaged it (Unix milliseconds).
   public var createdUnixMs: Int64 = 0
 
+  /// Digest of the OCI manifest the agent will serve for this artifact (a pure function of
+  /// fields 2, 3, 4, 6 and 7). Empty from relays older than signing.
+  public var manifestDigest: String = String()
+
+  /// The relay's cosign signature of that manifest: the simple-signing payload (the exact
+  /// signed bytes) and base64 of the DER ECDSA P-256 signature over SHA-256(payload).
+  public var signaturePayload: Data = Data()
+
+  public var signature: String = String()
+
+  /// Id of the relay key that signed (first 16 hex of the SHA-256 of its public key DER).
+  public var signingKeyID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1030,7 +1043,7 @@ nonisolated extension Relay_V1_DesiredState: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Artifact"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{1}revision\0\u{1}digest\0\u{1}size\0\u{1}commit\0\u{1}origin\0\u{3}created_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{1}revision\0\u{1}digest\0\u{1}size\0\u{1}commit\0\u{1}origin\0\u{3}created_unix_ms\0\u{3}manifest_digest\0\u{3}signature_payload\0\u{1}signature\0\u{3}signing_key_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1045,6 +1058,10 @@ nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._M
       case 5: try { try decoder.decodeSingularStringField(value: &self.commit) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.origin) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixMs) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.manifestDigest) }()
+      case 9: try { try decoder.decodeSingularBytesField(value: &self.signaturePayload) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.signature) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.signingKeyID) }()
       default: break
       }
     }
@@ -1072,6 +1089,18 @@ nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.createdUnixMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createdUnixMs, fieldNumber: 7)
     }
+    if !self.manifestDigest.isEmpty {
+      try visitor.visitSingularStringField(value: self.manifestDigest, fieldNumber: 8)
+    }
+    if !self.signaturePayload.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signaturePayload, fieldNumber: 9)
+    }
+    if !self.signature.isEmpty {
+      try visitor.visitSingularStringField(value: self.signature, fieldNumber: 10)
+    }
+    if !self.signingKeyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.signingKeyID, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1083,6 +1112,10 @@ nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.commit != rhs.commit {return false}
     if lhs.origin != rhs.origin {return false}
     if lhs.createdUnixMs != rhs.createdUnixMs {return false}
+    if lhs.manifestDigest != rhs.manifestDigest {return false}
+    if lhs.signaturePayload != rhs.signaturePayload {return false}
+    if lhs.signature != rhs.signature {return false}
+    if lhs.signingKeyID != rhs.signingKeyID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -107,7 +107,12 @@ OCI_REPOSITORY = flux_object("source.toolkit.fluxcd.io/v1", "OCIRepository", spe
         "proxySecretRef": LOCAL_REF,
         "serviceAccountName": {"type": "string"},
         "ignore": {"type": "string"},
-        "verify": {"type": "object"},
+        "verify": {"type": "object", "required": ["provider"], "additionalProperties": False, "properties": {
+            "provider": {"enum": ["cosign", "notation"]},
+            "secretRef": LOCAL_REF,
+            "matchOIDCIdentity": {"type": "array", "items": {
+                "type": "object", "required": ["issuer", "subject"], "additionalProperties": False,
+                "properties": {"issuer": {"type": "string"}, "subject": {"type": "string"}}}}}},
     }))
 
 # The agent creates these (spec.sourceRef optional); examples never write one, but a manifest
