@@ -235,7 +235,23 @@ public final class PartedTarReader {
             remaining -= UInt64(count)
         }
         let padding = Int(TarFormat.padded(size) - size)
-        if padding > 0 { _ = try read(exactly: padding, what: "padding") }
+        // Padding is zeros (as written): every byte of a bundle is accounted for.
+        if padding > 0, try read(exactly: padding, what: "padding").contains(where: { $0 != 0 }) {
+            throw BundleIOError.malformed("non-zero padding before byte \(position)")
+        }
+    }
+
+    /// Reads what follows the end-of-archive block: it must be zeros (the second end block,
+    /// as written) and nothing else. Returns the bytes read in all.
+    public func readZeroTail() throws(BundleIOError) -> UInt64 {
+        while true {
+            if start == end {
+                do { try fill(what: "the end of the archive") } catch .truncated { return position } catch { throw error }
+            }
+            guard !buffer[start..<end].contains(where: { $0 != 0 }) else { throw .malformed("data after the end of the archive, near byte \(position)") }
+            position += UInt64(end - start)
+            start = end
+        }
     }
 
     /// The current entry's bytes, when small (statement, index): at most `limit`.

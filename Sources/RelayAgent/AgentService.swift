@@ -24,6 +24,8 @@ public struct AgentService: Service {
                     group.addTask { await flux.follow(publications) }
                     group.addTask { await flux.watchStatus() }
                 }
+                // Bundles and CLI requests dropped in import.inboxDir.
+                group.addTask { await InboxWatcher(runtime: runtime).run() }
                 await runtime.run()
                 group.cancelAll()
             }

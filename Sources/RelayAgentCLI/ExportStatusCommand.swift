@@ -20,20 +20,40 @@ struct ExportStatus: AsyncParsableCommand {
     var config: String
     @Option(help: "Where to write the status bundle (replaced atomically).")
     var output: String
+    @Option(help: "Seconds to wait for a running agent's answer.")
+    var timeout: Int = 120
 
     func run() async throws {
         let resolved = try loadConfig(config)
         let target = URL(fileURLWithPath: output, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
-        do {
-            let runtime = try AgentRuntime(config: resolved, logger: Logger(label: "relay-agent"))
-            let summary = try runtime.statusExporter().export(output: target)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
-        } catch let error as StatusExportError {
-            FileHandle.standardError.write(Data("error: \(error) [\(error.code)]\n".utf8))
-            throw ExitCode(error.code == "name_required" ? 2 : 3)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        func fail(_ code: String, _ message: String, exit: Int32) -> ExitCode {
+            FileHandle.standardError.write(Data("error: \(message) [\(code)]\n".utf8))
+            return ExitCode(exit)
         }
+        guard resolved.name != nil else { throw fail(StatusExportError.nameRequired.code, StatusExportError.nameRequired.description, exit: 2) }
+        let summary: StatusExportSummary
+        if AgentDataDirectory.runningAgentHoldsIt(resolved) {
+            // The running agent holds the journal: it writes the bundle (through its inbox).
+            FileHandle.standardError.write(Data("an agent runs on this dataDir: exporting through its inbox \(resolved.inboxDirectory.path)\n".utf8))
+            let result: InboxResult
+            do {
+                result = try InboxRequest.exportStatus(inbox: resolved.inboxDirectory, output: target, timeout: .seconds(timeout))
+            } catch {
+                throw fail("no_answer", "\(error)", exit: 3)
+            }
+            guard result.ok, let written = result.status else { throw fail(result.code, result.message, exit: 3) }
+            summary = written
+        } else {
+            do {
+                let runtime = try AgentRuntime(config: resolved, logger: Logger(label: "relay-agent"))
+                summary = try runtime.statusExporter().export(output: target)
+            } catch let error as StatusExportError {
+                throw fail(error.code, error.description, exit: 3)
+            }
+        }
+        print(String(decoding: try encoder.encode(summary), as: UTF8.self))
     }
 }
 

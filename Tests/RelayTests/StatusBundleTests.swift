@@ -28,19 +28,19 @@ import Wire
             try offlineAgentConfig("edge")
         }
 
-        /// The offline agent `edge` runs, receives these Flux events, and stops (export-status
-        /// works on its data directory).
-        func receiveEvents(_ events: [String]) throws {
+        /// The offline agent `edge` runs and receives these Flux events; it is returned running
+        /// (the caller stops it).
+        func receiveEvents(_ events: [String]) throws -> BackgroundProcess {
             try Data("event-key\n".utf8).write(to: dir.appending("events.key"))
             let port = try LoopbackPort.free()
             let config = try offlineAgentConfig("edge", extra: "listen: 127.0.0.1:\(port)\nflux: {events: {hmacTokenFile: \(dir.appending("events.key").path)}}\n")
             let agent = try BackgroundProcess(name: "relay-agent-edge", executable: Binaries.relayAgent, arguments: ["run", "--config", config],
                                               logFile: dir.appending("agent-edge.log"))
-            defer { agent.stop() }
             try harness.waitUntil("offline agent endpoint") { try HTTPProbe.request("http://127.0.0.1:\(port)/readyz").status == 200 }
             for message in events {
                 #expect(try StatusUplinkTests.postEvent(port: port, key: "event-key", message: message) == 202)
             }
+            return agent
         }
 
         /// agent.yaml of an offline agent: a name, a data directory, no relay.
@@ -103,11 +103,14 @@ import Wire
     @Test func anOfflineAgentsStatusReachesTheRelaysTimelineAndLiveStreamOnceByBundle() throws {
         let setup = try Setup("status-bundle")
         defer { setup.shutdown() }
-        try setup.receiveEvents(["applied offline 1", "applied offline 2"])
+        let agent = try setup.receiveEvents(["applied offline 1", "applied offline 2"])
+        defer { agent.stop() }
         let pub = try setup.publicKey("edge")
+        // The agent runs (it holds the journal): the CLI has it write the bundle through its inbox.
         let (bundle, exported) = try setup.exportStatus("edge")
         #expect(exported["entries"] as? Int == 2)
         #expect(exported["agent"] as? String == "edge")
+        agent.stop()
 
         // A live reader of the running relay, subscribed before the import: what it shows
         // arrives through the live feed, not from its initial read of the database.
@@ -153,14 +156,21 @@ import Wire
         #expect(summary["newestStatusAgeSeconds"] is Double)
         #expect(summary["connected"] as? Bool == false)
 
-        // Exporting is not an acknowledgement: the journal still holds both entries.
+        // Exporting is not an acknowledgement: the journal still holds both entries (the agent
+        // is stopped now: the CLI writes it from the data directory).
         #expect(try setup.exportStatus("edge").summary["entries"] as? Int == 2)
+        // An agent.yaml without `name` cannot sign for an agent: a config error (exit 2), no file.
+        let unnamed = try setup.harness.agentConfig("other")
+        let output = setup.dir.appending("unnamed.json")
+        #expect(try setup.agent(["export-status", "--config", unnamed.path, "--output", output.path], allowFailure: true).status == 2)
+        #expect(!FileManager.default.fileExists(atPath: output.path))
+        #expect(!FileManager.default.fileExists(atPath: setup.dir.appending("agent-other/agent.key").path), "no key made for it")
     }
 
     @Test func aStatusBundleSignedByAnotherAgentsKeyOrAlteredIsRefusedAndNothingIsStored() throws {
         let setup = try Setup("status-bundle-tamper")
         defer { setup.shutdown() }
-        try setup.receiveEvents(["genuine"])
+        try setup.receiveEvents(["genuine"]).stop()
         try setup.relay(["agents", "trust", "edge", try setup.publicKey("edge")])
         // Agent `other` has its own key, trusted for `other`.
         try setup.offlineAgentConfig("other")
@@ -189,8 +199,13 @@ import Wire
         let corrupted = setup.dir.appending("corrupted.json").path
         try raw.write(to: URL(fileURLWithPath: corrupted))
 
+        // Bigger than any status bundle (sparse): refused before it is read.
+        let huge = setup.dir.appending("huge.json")
+        FileManager.default.createFile(atPath: huge.path, contents: nil)
+        try FileHandle(forWritingTo: huge).truncate(atOffset: StatusBundleFile.maxBytes + 1)
+
         for (file, codes) in [(impostor, ["wrong_agent"]), (stranger, ["bad_signature"]), (flipped, ["bad_signature"]),
-                              (corrupted, ["bad_signature", "malformed"])] {
+                              (corrupted, ["bad_signature", "malformed"]), (huge.path, ["too_large"])] {
             let refused = try setup.importBundle(file)
             #expect(refused.status == 3, "\(file)")
             #expect(codes.contains(refused.json["code"] as? String ?? ""), "\(file): \(refused.json)")
@@ -268,6 +283,13 @@ extension StatusBundleTests {
         #expect(edge["delivered"] as? Bool == true)
         #expect(edge["applied"] as? Bool == true)
         #expect(edge["healthy"] as? Bool == true)
+
+        // The agents API: the last relay bundle exported beside the last status bundle imported.
+        #expect(((try setup.agentSummary("edge")?["offline"] as? [String: Any])?["lastBundleExport"]) == nil)
+        try setup.relay(["bundle", "export", "--agent", "edge", "--output", setup.dir.appending("edge.bundle").path])
+        let offline = try #require(try setup.agentSummary("edge")?["offline"] as? [String: Any])
+        #expect((offline["lastBundleExport"] as? [String: Any])?["sequence"] as? Int == 1)
+        #expect((offline["lastStatusImport"] as? [String: Any])?["upTo"] as? Int == 1)
     }
 }
 

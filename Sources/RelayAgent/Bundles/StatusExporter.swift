@@ -117,12 +117,9 @@ public struct StatusExporter: Sendable {
                                    keyID: envelope.keyID)
     }
 
-    /// `<dataDir>/bundles/state.json` (written by bundle import): 0 when nothing was imported.
+    /// The last relay bundle imported (`BundleState`): 0 when none was.
     static func lastBundleSequence(dataDirectory: URL) -> UInt64 {
-        struct State: Decodable { var lastSequence: UInt64 }
-        let url = dataDirectory.appendingPathComponent("bundles/state.json")
-        guard let data = try? Data(contentsOf: url), let state = try? JSONDecoder().decode(State.self, from: data) else { return 0 }
-        return state.lastSequence
+        BundleState.load(dataDirectory: dataDirectory).lastSequence
     }
 }
 
@@ -130,6 +127,7 @@ extension AgentRuntime {
     /// The exporter of this agent's status (its journal, store and key): used by
     /// `relay-agent export-status` and by the running agent's inbox.
     public func statusExporter() throws(StatusExportError) -> StatusExporter {
+        guard let name = config.name, !name.isEmpty else { throw .nameRequired }
         let journal: StatusJournal
         do { journal = try self.journal() } catch let error as JournalError {
             if case .inUse = error {
@@ -141,6 +139,6 @@ extension AgentRuntime {
         }
         let key: SigningKey
         do { key = try AgentKey.loadOrCreate(dataDirectory: config.dataDirectory) } catch { throw .key(error) }
-        return try StatusExporter(agent: config.name, journal: journal, store: store, key: key, dataDirectory: config.dataDirectory)
+        return try StatusExporter(agent: name, journal: journal, store: store, key: key, dataDirectory: config.dataDirectory)
     }
 }

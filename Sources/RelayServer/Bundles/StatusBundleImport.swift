@@ -133,7 +133,7 @@ public struct StatusBundleImport: Sendable {
     /// What the agent holds counts as delivered when this relay packaged it for a source the
     /// agent is granted (as an online Ack would).
     func recordDeliveries(agent: String, inventory: [HeldArtifact]) async throws -> Int {
-        guard !inventory.isEmpty, false else { return 0 }
+        guard !inventory.isEmpty else { return 0 }
         let granted = Set(try await registry.agentSummaries().first { $0.name == agent }?.sources ?? [])
         var count = 0
         for held in inventory where granted.contains(held.source) {

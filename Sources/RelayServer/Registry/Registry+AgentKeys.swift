@@ -187,7 +187,7 @@ extension Registry {
     }
 
     /// Per agent: the last status bundle imported and the newest status observed (either path).
-    /// The last relay bundle exported is filled in by the caller (`lastBundleExport(agent:)`).
+    /// The last relay bundle exported is filled in by `agentSummaries` (`lastBundleExport(agent:)`).
     func offlineTransfers(_ db: Database) throws -> [String: OfflineTransfer] {
         var result: [String: OfflineTransfer] = [:]
         func date(_ ms: Int64) -> Date { Date(timeIntervalSince1970: Double(ms) / 1000) }

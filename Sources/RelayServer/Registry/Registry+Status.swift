@@ -293,7 +293,7 @@ public struct AgentSummary: Sendable, Codable, Equatable {
 
 extension Registry {
     public func agentSummaries() async throws -> [AgentSummary] {
-        try await database.read { db in
+        var summaries = try await database.read { db in
             let grants = try Row.fetchAll(db, sql: "SELECT agent, source FROM grant_ ORDER BY source")
             var sources: [String: [String]] = [:]
             for row in grants { sources[row["agent"], default: []].append(row["source"]) }
@@ -308,6 +308,12 @@ extension Registry {
                                     newestStatusAgeSeconds: transfer?.newestStatusAt.map { max(0, now.timeIntervalSince($0)) })
             }
         }
+        for index in summaries.indices {
+            guard let export = try await lastBundleExport(agent: summaries[index].name) else { continue }
+            summaries[index].offline = summaries[index].offline ?? OfflineTransfer()
+            summaries[index].offline?.lastBundleExport = .init(sequence: export.sequence, createdAt: export.createdAt)
+        }
+        return summaries
     }
 
     /// The newest delivery per agent and source.

@@ -142,6 +142,7 @@ public final class Registry: Sendable {
         }
         registerTokenMigration(&migrator)
         registerAgentKeyMigration(&migrator)
+        registerBundleExportMigration(&migrator)
         return migrator
     }
 
