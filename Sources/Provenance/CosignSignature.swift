@@ -39,19 +39,26 @@ public struct CosignSignature: Sendable, Equatable, Codable {
             + "\"type\":\(JSONText.quoted(payloadType))},\"optional\":null}").utf8)
     }
 
-    /// The manifest digest the payload names, if it is a cosign container image signature.
-    public static func signedDigest(in payload: Data) throws(SignatureFailure) -> String {
+    /// The manifest digest and repository a payload names, if it is a cosign container image
+    /// signature. Call it only on a payload whose signature was verified (or to explain a refusal).
+    public static func signedClaims(in payload: Data) throws(SignatureFailure) -> (digest: String, reference: String) {
         struct Payload: Decodable {
             struct Critical: Decodable {
+                struct Identity: Decodable {
+                    var reference: String?
+                    enum CodingKeys: String, CodingKey { case reference = "docker-reference" }
+                }
                 struct Image: Decodable {
                     var digest: String
                     enum CodingKeys: String, CodingKey { case digest = "docker-manifest-digest" }
                 }
+                var identity: Identity?
                 var image: Image
                 var type: String
             }
             var critical: Critical
         }
+        guard payload.count <= 64 << 10 else { throw .malformedPayload("\(payload.count) bytes; a simple-signing payload is a few hundred") }
         let decoded: Payload
         do { decoded = try JSONDecoder().decode(Payload.self, from: payload) } catch {
             throw .malformedPayload("not a simple-signing payload: \(error)")
@@ -59,15 +66,27 @@ public struct CosignSignature: Sendable, Equatable, Codable {
         guard decoded.critical.type == payloadType else {
             throw .malformedPayload("critical.type is '\(decoded.critical.type.prefix(80))', not '\(payloadType)'")
         }
-        return decoded.critical.image.digest
+        return (decoded.critical.image.digest, decoded.critical.identity?.reference ?? "")
     }
 
-    /// Checks that this signs `manifestDigest` and that one of `keys` made it; returns that key.
-    public func verify(manifestDigest: String, keys: TrustedKeys) throws(SignatureFailure) -> TrustedKey {
-        let named = try Self.signedDigest(in: payload)
-        guard named == manifestDigest else { throw .wrongManifest(expected: manifestDigest, signed: named) }
+    /// The manifest digest the payload names.
+    public static func signedDigest(in payload: Data) throws(SignatureFailure) -> String { try signedClaims(in: payload).digest }
+
+    /// Checks that one of `keys` made this signature and that it signs `manifestDigest` (and,
+    /// when given, names `reference`, the source it was signed for: the manifest does not name
+    /// its source, so a signature for one source cannot be replayed as another's). The
+    /// signature is checked over the raw payload before the payload is parsed. Returns the key.
+    public func verify(manifestDigest: String, reference: String? = nil, keys: TrustedKeys,
+                       signedBy keyID: String? = nil) throws(SignatureFailure) -> TrustedKey {
         guard let raw = Data(base64Encoded: signature) else { throw .malformedSignature }
-        guard let signer = keys.signer(of: payload, signature: raw) else { throw .untrusted(keyIDs: keys.ids) }
+        guard let signer = keys.signer(of: payload, signature: raw) else {
+            throw .untrusted(keyIDs: keys.ids + (keyID.map { $0.isEmpty ? "" : "; the relay says key \($0) made it" } ?? ""))
+        }
+        let claims = try Self.signedClaims(in: payload)
+        guard claims.digest == manifestDigest else { throw .wrongManifest(expected: manifestDigest, signed: claims.digest) }
+        if let reference, claims.reference != reference {
+            throw .wrongSource(expected: reference, signed: String(claims.reference.prefix(200)))
+        }
         return signer
     }
 
@@ -108,6 +127,7 @@ public enum SignatureFailure: Error, CustomStringConvertible, Equatable {
     case malformedSignature
     case wrongManifest(expected: String, signed: String)
     case untrusted(keyIDs: String)
+    case wrongSource(expected: String, signed: String)
 
     public var description: String {
         switch self {
@@ -119,7 +139,10 @@ public enum SignatureFailure: Error, CustomStringConvertible, Equatable {
         case .wrongManifest(let expected, let signed):
             "the signature is for manifest \(signed), not \(expected): the artifact or its description was changed after signing"
         case .untrusted(let ids):
-            "the signature does not verify under any trusted relay key (\(ids)): it was altered, or made by a key not in trust.relayPublicKeys"
+            "the signature does not verify under any trusted relay key (trusted: \(ids)): it was altered in transit, or the relay signs with a key "
+                + "not in trust.relayPublicKeys (after a rotation: add the output of `relay-server keys public`)"
+        case .wrongSource(let expected, let signed):
+            "the signature was made for source '\(signed)', not '\(expected)': a signed artifact of one source was offered as another's"
         }
     }
 
@@ -130,6 +153,7 @@ public enum SignatureFailure: Error, CustomStringConvertible, Equatable {
         case .malformedSignature: "malformed_signature"
         case .wrongManifest: "wrong_manifest"
         case .untrusted: "bad_signature"
+        case .wrongSource: "wrong_source"
         }
     }
 }

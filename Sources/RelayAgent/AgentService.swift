@@ -41,7 +41,8 @@ public struct AgentService: Service {
         var flux: FluxIntegration?
         if let config = runtime.config.flux, let listen = runtime.config.listen {
             let integration = try FluxIntegration(config: config, store: runtime.store, journal: try runtime.journal(), logger: logger,
-                                                  quarantine: runtime.quarantine(), signatures: runtime.signatureCheck.signatures)
+                                                  quarantine: runtime.quarantine(), signatures: runtime.signatureCheck.signatures,
+                                                  trusted: runtime.signatureCheck)
             flux = integration
             let authFailures = AuthFailureLimiter(metricsPrefix: "relay_agent", logger: logger)
             services.append(.init(service: try integration.endpoint.application(

@@ -101,7 +101,7 @@ import Testing
         // Not a hot loop: retried with the fetch backoff (100 ms doubling to 1 s here).
         let before = try setup.refusals("bad_signature")
         Thread.sleep(forTimeInterval: 1.5)
-        #expect(try setup.refusals("bad_signature") - before <= 5)
+        #expect(try setup.refusals("bad_signature") - before <= 10, "a hot loop would refuse hundreds of times")
 
         // The same agent, once the relay signs correctly again, publishes.
         setup.harness.stopRelay()

@@ -17,10 +17,11 @@ public final class FluxIntegration: Sendable {
     let logger: Logger
 
     public init(config: ResolvedFluxConfig, store: ArtifactStore, journal: StatusJournal, logger: Logger,
-                quarantine: ArtifactQuarantine? = nil, signatures: SignatureStore? = nil) throws {
+                quarantine: ArtifactQuarantine? = nil, signatures: SignatureStore? = nil,
+                trusted: RelaySignatureCheck? = nil) throws {
         self.config = config
         self.logger = logger
-        catalog = CatalogHolder(store: store, repositoryPrefix: config.repositoryPrefix, signatures: signatures)
+        catalog = CatalogHolder(store: store, repositoryPrefix: config.repositoryPrefix, signatures: signatures, trusted: trusted)
         var options = FluxEndpoint.Options(oci: config.ociEnabled, artifacts: true, pullAuth: config.pullAuth)
         options.events = FluxEventReceiver(journal: journal, hmacKey: config.eventsHMACKey)
         options.tls = config.tls

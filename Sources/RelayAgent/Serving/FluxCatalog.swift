@@ -59,7 +59,7 @@ public struct FluxCatalog: Sendable {
                 manifests[manifest.digest] = manifest
                 layers[record.digest] = record.size
                 // Newer records win a tag; `latest` is the current one.
-                var names = OCINames.tags(forRevision: record.revision, commit: record.commit)
+                var names = OCINames.tags(forRevision: record.revision, commit: OCINames.commit(inRevision: record.revision) ?? record.commit)
                 if index == 0 { names.insert("latest", at: 0) }
                 for tag in names where tags[tag] == nil { tags[tag] = manifest.digest }
                 if let signature = signature(manifest.digest) {
@@ -89,10 +89,15 @@ public final class CatalogHolder: Sendable {
     /// The relay's signatures served beside the artifacts (none when nil).
     let signatures: SignatureStore?
 
-    public init(store: ArtifactStore, repositoryPrefix: String?, signatures: SignatureStore? = nil) {
+    /// With `trust`: only records whose stored signature verifies are served (an artifact
+    /// published before `trust` was set, or signed by a key since removed, is not).
+    let trusted: RelaySignatureCheck?
+
+    public init(store: ArtifactStore, repositoryPrefix: String?, signatures: SignatureStore? = nil, trusted: RelaySignatureCheck? = nil) {
         self.store = store
         self.repositoryPrefix = repositoryPrefix
         self.signatures = signatures
+        self.trusted = trusted?.keys == nil ? nil : trusted
     }
 
     public var catalog: FluxCatalog { value.withLock { $0 } }
@@ -101,7 +106,9 @@ public final class CatalogHolder: Sendable {
 
     /// Re-reads the store's index.
     public func reload() throws {
-        let catalog = FluxCatalog(records: try store.allRecords(), repositoryPrefix: repositoryPrefix) { [signatures] in
+        var records = try store.allRecords()
+        if let trusted { records = records.filter(trusted.holdsValidSignature(for:)) }
+        let catalog = FluxCatalog(records: records, repositoryPrefix: repositoryPrefix) { [signatures] in
             signatures?.signature(forManifest: $0)
         }
         value.withLock { $0 = catalog }
@@ -180,6 +187,15 @@ public enum OCINames {
         guard !name.isEmpty else { return nil }
         let full = prefix.map { "\($0)/\(name)" } ?? name
         return isRepository(full) ? full : nil
+    }
+
+    /// The commit a Flux revision names (`<ref>@sha1:<hex>` or `sha1:<hex>`): the short-commit
+    /// tag comes from the revision, which the relay's signature covers, not from the separate
+    /// commit field, which it does not.
+    static func commit(inRevision revision: String) -> String? {
+        guard let range = revision.range(of: "sha1:", options: .backwards) else { return nil }
+        let hex = revision[range.upperBound...]
+        return hex.count >= 7 && hex.allSatisfy(\.isHexDigit) ? String(hex) : nil
     }
 
     /// Tags for one revision: its branch or tag name (made tag-safe: `feature/x` becomes

@@ -29,16 +29,28 @@ public struct RelaySignatureCheck: Sendable {
     /// artifact that would be refused). Returns the manifest served for `record`.
     /// - Parameters:
     ///   - claimedManifestDigest: the manifest digest the relay says it signed ("" if none).
+    ///   - keyID: the key the relay says signed it (for the refusal message only).
     public func check(_ record: ArtifactRecord, claimedManifestDigest: String,
-                      signature: CosignSignature?) throws(SignatureFailure) -> OCIManifest {
+                      signature: CosignSignature?, keyID: String? = nil) throws(SignatureFailure) -> OCIManifest {
         let manifest = OCIManifest(record: record)
         guard let keys else { return manifest }
         guard let signature else { throw .missing }
         if !claimedManifestDigest.isEmpty, claimedManifestDigest != manifest.digest {
             throw .wrongManifest(expected: manifest.digest, signed: claimedManifestDigest)
         }
-        _ = try signature.verify(manifestDigest: manifest.digest, keys: keys)
+        // The payload names the source: the manifest alone does not (the repository, and so
+        // what Flux pulls, is chosen by the source).
+        _ = try signature.verify(manifestDigest: manifest.digest, reference: record.source, keys: keys, signedBy: keyID)
         return manifest
+    }
+
+    /// Whether the signature on file for `record`'s manifest verifies under the trusted keys
+    /// (always true without `trust`): what the catalog serves with `trust` set.
+    public func holdsValidSignature(for record: ArtifactRecord) -> Bool {
+        guard let keys else { return true }
+        let manifest = OCIManifest(record: record)
+        guard let signature = signatures.signature(forManifest: manifest.digest) else { return false }
+        return (try? signature.verify(manifestDigest: manifest.digest, reference: record.source, keys: keys)) != nil
     }
 
     /// `check`, then stores the signature (before the caller publishes `record`), so the
@@ -46,23 +58,18 @@ public struct RelaySignatureCheck: Sendable {
     /// signature naming another manifest is not kept (it could only fail Flux's check).
     /// Throws `SignatureFailure`, or the store's error when the signature cannot be written.
     @discardableResult
-    public func admit(_ record: ArtifactRecord, claimedManifestDigest: String, signature: CosignSignature?) throws -> OCIManifest {
-        let manifest = try check(record, claimedManifestDigest: claimedManifestDigest, signature: signature)
+    public func admit(_ record: ArtifactRecord, claimedManifestDigest: String, signature: CosignSignature?,
+                      keyID: String? = nil) throws -> OCIManifest {
+        let manifest = try check(record, claimedManifestDigest: claimedManifestDigest, signature: signature, keyID: keyID)
         if let signature, keys != nil || (try? CosignSignature.signedDigest(in: signature.payload)) == manifest.digest {
             try signatures.save(signature, forManifest: manifest.digest)
         }
         return manifest
     }
 
-    /// For an artifact already published without its signature on file (an agent upgraded
-    /// from before signing): stores the signature if `admit` would, refusing nothing.
-    /// Returns true when a signature was stored.
-    public func storeIfMissing(_ record: ArtifactRecord, claimedManifestDigest: String, signature: CosignSignature?) -> Bool {
-        guard signature != nil else { return false }
-        let digest = OCIManifest(record: record).digest
-        guard signatures.signature(forManifest: digest) == nil,
-              (try? admit(record, claimedManifestDigest: claimedManifestDigest, signature: signature)) != nil else { return false }
-        return signatures.signature(forManifest: digest) != nil
+    /// Whether a signature for `record`'s manifest is on file.
+    public func hasSignature(for record: ArtifactRecord) -> Bool {
+        signatures.signature(forManifest: OCIManifest(record: record).digest) != nil
     }
 
     /// Counts a refusal in `relay_agent_signature_refusals_total{reason=<code>}`.

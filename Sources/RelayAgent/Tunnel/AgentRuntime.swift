@@ -211,6 +211,11 @@ public final class AgentRuntime: Sendable {
                         state.heard()
                         switch message.kind {
                         case .welcome(let welcome)?:
+                            // agent.yaml's name and the token's agent must agree: bundles and
+                            // status are signed for the name, the tunnel serves the token's agent.
+                            if let name = self.config.name, welcome.agentName != name {
+                                throw AgentNameMismatch(configured: name, relay: welcome.agentName)
+                            }
                             state.welcome(welcome)
                             AgentMetrics.connected.record(1)
                             self.logger.info("connected to relay", metadata: [
@@ -348,20 +353,29 @@ public final class AgentRuntime: Sendable {
                         // Served as the relay describes (and signed) it now.
                         let described = ArtifactRecord(artifact, files: existing.files)
                         let record = OCIManifest(record: existing) == OCIManifest(record: described) ? existing : described
-                        try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature)
+                        try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature,
+                             keyID: artifact.signingKeyID)
                         _ = try store.recordExisting(record)
                         publications.announce(record)
                     } else if let existing = records.first(where: { key($0.source, $0.revision, $0.digest) == wanted }),
-                              signatureCheck.storeIfMissing(existing, claimedManifestDigest: artifact.manifestDigest,
-                                                            signature: artifact.cosignSignature) {
-                        // Published before its signature was kept (an upgraded agent): serve the `.sig` tag now.
-                        publications.announce(existing)
+                              !signatureCheck.holdsValidSignature(for: existing)
+                                || (artifact.cosignSignature != nil && !signatureCheck.hasSignature(for: existing)) {
+                        // Published before its signature was kept (an upgraded agent), or before
+                        // `trust` was set: checked now like a new arrival (a refusal is reported and
+                        // the catalog does not serve it), re-recorded as the relay describes it.
+                        let described = ArtifactRecord(artifact, files: existing.files)
+                        let record = OCIManifest(record: existing) == OCIManifest(record: described) ? existing : described
+                        try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature,
+                                                 keyID: artifact.signingKeyID)
+                        if record != existing { _ = try store.recordExisting(record) }
+                        publications.announce(record)
                     }
                 } else if heldDigests.contains(artifact.digest) {
                     // Same bytes under a new source or revision: no download.
                     let files = records.first { $0.digest == artifact.digest }?.files ?? 0
                     let described = ArtifactRecord(artifact, files: files)
-                    try signatureCheck.admit(described, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature)
+                    try signatureCheck.admit(described, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature,
+                             keyID: artifact.signingKeyID)
                     if let record = try store.recordExisting(described) { publications.announce(record) }
                     post.yield(Self.ack(artifact))
                 } else {
@@ -447,6 +461,16 @@ public final class AgentRuntime: Sendable {
 
     /// Published artifacts, most recently used first per source.
     public func published() throws -> [ArtifactRecord] { try store.allRecords() }
+}
+
+/// The relay knows the token as another agent than agent.yaml's `name`.
+struct AgentNameMismatch: Error, CustomStringConvertible {
+    let configured: String
+    let relay: String
+    var description: String {
+        "agent.yaml names this agent '\(configured)', but the relay knows its token as '\(relay)': fix `name` or `tokenFile` "
+            + "(bundles and status bundles are made for the name)"
+    }
 }
 
 /// What one session knows, shared by its tasks.

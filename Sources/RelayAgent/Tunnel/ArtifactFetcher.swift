@@ -115,7 +115,8 @@ struct ArtifactFetcher: Sendable {
         let record = ArtifactRecord(artifact, files: report.files)
         file.close()
         // The signature of exactly the manifest served for this record, on disk before it is.
-        try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature)
+        try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature,
+                             keyID: artifact.signingKeyID)
         let published = try store.publish(verifiedFile: path, record: record)
         AgentMetrics.published.increment()
         return published

@@ -38,13 +38,16 @@ public final class RelaySigner: Sendable {
     /// Every public key agents should trust: the current one first.
     public var publicKeys: [TrustedKey] { [key.publicKey] + previousKeys.filter { $0 != key.publicKey } }
 
-    /// The signature of `manifest`, made once per manifest digest.
+    /// The signature of `manifest` for `source` (the payload's `docker-reference`), made once.
     public func signature(for manifest: OCIManifest, source: String) -> CosignSignature {
-        if let cached = cache.withLock({ $0[manifest.digest] }) { return cached }
-        let signature = CosignSignature.sign(manifestDigest: manifest.digest, dockerReference: source, key: key)
+        // Keyed by source too: the payload names the source (two sources of one remote can
+        // share a manifest), so one source's signature never serves another's.
+        let key = manifest.digest + "\u{0}" + source
+        if let cached = cache.withLock({ $0[key] }) { return cached }
+        let signature = CosignSignature.sign(manifestDigest: manifest.digest, dockerReference: source, key: self.key)
         cache.withLock { cache in
             if cache.count > 4096 { cache.removeAll() }  // a bound; re-signing is cheap
-            cache[manifest.digest] = signature
+            cache[key] = signature
         }
         return signature
     }
