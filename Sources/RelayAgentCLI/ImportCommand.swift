@@ -15,7 +15,7 @@ struct Import: AsyncParsableCommand {
             with all its parts beside it. When the agent runs, the import goes through its inbox. Prints \
             a JSON summary; on refusal {"ok": false, "code": …, "message": …} and exit 3 (codes: \
             bad_signature, wrong_agent, replayed, expired, missing_part, bad_part, digest_mismatch, \
-            unlisted_file, missing_file, wrong_manifest, flux_rules, not_held, malformed); exit 2: config.
+            unlisted_file, missing_file, wrong_manifest, flux_rules, not_held, malformed, disk_full); exit 2: config.
             """)
 
     @Option(help: "Path to agent.yaml.")

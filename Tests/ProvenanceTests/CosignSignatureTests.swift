@@ -53,6 +53,11 @@ import Testing
         #expect(throws: SignatureFailure.untrusted(keyIDs: other.publicKey.id)) {
             try signature.verify(manifestDigest: manifest, keys: TrustedKeys([other.publicKey]))
         }
+        // Signed for source "x": offered as another source's, refused.
+        #expect(try signature.verify(manifestDigest: manifest, reference: "x", keys: trusted) == key.publicKey)
+        #expect(throws: SignatureFailure.wrongSource(expected: "y", signed: "x")) {
+            try signature.verify(manifestDigest: manifest, reference: "y", keys: trusted)
+        }
         var der = try #require(Data(base64Encoded: signature.signature))
         der[der.count - 3] ^= 0x01
         let flipped = CosignSignature(payload: signature.payload, signature: der.base64EncodedString())

@@ -1,6 +1,7 @@
 import Foundation
 import Provenance
 import Testing
+import Wire
 
 /// Artifacts over the air gap (relay → agent): `relay-server bundle export` writes a signed OCI
 /// layout tar, standard tools read it, `relay-agent import` (or the running agent's inbox)
@@ -14,8 +15,10 @@ import Testing
         var dir: TemporaryDirectory { base.dir }
         var harness: RelayHarness { base.harness }
 
-        init(_ prefix: String, repoFiles: [String: Data] = [:]) throws {
-            base = try StatusBundleTests.Setup(prefix) { _, harness in
+        init(_ prefix: String, repoFiles: [String: Data] = [:], ghostSource: Bool = false) throws {
+            base = try StatusBundleTests.Setup(prefix) { dir, harness in
+                // A source that can never be packaged (its repository does not exist).
+                if ghostSource { harness.relayExtraYAML = "  - {name: ghost, url: \(dir.appending("no-such-repo").path), ref: {branch: main}, interval: 1h}\n" }
                 guard !repoFiles.isEmpty else { return }
                 for (path, data) in repoFiles { try harness.sources[0].repo.write(path, data) }
                 _ = try harness.sources[0].repo.commit("more files")
@@ -207,18 +210,25 @@ import Testing
         // 2.5 MB that gzip cannot shrink: the bundle splits into 1 MiB parts.
         var random = SystemRandomNumberGenerator()
         let noise = Data((0..<(2_500_000 / 8)).flatMap { _ in withUnsafeBytes(of: random.next() as UInt64) { Array($0) } })
-        let setup = try Setup("bundle-tamper", repoFiles: ["blob.bin": noise])
+        let setup = try Setup("bundle-tamper", repoFiles: ["blob.bin": noise], ghostSource: true)
         defer { setup.base.shutdown() }
         let digest = try #require(setup.packaged()["digest"] as? String)
 
         let genuine = try setup.export("edge", "genuine.tar")
         #expect(genuine.status == 0, "\(genuine.json)")
         let foreign = try setup.export("other", "foreign.tar")
-        let expiring = try setup.export("edge", "expiring.tar", ["--expires-in", "1s"])
+        let expiring = try setup.export("edge", "expiring.tar", ["--expires-in", "1ms"])
         let split = try setup.export("edge", "split.tar", ["--max-size", "1MiB"])
         #expect(split.json["parts"] as? Int == 3, "\(split.json)")
         #expect(try setup.export("edge", "tiny.tar", ["--max-size", "4096"]).json["code"] as? String == "max_size_too_small")
-        #expect(try setup.export("nobody", "x.tar").json["code"] as? String == "unknown_agent")
+        // Refused exports: each with its code, exit 3, no file.
+        try setup.base.relay(["agents", "create", "lonely"])
+        try setup.base.relay(["agents", "create", "haunted", "--sources", "ghost"])
+        for (agent, code) in [("nobody", "unknown_agent"), ("lonely", "no_grants"), ("haunted", "not_packaged")] {
+            let refused = try setup.export(agent, "\(agent).tar")
+            #expect(refused.status == 3 && refused.json["code"] as? String == code, "\(agent): \(refused.json)")
+            #expect(!FileManager.default.fileExists(atPath: refused.path))
+        }
 
         let tar = genuine.path
         let dir = setup.dir
@@ -245,7 +255,7 @@ import Testing
         try unlistedWriter.finish()
         // A part missing from the split bundle.
         try FileManager.default.moveItem(atPath: split.path + ".002", toPath: dir.appending("aside.002").path)
-        Thread.sleep(forTimeInterval: 1.1)  // the expiring bundle is now expired
+        // The expiring bundle expired 1 ms after it was made.
 
         let cases: [(String, [String], String)] = [
             ("statement byte", [try Self.copy(tar, to: "flip-statement.tar", in: dir, flipping: statementAt + 40)], "bad_signature"),
@@ -263,6 +273,19 @@ import Testing
             #expect(refused.json["code"] as? String == code, "\(what): \(refused.json)")
             #expect(try setup.published().isEmpty, "\(what): nothing published")
         }
+        // A flipped byte anywhere: headers, contents, padding, the end blocks.
+        let size = Int(try #require(genuine.json["bytes"] as? Int))
+        var offsets = Array(stride(from: 0, to: size, by: size / 16)) + [size - 1, size - 600]
+        var position = 0
+        for entry in try Self.entries(tar) {
+            position += 512 + (entry.data.count + 511) / 512 * 512
+            if entry.data.count % 512 != 0 { offsets.append(position - 1) }  // the entry's last padding byte
+        }
+        for offset in offsets {
+            let refused = try setup.importBundle([try Self.copy(tar, to: "flip-\(offset).tar", in: dir, flipping: offset)])
+            #expect(refused.status == 3 && !(refused.json["code"] as? String ?? "").isEmpty, "byte \(offset): \(refused.json)")
+        }
+        #expect(try setup.published().isEmpty)
         #expect(!FileManager.default.fileExists(atPath: dir.appending("agent-edge/bundles/state.json").path))
         let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: dir.appending("agent-edge/bundles").path)) ?? []
         #expect(leftovers.isEmpty, "temporary files removed: \(leftovers)")
@@ -299,6 +322,19 @@ import Testing
         #expect(((answer["imported"] as? [String: Any])?["sequence"] as? Int) == (dropped.json["sequence"] as? Int))
         #expect(FileManager.default.fileExists(atPath: inbox.appendingPathComponent("done/dropped.tar.003").path))
         agent.stop()
+
+        // An expired bundle imported on purpose: accepted, and reported up as a status incident.
+        let late = try setup.export("edge", "late.tar", ["--expires-in", "1ms"])
+        #expect(try setup.importBundle([late.path]).json["code"] as? String == "expired")
+        let overridden = try setup.importBundle([late.path], extra: ["--allow-expired"])
+        #expect(overridden.status == 0, "\(overridden.json)")
+        #expect(overridden.json["expiredAccepted"] as? Bool == true)
+        let statusFile = try setup.base.exportStatus("edge").path
+        let statusStatement = try JSONDecoder().decode(StatusStatement.self, from: try StatusBundleFile.read(path: statusFile).statement)
+        let reasons = try Relay_V1_StatusBatch(serializedBytes: statusStatement.statusBatch).entries.map(\.event.reason)
+        #expect(reasons.contains("BundleExpiredAccepted"))
+        #expect(reasons.contains("BundleRefused"))
+        #expect(reasons.last == "BundleImported")
 
         // Without trust in agent.yaml: a config error that says what to set.
         try setup.base.offlineAgentConfig("edge")

@@ -24,6 +24,7 @@ public enum BundleRefusal: Error, CustomStringConvertible, Equatable {
     case signature(source: String, SignatureFailure)
     case fluxRules(source: String, [String])
     case notHeld(source: String, digest: String)
+    case diskFull(path: String, needed: UInt64, available: UInt64)
     case io(String)
 
     public var description: String {
@@ -46,6 +47,8 @@ public enum BundleRefusal: Error, CustomStringConvertible, Equatable {
         case .fluxRules(let source, let errors): "the artifact of '\(source)' breaks Flux's unpack rules: \(errors.joined(separator: "; "))"
         case .notHeld(let source, let digest):
             "the bundle leaves out '\(source)' (\(digest)) as held, but this agent does not hold it: export a full bundle (--full), or --since a current status bundle"
+        case .diskFull(let path, let needed, let available):
+            "no space for the bundle's artifacts in \(path): \(needed) bytes needed, \(available) available; free space or give dataDir a bigger volume"
         case .io(let detail): detail
         }
     }
@@ -67,6 +70,7 @@ public enum BundleRefusal: Error, CustomStringConvertible, Equatable {
         case .signature(_, let failure): failure.code
         case .fluxRules: "flux_rules"
         case .notHeld: "not_held"
+        case .diskFull: "disk_full"
         case .io: "io"
         }
     }
@@ -152,6 +156,11 @@ public struct BundleImporter: Sendable {
             throw .io("cannot create \(temporary.path): \(error)")
         }
         defer { try? FileManager.default.removeItem(at: temporary) }
+        // Never start what cannot fit: a full disk would also starve the status journal.
+        let needed = statement.artifacts.filter(\.included).reduce(ArtifactFetcher.headroom) { $0 + $1.size }
+        if let available = ArtifactFetcher.availableBytes(temporary.path), available < needed {
+            throw .diskFull(path: temporary.path, needed: needed, available: available)
+        }
         let layers = try readFiles(parts: parts, head: head, statement: statement, temporary: temporary)
         let records = try verifyArtifacts(statement, layers: layers, now: now)
 
@@ -269,9 +278,10 @@ public struct BundleImporter: Sendable {
         if let expires = statement.expiresUnixMs, expires < Int64(now.timeIntervalSince1970 * 1000), !allowExpired {
             throw .expired(expiredAt: Self.time(expires))
         }
+        let (before, overflow) = statement.parts.partBytes.multipliedReportingOverflow(by: UInt64(max(0, statement.parts.count - 1)))
         guard statement.parts.count >= 1, statement.parts.count <= 9999,
               statement.parts.count == 1 || statement.parts.partBytes > 0,
-              statement.parts.totalBytes >= statement.parts.partBytes * UInt64(statement.parts.count - 1) else {
+              !overflow, statement.parts.totalBytes >= before else {
             throw .malformed("the statement's parts are inconsistent")
         }
         return statement

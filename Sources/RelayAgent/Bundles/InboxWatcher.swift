@@ -118,10 +118,11 @@ public struct InboxWatcher: Sendable {
             tracker.forget([name])
         case .bundle(let base, let files, let firstSeen):
             let paths = files.map { inbox.appendingPathComponent($0).path }
-            if files != [base], let needed = BundleImporter.partsNeeded(firstPart: inbox.appendingPathComponent(base + ".001").path),
-               needed > files.count, Date().timeIntervalSince(firstSeen) < partsGrace {
+            // Parts: wait (within the grace period) until part 1 says how many there are and all are here.
+            let needed = files == [base] ? 1 : BundleImporter.partsNeeded(firstPart: inbox.appendingPathComponent(base + ".001").path)
+            if needed.map({ $0 > files.count }) ?? true, Date().timeIntervalSince(firstSeen) < partsGrace {
                 if tracker.waiting.insert(base).inserted {
-                    logger.info("bundle parts arriving; waiting for the rest", metadata: ["bundle": "\(base)", "have": "\(files.count)", "need": "\(needed)"])
+                    logger.info("bundle parts arriving; waiting for the rest", metadata: ["bundle": "\(base)", "have": "\(files.count)", "need": "\(needed.map(String.init) ?? "?")"])
                 }
                 return
             }
