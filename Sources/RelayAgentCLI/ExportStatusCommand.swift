@@ -36,10 +36,10 @@ struct ExportStatus: AsyncParsableCommand {
         let summary: StatusExportSummary
         if AgentDataDirectory.runningAgentHoldsIt(resolved) {
             // The running agent holds the journal: it writes the bundle (through its inbox).
-            FileHandle.standardError.write(Data("an agent runs on this dataDir: exporting through its inbox \(resolved.inboxDirectory.path)\n".utf8))
+            FileHandle.standardError.write(Data("an agent runs on this dataDir: exporting through its request directory \(resolved.requestDirectory.path)\n".utf8))
             let result: InboxResult
             do {
-                result = try InboxRequest.exportStatus(inbox: resolved.inboxDirectory, output: target, timeout: .seconds(timeout))
+                result = try InboxRequest.exportStatus(inbox: resolved.requestDirectory, output: target, timeout: .seconds(timeout))
             } catch {
                 throw fail("no_answer", "\(error)", exit: 3)
             }

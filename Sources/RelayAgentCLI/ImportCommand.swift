@@ -41,10 +41,10 @@ struct Import: AsyncParsableCommand {
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
         let paths = files.map { URL(fileURLWithPath: $0, relativeTo: cwd).standardizedFileURL.path }
         if AgentDataDirectory.runningAgentHoldsIt(resolved) {
-            FileHandle.standardError.write(Data("an agent runs on this dataDir: importing through its inbox \(resolved.inboxDirectory.path)\n".utf8))
+            FileHandle.standardError.write(Data("an agent runs on this dataDir: importing through its request directory \(resolved.requestDirectory.path)\n".utf8))
             let result: InboxResult
             do {
-                result = try InboxRequest.importBundle(inbox: resolved.inboxDirectory, files: paths, allowExpired: allowExpired,
+                result = try InboxRequest.importBundle(inbox: resolved.requestDirectory, files: paths, allowExpired: allowExpired,
                                                        timeout: .seconds(timeout))
             } catch {
                 try refuse("no_answer", "\(error)", exit: 1)

@@ -342,6 +342,46 @@ import Wire
         #expect(untrusted.status == 2)
         #expect(untrusted.json["code"] as? String == "trust_required")
     }
+
+    /// The inbox takes bundles, never commands: a request file dropped there (a drop box or a
+    /// data diode writes the inbox) is not run. And an unreadable import record never reads as
+    /// "nothing imported yet" (which would let any old bundle in).
+    @Test func theInboxRunsNoCommandsAndAnUnreadableImportRecordRefusesImports() throws {
+        let setup = try Setup("bundle-inbox-commands")
+        defer { setup.base.shutdown() }
+        let first = try setup.export("edge", "first.tar")
+        let second = try setup.export("edge", "second.tar")
+        #expect(try setup.importBundle([first.path]).status == 0)
+
+        let port = try LoopbackPort.free()
+        let config = try setup.agentConfig("edge", extra: "listen: 127.0.0.1:\(port)\n")
+        let agent = try BackgroundProcess(name: "relay-agent-edge", executable: Binaries.relayAgent, arguments: ["run", "--config", config],
+                                          logFile: setup.dir.appending("agent-edge.log"))
+        defer { agent.stop() }
+        try setup.harness.waitUntil("agent endpoint") { try HTTPProbe.request("http://127.0.0.1:\(port)/readyz").status == 200 }
+        let inbox = setup.dir.appending("agent-edge/inbox")
+        let target = setup.dir.appending("agent-edge/bundles/state.json")
+        let before = try Data(contentsOf: target)
+        let staged = setup.dir.appending("x.export-status.json")
+        try Data(#"{"output": "\#(target.path)"}"#.utf8).write(to: staged)
+        #expect(rename(staged.path, inbox.appendingPathComponent("x.export-status.json").path) == 0)
+        let result = inbox.appendingPathComponent("x.export-status.json.result.json")
+        try setup.harness.waitUntil("the dropped request handled", timeout: 15) { FileManager.default.fileExists(atPath: result.path) }
+        let answer = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: result)) as? [String: Any])
+        #expect(answer["ok"] as? Bool == false, "\(answer)")
+        #expect(try Data(contentsOf: target) == before, "the request was not run: the import record is untouched")
+        // The CLI's own requests still work (through the private request directory).
+        let exported = try setup.base.exportStatus("edge")
+        #expect(exported.summary["agent"] as? String == "edge")
+        agent.stop()
+
+        // A damaged import record: refused, nothing published, rather than starting again at 0.
+        try Data("{not json".utf8).write(to: target)
+        let refused = try setup.importBundle([second.path])
+        #expect(refused.status == 3, "\(refused.json)")
+        #expect(refused.json["code"] as? String == "state_unreadable")
+        #expect(try setup.published().count == 1)
+    }
 }
 
 enum BundleTestError: Error { case noEntry(String) }

@@ -26,6 +26,7 @@ public enum BundleRefusal: Error, CustomStringConvertible, Equatable {
     case notHeld(source: String, digest: String)
     case diskFull(path: String, needed: UInt64, available: UInt64)
     case io(String)
+    case stateUnreadable(String)
 
     public var description: String {
         switch self {
@@ -50,6 +51,7 @@ public enum BundleRefusal: Error, CustomStringConvertible, Equatable {
         case .diskFull(let path, let needed, let available):
             "no space for the bundle's artifacts in \(path): \(needed) bytes needed, \(available) available; free space or give dataDir a bigger volume"
         case .io(let detail): detail
+        case .stateUnreadable(let detail): detail
         }
     }
 
@@ -72,6 +74,7 @@ public enum BundleRefusal: Error, CustomStringConvertible, Equatable {
         case .notHeld: "not_held"
         case .diskFull: "disk_full"
         case .io: "io"
+        case .stateUnreadable: "state_unreadable"
         }
     }
 }
@@ -164,11 +167,16 @@ public struct BundleImporter: Sendable {
         let layers = try readFiles(parts: parts, head: head, statement: statement, temporary: temporary)
         let records = try verifyArtifacts(statement, layers: layers, now: now)
 
-        // Everything holds: publish.
+        // Everything holds. The sequence is spent first: if publishing fails midway, neither
+        // this bundle nor an older one can be imported again (export a new one).
+        do { try BundleState.save(dataDirectory: dataDirectory, lastSequence: statement.sequence, importedAt: now) } catch {
+            throw .io("cannot record the import in \(BundleState.url(dataDirectory: dataDirectory).path): \(error)")
+        }
         var published: [String] = []
         for (artifact, record) in records {
             do {
-                try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest.description, signature: artifact.signature)
+                try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest.description, signature: artifact.signature,
+                                         keyID: nil)
                 let stored: ArtifactRecord?
                 if let layer = layers[artifact.digest], !store.holdsFile(of: record) {
                     stored = try store.publish(verifiedFile: layer, record: record)
@@ -183,9 +191,6 @@ public struct BundleImporter: Sendable {
             } catch {
                 throw .io("publishing '\(artifact.source)': \(error)")
             }
-        }
-        do { try BundleState.save(dataDirectory: dataDirectory, lastSequence: statement.sequence, importedAt: now) } catch {
-            throw .io("cannot record the import in \(BundleState.url(dataDirectory: dataDirectory).path): \(error)")
         }
         var acknowledged: UInt64 = 0
         if let ack = statement.statusAck, let journal, ack.journalID == journal.journalID {
@@ -273,7 +278,11 @@ public struct BundleImporter: Sendable {
         }
         guard statement.type == BundleStatement.currentType else { throw .malformed("statement type '\(statement.type.prefix(80))', expected \(BundleStatement.currentType)") }
         guard statement.agent == name else { throw .wrongAgent(bundle: statement.agent, agent: name) }
-        let last = BundleState.load(dataDirectory: dataDirectory).lastSequence
+        let last: UInt64
+        do { last = try BundleState.loadForImport(dataDirectory: dataDirectory).lastSequence } catch {
+            throw .stateUnreadable("\(BundleState.url(dataDirectory: dataDirectory).path) is unreadable (\(error)); it guards against replayed bundles: "
+                      + "restore it, or write {\"lastSequence\": N, \"lastImportedUnixMs\": 0} with the last sequence imported")
+        }
         guard statement.sequence > last else { throw .replayed(sequence: statement.sequence, last: last) }
         if let expires = statement.expiresUnixMs, expires < Int64(now.timeIntervalSince1970 * 1000), !allowExpired {
             throw .expired(expiredAt: Self.time(expires))
@@ -371,7 +380,7 @@ public struct BundleImporter: Sendable {
             if let signatureManifest = Provenance.SHA256Digest(artifact.signature.manifestDigest), !listed.contains(BundleLayout.blobPath(signatureManifest)) {
                 throw .missingFile(BundleLayout.blobPath(signatureManifest))
             }
-            do { _ = try artifact.signature.verify(manifestDigest: manifest.digest, keys: keys) } catch {
+            do { _ = try artifact.signature.verify(manifestDigest: manifest.digest, reference: artifact.source, keys: keys) } catch {
                 RelaySignatureCheck.countRefusal(error)
                 throw .signature(source: artifact.source, error)
             }

@@ -19,6 +19,15 @@ public enum BundleState {
         return (stored.lastSequence, stored.lastImportedUnixMs)
     }
 
+    /// The state for an import decision: absent is (0, 0), but a file that exists and cannot be
+    /// read throws (it must never read as "nothing imported": that would admit any old bundle).
+    public static func loadForImport(dataDirectory: URL) throws -> (lastSequence: UInt64, lastImportedUnixMs: Int64) {
+        let file = url(dataDirectory: dataDirectory)
+        guard FileManager.default.fileExists(atPath: file.path) else { return (0, 0) }
+        let stored = try JSONDecoder().decode(Stored.self, from: try Data(contentsOf: file))
+        return (stored.lastSequence, stored.lastImportedUnixMs)
+    }
+
     /// Records an import, atomically and durably.
     public static func save(dataDirectory: URL, lastSequence: UInt64, importedAt: Date) throws {
         let file = url(dataDirectory: dataDirectory)

@@ -33,8 +33,9 @@ public struct InboxResult: Sendable, Codable, Equatable {
     }
 }
 
-/// Requests handed to a running agent through its inbox (`import.inboxDir`): a JSON file
-/// renamed into place, answered by `<name>.result.json` beside it.
+/// Requests handed to a running agent through its private request directory
+/// (`<dataDir>/requests`, never the inbox): a JSON file renamed into place, answered by
+/// `<name>.result.json` beside it.
 /// - `<name>.export-status.json`: `{"output": "<absolute path>"}` (relay-agent export-status)
 /// - `<name>.import.json`: `{"files": ["<absolute path>", …], "allowExpired": false}` (relay-agent import)
 public enum InboxRequest {
@@ -67,9 +68,19 @@ public enum InboxRequest {
         try submit(inbox: inbox, suffix: importSuffix, body: try JSONEncoder().encode(Import(files: files, allowExpired: allowExpired)), timeout: timeout)
     }
 
+    /// Creates `directory` as 0700, or checks it is: a directory this user owns that no one else
+    /// may write. Returns false when it is not private.
+    public static func preparePrivateDirectory(_ directory: URL) -> Bool {
+        try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var info = stat()
+        guard stat(directory.path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == geteuid() else { return false }
+        if info.st_mode & 0o077 != 0 { return chmod(directory.path, 0o700) == 0 }
+        return true
+    }
+
     /// Writes the request under a hidden name, renames it into place, and polls for the result.
     public static func submit(inbox: URL, suffix: String, body: Data, timeout: Duration) throws -> InboxResult {
-        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+        guard preparePrivateDirectory(inbox) else { throw Failure.io("\(inbox.path) is not a private directory of this user (mode 0700)") }
         let name = "request-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let request = inbox.appendingPathComponent(name + suffix)
         let result = inbox.appendingPathComponent(name + resultSuffix)

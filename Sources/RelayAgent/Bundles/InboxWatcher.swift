@@ -8,9 +8,12 @@ import Logging
 /// poll) are imported, then moved to `done/` or `rejected/` with `<name>.result.json` written
 /// in the inbox. A split bundle (`NAME.001`, …) waits until all its parts are there, or until
 /// `partsGrace` has passed since its first part appeared (then it is refused: missing_part).
-/// Requests from the CLIs (`InboxRequest`) are answered the same way.
+/// Requests from the CLIs (`InboxRequest`) come through a separate private directory
+/// (`<dataDir>/requests`, mode 0700, owned by the agent's user): a drop box or data diode
+/// writing into the inbox can deliver bundles, which are verified, but never commands.
 public struct InboxWatcher: Sendable {
     let inbox: URL
+    let requests: URL
     let runtime: AgentRuntime
     let logger: Logger
     let interval: Duration
@@ -18,6 +21,7 @@ public struct InboxWatcher: Sendable {
 
     public init(runtime: AgentRuntime, interval: Duration = .seconds(1), partsGrace: TimeInterval = 600) {
         inbox = runtime.config.inboxDirectory
+        requests = runtime.config.requestDirectory
         self.runtime = runtime
         logger = runtime.logger
         self.interval = interval
@@ -29,12 +33,23 @@ public struct InboxWatcher: Sendable {
             logger.error("cannot create the inbox; bundles dropped there will not be imported", metadata: ["inbox": "\(inbox.path)", "error": "\(error)"])
             return
         }
-        var tracker = Tracker()
+        let privateRequests = InboxRequest.preparePrivateDirectory(requests)
+        if !privateRequests {
+            logger.error("the request directory is not private (mode 0700, this user's); CLI requests are ignored",
+                         metadata: ["directory": "\(requests.path)"])
+        }
+        var bundles = Tracker(acceptsRequests: false)
+        var commands = Tracker(acceptsRequests: true)
         while !Task.isCancelled {
-            let work = tracker.poll(inbox, now: Date())
-            for item in work {
+            for item in bundles.poll(inbox, now: Date()) {
                 if Task.isCancelled { return }
-                await handle(item, tracker: &tracker)
+                await handle(item, in: inbox, tracker: &bundles)
+            }
+            if privateRequests {
+                for item in commands.poll(requests, now: Date()) {
+                    if Task.isCancelled { return }
+                    await handle(item, in: requests, tracker: &commands)
+                }
             }
             try? await Task.sleep(for: interval)
         }
@@ -49,6 +64,8 @@ public struct InboxWatcher: Sendable {
     }
 
     struct Tracker {
+        /// The private request directory: requests only. The inbox: bundles only.
+        let acceptsRequests: Bool
         /// Size and modification time per file name at the previous poll, and when first seen.
         var seen: [String: (size: UInt64, modified: TimeInterval, first: Date)] = [:]
         /// Bundles left waiting for parts (not reported again each second).
@@ -71,10 +88,12 @@ public struct InboxWatcher: Sendable {
             var items: [Item] = []
             var groups: [String: [String]] = [:]
             for name in stable.keys.sorted() {
-                if name.hasSuffix(InboxRequest.exportStatusSuffix) {
-                    items.append(.exportStatus(name: name))
-                } else if name.hasSuffix(InboxRequest.importSuffix) {
-                    items.append(.importRequest(name: name))
+                if acceptsRequests {
+                    if name.hasSuffix(InboxRequest.exportStatusSuffix) {
+                        items.append(.exportStatus(name: name))
+                    } else if name.hasSuffix(InboxRequest.importSuffix) {
+                        items.append(.importRequest(name: name))
+                    }
                 } else {
                     groups[Self.base(of: name), default: []].append(name)
                 }
@@ -98,23 +117,23 @@ public struct InboxWatcher: Sendable {
         mutating func forget(_ names: [String]) { for name in names { seen.removeValue(forKey: name) } }
     }
 
-    private func handle(_ item: Item, tracker: inout Tracker) async {
+    private func handle(_ item: Item, in directory: URL, tracker: inout Tracker) async {
         switch item {
         case .exportStatus(let name):
             let stem = String(name.dropLast(InboxRequest.exportStatusSuffix.count))
-            let result = await offload { exportStatus(request: inbox.appendingPathComponent(name)) }
-            finish(stem: stem, files: [name], result: result)
+            let result = await offload { exportStatus(request: directory.appendingPathComponent(name)) }
+            finish(stem: stem, files: [name], result: result, in: directory)
             tracker.forget([name])
         case .importRequest(let name):
             let stem = String(name.dropLast(InboxRequest.importSuffix.count))
             let result: InboxResult = await offload {
-                guard let data = FileManager.default.contents(atPath: inbox.appendingPathComponent(name).path),
+                guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path),
                       let request = try? JSONDecoder().decode(InboxRequest.Import.self, from: data) else {
                     return InboxResult(ok: false, code: "bad_request", message: "\(name) is not {\"files\": […], \"allowExpired\": bool}")
                 }
                 return importBundle(request.files, allowExpired: request.allowExpired ?? false)
             }
-            finish(stem: stem, files: [name], result: result)
+            finish(stem: stem, files: [name], result: result, in: directory)
             tracker.forget([name])
         case .bundle(let base, let files, let firstSeen):
             let paths = files.map { inbox.appendingPathComponent($0).path }
@@ -128,7 +147,7 @@ public struct InboxWatcher: Sendable {
             }
             tracker.waiting.remove(base)
             let result = await offload { importBundle([paths[0]], allowExpired: false) }
-            finish(stem: base, files: files, result: result)
+            finish(stem: base, files: files, result: result, in: inbox)
             tracker.forget(files)
         }
     }
@@ -165,7 +184,7 @@ public struct InboxWatcher: Sendable {
     }
 
     /// Moves what was handled to `done/` or `rejected/` and writes `<stem>.result.json`.
-    private func finish(stem: String, files: [String], result: InboxResult) {
+    private func finish(stem: String, files: [String], result: InboxResult, in inbox: URL) {
         let target = inbox.appendingPathComponent(result.ok ? "done" : "rejected")
         try? FileManager.default.createDirectory(at: target, withIntermediateDirectories: true)
         for file in files {
@@ -180,7 +199,24 @@ public struct InboxWatcher: Sendable {
         } catch {
             logger.error("cannot write the inbox result", metadata: ["name": "\(stem)", "error": "\(error)"])
         }
+        Self.keepNewest(Self.keptHandled, in: target)
         logger.notice("inbox item handled", metadata: ["name": "\(stem)", "ok": "\(result.ok)", "code": "\(result.code)"])
+    }
+}
+
+extension InboxWatcher {
+    /// Handled files kept in `done/` and `rejected/` (oldest go first): a drop box never fills the disk.
+    static let keptHandled = 20
+
+    static func keepNewest(_ count: Int, in directory: URL) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        guard names.count > count else { return }
+        let dated = names.map { name -> (String, TimeInterval) in
+            var info = stat()
+            let path = directory.appendingPathComponent(name).path
+            return (path, stat(path, &info) == 0 ? Double(info.st_mtim.tv_sec) : 0)
+        }.sorted { $0.1 > $1.1 }
+        for (path, _) in dated.dropFirst(count) { unlink(path) }
     }
 }
 

@@ -94,7 +94,9 @@ public struct StatusExporter: Sendable {
         let records: [ArtifactRecord]
         do { records = try store.allRecords() } catch { throw .store("\(error)") }
         var held = Set<HeldArtifact>()
-        for record in records {
+        // Only what the store really holds (a quarantined file is gone): a delta bundle leaves
+        // out what is listed here.
+        for record in records where store.holdsFile(of: record) {
             guard let digest = SHA256Digest(record.digest) else { continue }
             held.insert(HeldArtifact(source: record.source, revision: record.revision, digest: digest))
         }

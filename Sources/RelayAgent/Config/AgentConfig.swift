@@ -163,6 +163,8 @@ public struct ResolvedAgentConfig: Sendable {
     public var trustedRelayKeys: TrustedKeys?
     /// Watched for bundles by the running agent.
     public var inboxDirectory: URL
+    /// Where the CLIs hand requests to the running agent (private: never the inbox).
+    public var requestDirectory: URL { dataDirectory.appendingPathComponent("requests") }
     // The link's parts (meaningful only with a link: the tunnel runs only then).
     public var relay: HostPort { link?.relay ?? HostPort(host: "127.0.0.1", port: 0) }
     public var caFile: String { link?.caFile ?? "" }
