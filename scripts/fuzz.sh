@@ -31,6 +31,7 @@ targets=(
   status-journal:4096
   relay-config:4096
   agent-config:4096
+  bundle:16384
 )
 smoke_seconds=5
 

@@ -12,6 +12,7 @@ let targets: [String: @Sendable (Data) -> Void] = [
     "status-journal": StatusJournalTarget.run,
     "relay-config": ConfigTarget.runServer,
     "agent-config": ConfigTarget.runAgent,
+    "bundle": BundleTarget.run,
 ]
 
 /// Chosen once: libFuzzer owns the command line, so the target comes from the environment.
