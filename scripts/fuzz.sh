@@ -70,9 +70,13 @@ echo "fuzz: building the fuzz targets (a first build compiles every dependency w
 # SwiftPM does not notice files added to the root package (a path dependency here) without
 # re-reading this manifest.
 touch Fuzz/Package.swift
-swift build "${build_flags[@]}" 2>&1 | grep -E "error|warning: unre|Compiling RelayFuzz|Build complete" || true
+mkdir -p "$scratch"
+build_status=0
+swift build "${build_flags[@]}" > "$scratch/build.log" 2>&1 || build_status=$?
+grep -E "error|warning: unre|Compiling RelayFuzz|Build complete" "$scratch/build.log" || true
 binary="$(swift build "${build_flags[@]}" --show-bin-path)/RelayFuzz"
-[ -x "$binary" ] || { echo "fuzz: the build failed (run: swift build ${build_flags[*]})" >&2; exit 1; }
+# A failed build must not fuzz the binary an earlier build left behind.
+[ "$build_status" -eq 0 ] && [ -x "$binary" ] || { echo "fuzz: the build failed (see $scratch/build.log)" >&2; exit 1; }
 echo "fuzz: built in $(( $(date +%s) - started )) s: $binary"
 [ "$mode" = build ] && exit 0
 

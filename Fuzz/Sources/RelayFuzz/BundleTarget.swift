@@ -10,14 +10,16 @@ import Provenance
 /// Input: the bytes of a bundle file (or of an envelope, or a payload: each reader gets them).
 ///
 /// Invariants: the reader never reports more content than the file holds and hands over exactly
-/// the size it announced; an envelope never verifies under a key the input cannot hold; a payload
+/// the size it announced; an envelope never verifies under a key whose private half no one has; a payload
 /// the parser accepts names a digest and has cosign's type.
 enum BundleTarget {
-    static let key: SigningKey = {
-        let path = scratchFile("fuzz-signing.key")
-        unlink(path)
-        return try! SigningKey.loadOrCreate(path: path).key
-    }()
+    /// A public key whose private half was thrown away when it was made: nothing can sign for it.
+    static let publicKeyPEM = """
+        -----BEGIN PUBLIC KEY-----
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEa4rj67ztSfoCUlIQcDlxpJY9YqEp
+        UD539CqCIaEIsAm6GJYWDUZMDeD01aoR22cgZuFRwgy2mTrUkjWgxGQAxg==
+        -----END PUBLIC KEY-----
+        """
 
     static func run(_ input: Data) {
         let path = scratchFile("bundle.tar")
@@ -36,7 +38,9 @@ enum BundleTarget {
         _ = BundleImporter.partsNeeded(firstPart: path)
 
         if let envelope = try? JSONDecoder().decode(SignedEnvelope.self, from: input) {
-            require(envelope.signer(in: TrustedKeys([key.publicKey])) == nil, "an envelope verified under a key made in this run")
+            let keys = TrustedKeys((try? TrustedKey.parse(pem: publicKeyPEM, path: "fuzz.pub")) ?? [])
+            require(!keys.keys.isEmpty, "the fixed public key does not parse")
+            require(envelope.signer(in: keys) == nil, "an envelope verified under a key nobody holds")
             _ = try? JSONDecoder().decode(StatusStatement.self, from: envelope.statement)
         }
         if let claims = try? CosignSignature.signedClaims(in: input) {

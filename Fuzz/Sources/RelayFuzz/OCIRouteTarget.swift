@@ -27,6 +27,9 @@ enum OCIRouteTarget {
             require("/v2/\(name)/blobs/\(digest)" == path, "blob route \(name) \(digest) from \(path)")
             check(name: name)
             check(digest: digest)
+        case .referrers(let name, let digest):
+            require("/v2/\(name)/referrers/\(digest)" == path, "referrers route \(name) \(digest) from \(path)")
+            require(!digest.contains("/"), "referrers digest with a slash from \(path)")
         case .tags(let name):
             require("/v2/\(name)/tags/list" == path, "tags route \(name) from \(path)")
             check(name: name)

@@ -1,6 +1,7 @@
 import ArtifactMirror
 import AsyncHTTPClient
 import Logging
+import NIOPosix
 import ServiceLifecycle
 
 /// Everything between the store and Flux, built from `flux:` in agent.yaml: the catalog and
@@ -69,15 +70,25 @@ public final class FluxIntegration: Sendable {
     /// Keeps the catalog current and tells Flux about each publication, until cancelled.
     /// Reads the store first, and brings every source's Flux objects up to date.
     func follow(_ publications: AsyncStream<ArtifactRecord>) async {
-        do { try catalog.reload() } catch { logger.error("cannot read the store index", metadata: ["error": "\(error)"]) }
+        await reloadCatalog()
         for record in catalog.catalog.current.values { await notifier.submit(record) }
         for await record in publications {
             // The catalog first: Flux, once woken, must find the new tag.
-            do { try catalog.reload() } catch { logger.error("cannot read the store index", metadata: ["error": "\(error)"]) }
+            await reloadCatalog()
             await notifier.submit(record)
             do { try watcher?.refreshSources() } catch { logger.error("cannot journal status", metadata: ["error": "\(error)"]) }
         }
         await notifier.stop()
+    }
+
+    /// Re-reads the store (index files, signature files and their checks) on the thread pool:
+    /// file work stays off the cooperative threads that serve Flux.
+    private func reloadCatalog() async {
+        do {
+            try await NIOThreadPool.singleton.runIfActive { [catalog] in try catalog.reload() }
+        } catch {
+            logger.error("cannot read the store index", metadata: ["error": "\(error)"])
+        }
     }
 
     func shutdown() async {
