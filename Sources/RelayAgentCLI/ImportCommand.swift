@@ -60,6 +60,12 @@ struct Import: AsyncParsableCommand {
             FileHandle.standardError.write(Data("bundle \(summary.sequence) imported: \(summary.published.joined(separator: ", "))\n".utf8))
         } catch let refusal as BundleRefusal {
             try refuse(refusal.code, refusal.description, exit: refusal.code == "io" ? 1 : 3)
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            // The data directory could not be opened (its journal held by another import, an
+            // unreadable store): nothing was imported.
+            try refuse("agent_unavailable", "cannot open the agent's data directory \(resolved.dataDirectory.path): \(error)", exit: 1)
         }
     }
 }

@@ -81,6 +81,14 @@ struct BundleExport: AsyncParsableCommand {
             print(String(decoding: try encoder.encode(Refused(code: refusal.code, message: refusal.description)), as: UTF8.self))
             FileHandle.standardError.write(Data("error: \(refusal) [\(refusal.code)]\n".utf8))
             throw ExitCode(refusal.code == "io" ? 1 : 3)
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            struct Refused: Encodable { var ok = false; var code: String; var message: String }
+            let message = "cannot read the relay's data (\(resolved.dataDirectory.path)): \(error)"
+            print(String(decoding: try encoder.encode(Refused(code: "relay_data_unavailable", message: message)), as: UTF8.self))
+            FileHandle.standardError.write(Data("error: \(message) [relay_data_unavailable]\n".utf8))
+            throw ExitCode(1)
         }
     }
 }

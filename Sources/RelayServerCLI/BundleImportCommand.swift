@@ -39,6 +39,14 @@ struct BundleImport: AsyncParsableCommand {
             print(String(decoding: try encoder.encode(Refused(code: refusal.code, message: refusal.description)), as: UTF8.self))
             FileHandle.standardError.write(Data("error: \(refusal) [\(refusal.code)]\n".utf8))
             throw ExitCode(3)
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            struct Refused: Encodable { var ok = false; var code: String; var message: String }
+            let message = "cannot store the status bundle in the relay's database: \(error); nothing was stored, import it again"
+            print(String(decoding: try encoder.encode(Refused(code: "relay_data_unavailable", message: message)), as: UTF8.self))
+            FileHandle.standardError.write(Data("error: \(message) [relay_data_unavailable]\n".utf8))
+            throw ExitCode(1)
         }
     }
 }
