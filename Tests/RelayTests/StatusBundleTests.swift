@@ -329,3 +329,30 @@ extension StatusBundleTests {
         #expect(ids == [1, 2, 3, 4, 5])
     }
 }
+
+/// What the relay acknowledges, and what it refuses to store twice, outlives status retention:
+/// an agent offline for longer than `status.retention.maxAge` still gets its acknowledgement,
+/// and an old status bundle imported again after retention stores nothing.
+@Suite struct StatusJournalMarkTests {
+    @Test func acknowledgementsAndDuplicateDetectionSurviveRetention() async throws {
+        let dir = try TemporaryDirectory(prefix: "journal-mark")
+        defer { dir.remove() }
+        let registry = try Registry(path: dir.appending("relay.sqlite"))
+        let entries: [Relay_V1_StatusEntry] = (UInt64(1)...3).map { sequence in
+            .with { $0.sequence = sequence; $0.event = .with { $0.message = "m\(sequence)" } }
+        }
+        #expect(try await registry.storeStatus(agent: "edge", journal: "j1", entries: entries).count == 3)
+        #expect(try await registry.statusAcknowledgement(agent: "edge") == StatusAcknowledgement(journalID: "j1", upTo: 3))
+
+        // Retention removes every row.
+        #expect(try await registry.deleteStatus(below: Int64.max, batch: 1000) == 3)
+        #expect(try await registry.statusAcknowledgement(agent: "edge") == StatusAcknowledgement(journalID: "j1", upTo: 3))
+        // The same bundle again: nothing stored, nothing in the feed's table.
+        #expect(try await registry.storeStatus(agent: "edge", journal: "j1", entries: entries).isEmpty)
+        #expect(try registry.timeline(.init(agent: "edge", limit: 100)).isEmpty)
+        // What is new in that journal is stored, and acknowledged.
+        let next: Relay_V1_StatusEntry = .with { $0.sequence = 4; $0.event = .with { $0.message = "m4" } }
+        #expect(try await registry.storeStatus(agent: "edge", journal: "j1", entries: entries + [next]).map(\.id) == [4])
+        #expect(try await registry.statusAcknowledgement(agent: "edge") == StatusAcknowledgement(journalID: "j1", upTo: 4))
+    }
+}

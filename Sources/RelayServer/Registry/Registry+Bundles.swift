@@ -33,6 +33,22 @@ extension Registry {
                 );
                 """)
         }
+        migrator.registerMigration("v8-status-journal-marks") { db in
+            try db.execute(sql: """
+                -- The highest sequence received per agent journal (tunnel or status bundle). Status
+                -- retention never deletes it: acknowledgements survive it, and entries at or below
+                -- it are not stored again (a status bundle re-imported after retention).
+                CREATE TABLE status_journal_mark (
+                    agent TEXT NOT NULL,
+                    journal TEXT NOT NULL,
+                    up_to INTEGER NOT NULL,
+                    updated_ms INTEGER NOT NULL,
+                    PRIMARY KEY (agent, journal)
+                );
+                INSERT INTO status_journal_mark(agent, journal, up_to, updated_ms)
+                  SELECT agent, journal, MAX(sequence), MAX(received_ms) FROM status_entry GROUP BY agent, journal;
+                """)
+        }
     }
 
     /// Reserves the next bundle sequence of `agent` (one more than any reserved before).
@@ -75,12 +91,11 @@ extension Registry {
     /// and the highest sequence stored from it. Carried back to the agent in the next bundle.
     public func statusAcknowledgement(agent: String) async throws -> StatusAcknowledgement? {
         try await database.read { db in
-            guard let journal = try String.fetchOne(db, sql: "SELECT journal FROM status_entry WHERE agent = ? ORDER BY id DESC LIMIT 1",
-                                                    arguments: [agent]),
-                  let upTo = try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM status_entry WHERE agent = ? AND journal = ?",
-                                                arguments: [agent, journal])
-            else { return nil }
-            return StatusAcknowledgement(journalID: journal, upTo: UInt64(upTo))
+            // The journal heard from last, and everything received from it (the tunnel's ack too).
+            guard let row = try Row.fetchOne(db, sql: """
+                    SELECT journal, up_to FROM status_journal_mark WHERE agent = ? ORDER BY updated_ms DESC, rowid DESC LIMIT 1
+                    """, arguments: [agent]) else { return nil }
+            return StatusAcknowledgement(journalID: row["journal"], upTo: UInt64(row["up_to"] as Int64))
         }
     }
 

@@ -163,7 +163,17 @@ extension Registry {
                             receivedAt: Date = Date()) async throws -> [StatusRecord] {
         try await database.write { db in
             var stored: [StatusRecord] = []
-            for entry in entries {
+            // Entries at or below the journal's mark were received before (kept, or since
+            // removed by retention): never stored twice.
+            let mark = try Int64.fetchOne(db, sql: "SELECT up_to FROM status_journal_mark WHERE agent = ? AND journal = ?",
+                                          arguments: [agent, journal]) ?? 0
+            if let highest = entries.map(\.sequence).max() {
+                try db.execute(sql: """
+                    INSERT INTO status_journal_mark(agent, journal, up_to, updated_ms) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(agent, journal) DO UPDATE SET up_to = MAX(up_to, excluded.up_to), updated_ms = excluded.updated_ms
+                    """, arguments: [agent, journal, Int64(clamping: highest), Self.milliseconds(receivedAt)])
+            }
+            for entry in entries where Int64(clamping: entry.sequence) > mark {
                 guard var record = StatusRecord(agent: agent, journal: journal, entry: entry, receivedAt: receivedAt) else { continue }
                 let encoded = try StatusRecord.encoder.encode(record)
                 let payload = String(decoding: encoded, as: UTF8.self)
