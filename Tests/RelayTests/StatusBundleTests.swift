@@ -304,7 +304,9 @@ extension StatusBundleTests {
         let feed = StatusFeed(after: try await registry.latestStatusID())
         let follower = Task { await feed.follow(registry, interval: .milliseconds(100)) }
         defer { follower.cancel() }
-        let deadline = ContinuousClock.now + .seconds(5)
+        // Generous: in the full suite, tests that block threads can starve this process's
+        // cooperative pool for many seconds; the loop ends as soon as the five arrive.
+        let deadline = ContinuousClock.now + .seconds(120)
         while !feed.isFollowing, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
         let subscription = feed.subscribe()
         let ticker = Task { while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(50)); subscription.tick() } }
