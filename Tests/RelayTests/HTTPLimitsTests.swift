@@ -113,7 +113,10 @@ import Testing
             if now.descriptors > peak.descriptors { peak = now }
             return try harness.published("edge").contains { $0.revision == "main@sha1:\(second)" }
         }
-        #expect(peak.descriptors <= before.descriptors + cap + 16, "descriptors bounded by the cap: \(before) → \(peak)")
+        // Beyond the cap: the agent's tunnel, packaging, and the registry's reader pool, whose
+        // connections (up to 5, a few descriptors each) open lazily as readers overlap (the API,
+        // the tunnel, the feed follower's poll): a fixed allowance, not one per flood connection.
+        #expect(peak.descriptors <= before.descriptors + cap + 32, "descriptors bounded by the cap: \(before) → \(peak)")
 
         // The flood stops: the header timeout closes every idle connection.
         let (allClosed, after) = flood.end(pid, closedWithin: 3)
