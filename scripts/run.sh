@@ -137,7 +137,9 @@ digest=$(curl -sfI "$flux/v2/example/manifests/main" | tr -d '\r' | awk -F': ' '
 echo "  manifest $digest"
 
 say "pushing a commit and sending the relay a GitLab push webhook"
-replicas=$(( (RANDOM % 5) + 2 ))
+# Always a different count than the one committed (a repeat would leave nothing to commit).
+current=$(awk '/replicas:/ {print $2; exit}' "$repo/base/deployment.yaml")
+replicas=$(( ${current:-1} % 6 + 2 ))
 sed -i "s/replicas: [0-9]*/replicas: $replicas/" "$repo/base/deployment.yaml"
 git_demo commit -q -am "Scale hello to $replicas replicas"
 new_commit=$(git_demo rev-parse HEAD)
