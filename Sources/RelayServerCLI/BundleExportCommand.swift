@@ -77,18 +77,10 @@ struct BundleExport: AsyncParsableCommand {
             FileHandle.standardError.write(Data(("bundle #\(summary.sequence) for \(summary.agent): \(summary.included.count) artifact(s) carried, "
                 + "\(summary.omitted.count) left out (held), \(summary.bytes) bytes in \(summary.files.joined(separator: ", "))\n").utf8))
         } catch let refusal as BundleExportError {
-            struct Refused: Encodable { var ok = false; var code: String; var message: String }
-            print(String(decoding: try encoder.encode(Refused(code: refusal.code, message: refusal.description)), as: UTF8.self))
-            FileHandle.standardError.write(Data("error: \(refusal) [\(refusal.code)]\n".utf8))
-            throw ExitCode(refusal.code == "io" ? 1 : 3)
-        } catch let exit as ExitCode {
-            throw exit
+            try CommandRefusal.fail(code: refusal.code, message: refusal.description, exit: refusal.code == "io" ? 1 : 3)
         } catch {
-            struct Refused: Encodable { var ok = false; var code: String; var message: String }
             let message = "cannot read the relay's data (\(resolved.dataDirectory.path)): \(error)"
-            print(String(decoding: try encoder.encode(Refused(code: "relay_data_unavailable", message: message)), as: UTF8.self))
-            FileHandle.standardError.write(Data("error: \(message) [relay_data_unavailable]\n".utf8))
-            throw ExitCode(1)
+            try CommandRefusal.fail(code: "relay_data_unavailable", message: message, exit: 1)
         }
     }
 }

@@ -35,18 +35,10 @@ struct BundleImport: AsyncParsableCommand {
             print(String(decoding: try encoder.encode(summary), as: UTF8.self))
             FileHandle.standardError.write(Data("stored \(summary.stored) new status entries of \(summary.agent) (\(summary.duplicates) already held); the next `relay-server bundle export --agent \(summary.agent)` acknowledges them\n".utf8))
         } catch let refusal as StatusBundleRefusal {
-            struct Refused: Encodable { var ok = false; var code: String; var message: String }
-            print(String(decoding: try encoder.encode(Refused(code: refusal.code, message: refusal.description)), as: UTF8.self))
-            FileHandle.standardError.write(Data("error: \(refusal) [\(refusal.code)]\n".utf8))
-            throw ExitCode(3)
-        } catch let exit as ExitCode {
-            throw exit
+            try CommandRefusal.fail(code: refusal.code, message: refusal.description, exit: 3)
         } catch {
-            struct Refused: Encodable { var ok = false; var code: String; var message: String }
             let message = "cannot store the status bundle in the relay's database: \(error); nothing was stored, import it again"
-            print(String(decoding: try encoder.encode(Refused(code: "relay_data_unavailable", message: message)), as: UTF8.self))
-            FileHandle.standardError.write(Data("error: \(message) [relay_data_unavailable]\n".utf8))
-            throw ExitCode(1)
+            try CommandRefusal.fail(code: "relay_data_unavailable", message: message, exit: 1)
         }
     }
 }

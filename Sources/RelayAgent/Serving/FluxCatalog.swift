@@ -106,11 +106,17 @@ public final class CatalogHolder: Sendable {
 
     /// Re-reads the store's index.
     public func reload() throws {
-        var records = try store.allRecords()
-        if let trusted { records = records.filter(trusted.holdsValidSignature(for:)) }
-        let catalog = FluxCatalog(records: records, repositoryPrefix: repositoryPrefix) { [signatures] in
-            signatures?.signature(forManifest: $0)
+        let all = try store.allRecords()
+        // Each signature file is read once, for both the trust check and the `.sig` tags.
+        var onFile: [String: CosignSignature] = [:]
+        if let signatures {
+            for record in all {
+                let digest = OCIManifest(record: record).digest
+                if onFile[digest] == nil, let signature = signatures.signature(forManifest: digest) { onFile[digest] = signature }
+            }
         }
+        let records = trusted.map { trusted in all.filter { trusted.verifies(onFile[OCIManifest(record: $0).digest], for: $0) } } ?? all
+        let catalog = FluxCatalog(records: records, repositoryPrefix: repositoryPrefix) { onFile[$0] }
         value.withLock { $0 = catalog }
         loaded.store(true, ordering: .releasing)
         // Signatures of manifests no longer served go (one directory listing; recent files

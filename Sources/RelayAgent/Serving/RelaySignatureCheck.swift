@@ -47,10 +47,14 @@ public struct RelaySignatureCheck: Sendable {
     /// Whether the signature on file for `record`'s manifest verifies under the trusted keys
     /// (always true without `trust`): what the catalog serves with `trust` set.
     public func holdsValidSignature(for record: ArtifactRecord) -> Bool {
+        verifies(signatures.signature(forManifest: OCIManifest(record: record).digest), for: record)
+    }
+
+    /// Whether `signature` (already read) is a valid one for `record` (always true without `trust`).
+    public func verifies(_ signature: CosignSignature?, for record: ArtifactRecord) -> Bool {
         guard let keys else { return true }
-        let manifest = OCIManifest(record: record)
-        guard let signature = signatures.signature(forManifest: manifest.digest) else { return false }
-        return (try? signature.verify(manifestDigest: manifest.digest, reference: record.source, keys: keys)) != nil
+        guard let signature else { return false }
+        return (try? signature.verify(manifestDigest: OCIManifest(record: record).digest, reference: record.source, keys: keys)) != nil
     }
 
     /// `check`, then stores the signature (before the caller publishes `record`), so the

@@ -29,13 +29,6 @@ public struct SignatureStore: Sendable {
         return try? JSONDecoder().decode(CosignSignature.self, from: data)
     }
 
-    /// Signatures of these manifests (those on file).
-    public func signatures(forManifests digests: some Sequence<String>) -> [String: CosignSignature] {
-        var found: [String: CosignSignature] = [:]
-        for digest in digests { if let signature = signature(forManifest: digest) { found[digest] = signature } }
-        return found
-    }
-
     /// Deletes signatures of manifests no longer served, except those written in the last
     /// `grace` seconds (saved for an artifact that is being published right now).
     public func prune(keeping digests: Set<String>, grace: TimeInterval = 600) {

@@ -61,5 +61,5 @@ public final class RelaySigner: Sendable {
     }
 
     /// The packaging time as DesiredState carries it.
-    public static func wireMilliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+    public static func wireMilliseconds(_ date: Date) -> Int64 { Registry.milliseconds(date) }
 }
