@@ -27,7 +27,7 @@ struct RelayBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-bench",
         abstract: "Measure the relay tunnel in-process: Fetch throughput, and Connect heartbeat round-trips under a bulk Fetch.",
-        subcommands: [FetchCommand.self, HeartbeatCommand.self]
+        subcommands: [FetchCommand.self, HeartbeatCommand.self, FleetCommand.self]
     )
 }
 

@@ -3,6 +3,8 @@ import Metrics
 /// relay-agent's metrics (exposed at `GET /metrics` on the `listen` address).
 enum AgentMetrics {
     static let connected = Gauge(label: "relay_agent_connected")
+    /// Connects the relay refused for now with a retry hint (admission control), honoured.
+    static let sessionsDeferred = Counter(label: "relay_agent_sessions_deferred_total")
     static let published = Counter(label: "relay_agent_artifacts_published_total")
     static let fetchBytes = Counter(label: "relay_agent_fetch_bytes_total")
     static let fetchResumes = Counter(label: "relay_agent_fetch_resumes_total")

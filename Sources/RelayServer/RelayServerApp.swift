@@ -57,11 +57,16 @@ public enum RelayServerApp {
         let registryFailure = RegistryFailure(directory: data.path)
         // Created on first start (the default key under dataDir); agents with `trust` need its public key.
         let signer = try RelaySigner.load(config, logger: logger)
-        let tunnel = TunnelService(authenticator: AgentAuthenticator(registry: registry), hub: hub, registry: registry,
+        let sessions = LiveSessions()
+        let access = try await AccessDirectory(registry: registry, sessions: sessions, logger: logger)
+        let commits = GroupCommit(registry: registry)
+        let admission = SessionAdmission(sessionsPerSecond: Double(config.limits.sessionsPerSecond))
+        let tunnel = TunnelService(access: access, sessions: sessions, admission: admission, commits: commits,
+                                   hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(),
                                    faults: FaultInjection(), signer: signer, logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
                                    authFailures: authFailures,
-                                   presence: AgentPresence(registry: registry, failure: registryFailure), registryFailure: registryFailure,
+                                   presence: AgentPresence(commits: commits, failure: registryFailure), registryFailure: registryFailure,
                                    boundCertificates: config.bindClientCertificate ? certificateNames : nil)
         var transport = HTTP2ServerTransport.Custom<TunnelListener>.Config.defaults
         // Large frames and windows for bulk Fetch streams (measured on this kind of machine:
@@ -74,7 +79,8 @@ public enum RelayServerApp {
         transport.connection.flushCoalescing = nil
         let grpc = GRPCServer(transport: HTTP2ServerTransport.Custom(
             listenerFactory: TunnelListener(host: config.listen.host == "localhost" ? "127.0.0.1" : config.listen.host,
-                                            port: config.listen.port, context: tunnelTLS, peers: certificateNames),
+                                            port: config.listen.port, context: tunnelTLS, peers: certificateNames,
+                                            handshakes: HandshakeGate(limit: config.limits.maxPendingHandshakes)),
             config: transport
         ), services: [tunnel])
 
@@ -94,7 +100,9 @@ public enum RelayServerApp {
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: TunnelServerService(server: grpc, hub: hub, drainRetryAfter: config.drainRetryAfter,
-                                                      drainRedirect: config.drainRedirect?.description ?? "", logger: logger)),
+                                                      drainRedirect: config.drainRedirect?.description ?? "",
+                                                      sessionsPerSecond: config.limits.sessionsPerSecond, logger: logger)),
+                .init(service: SessionWatchService(sessions: sessions, access: access, heartbeatInterval: config.limits.heartbeatInterval)),
                 .init(service: http),
                 .init(service: authFailures),
                 .init(service: SchedulerService(scheduler: scheduler)),
@@ -119,6 +127,8 @@ struct TunnelServerService: Service {
     let drainRetryAfter: Duration
     /// Where agents should reconnect instead (host:port), or "" for here.
     let drainRedirect: String
+    /// The admission rate: the drain spreads the fleet's return over connected ÷ this.
+    let sessionsPerSecond: Int
     let logger: Logger
 
     func run() async throws {
@@ -126,10 +136,31 @@ struct TunnelServerService: Service {
             try await server.serve()
         } onGracefulShutdown: {
             Task {
-                logger.info("draining: agents are told to reconnect later")
-                await hub.drain(retryAfter: drainRetryAfter, reason: "relay is shutting down", redirect: drainRedirect)
+                let connected = await hub.subscriberCount
+                // A restart must not be slower than a crash: the fleet comes back over the time
+                // the admission rate needs for it (×1.2 for agents connecting meanwhile).
+                let spread = Duration.seconds(1.2 * Double(connected) / Double(max(1, sessionsPerSecond)))
+                logger.info("draining: agents are told to reconnect later", metadata: [
+                    "agents": "\(connected)", "spread_ms": "\(spread.milliseconds)"])
+                await hub.drain(retryAfter: drainRetryAfter, spread: spread, reason: "relay is shutting down", redirect: drainRedirect)
                 try? await Task.sleep(for: .milliseconds(300))
                 server.beginGracefulShutdown()
+            }
+        }
+    }
+}
+
+/// The relay-wide session watchers: the dead-peer sweep and token revocation.
+struct SessionWatchService: Service {
+    let sessions: LiveSessions
+    let access: AccessDirectory
+    let heartbeatInterval: Duration
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await sessions.watchHeartbeats(interval: heartbeatInterval) }
+                group.addTask { await access.watch() }
             }
         }
     }

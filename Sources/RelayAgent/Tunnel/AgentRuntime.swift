@@ -135,6 +135,12 @@ public final class AgentRuntime: Sendable {
             }
         } catch {
             if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
+            // Refused for now with a hint (the relay is admitting a reconnecting fleet at its
+            // own pace): come back exactly then.
+            if !state.welcomed, let retry = RetryPushback.delay(of: error) {
+                AgentMetrics.sessionsDeferred.increment()
+                return .drained(retry, redirect: nil)
+            }
             return .failed(await TunnelFailure.classify(error, tlsError: tlsErrors.error, welcomed: state.welcomed,
                                                         relay: target, caFile: config.caFile),
                            welcomed: state.welcomed)
@@ -303,8 +309,15 @@ public final class AgentRuntime: Sendable {
                         backoff.reset()
                         continue
                     }
-                    let delay = backoff.next()
-                    for failure in failures {
+                    // Refused for now with the relay's retry hint: wait that long, not the
+                    // backoff, and it is no failure. Any real failure still backs off.
+                    let hinted = failures.compactMap { FetchPushback.delay(of: $0.error) }
+                    let failed = failures.filter { FetchPushback.delay(of: $0.error) == nil }
+                    let delay = failed.isEmpty ? hinted.max() ?? backoff.next() : max(backoff.next(), hinted.max() ?? .zero)
+                    for failure in failures where FetchPushback.delay(of: failure.error) != nil {
+                        FetchPushback.deferred(failure.artifact, retryIn: delay, logger: self.logger)
+                    }
+                    for failure in failed {
                         self.fetchFailures.failed(failure.artifact, error: failure.error, retryIn: delay, incidents: self.incidents)
                     }
                     retry.yield(delay)

@@ -1,5 +1,8 @@
 import ArtifactMirror
+import Foundation
 import GRPCCore
+import Logging
+import Metrics
 import Synchronization
 import Wire
 
@@ -75,4 +78,29 @@ final class FetchFailures: Sendable {
         default: "error"
         }
     }
+}
+
+/// A fetch the relay refused for now (its Fetch streams or queue are full) with a retry hint,
+/// `grpc-retry-pushback-ms`: the next attempt waits that long instead of the backoff, and it
+/// is not a failure (counted in `relay_agent_fetch_deferred_total`, logged at info).
+enum FetchPushback {
+    /// The relay's retry hint carried by `error`, if any.
+    static func delay(of error: any Error) -> Duration? {
+        guard let error = error as? RPCError, error.code == .resourceExhausted,
+              let text = error.metadata[stringValues: "grpc-retry-pushback-ms"].first(where: { _ in true }),
+              let milliseconds = Int64(text.trimmingCharacters(in: .whitespaces)), milliseconds >= 0 else { return nil }
+        return .milliseconds(min(milliseconds, 600_000))
+    }
+
+    static func deferred(_ artifact: Relay_V1_Artifact, retryIn delay: Duration, logger: Logger) {
+        AgentMetrics.fetchDeferred.increment()
+        logger.info("the relay deferred this fetch; fetching again after its retry hint", metadata: [
+            "source": "\(artifact.source)", "revision": "\(artifact.revision)", "digest": "\(artifact.digest)",
+            "retryInMs": "\(delay.milliseconds)"])
+    }
+}
+
+extension AgentMetrics {
+    /// Fetches the relay refused for now with a retry hint (not failures).
+    static let fetchDeferred = Counter(label: "relay_agent_fetch_deferred_total")
 }

@@ -73,8 +73,14 @@ public struct ServerConfig: Sendable, Decodable {
         public var maxChunkBytes: Int?
         public var maxArtifactBytes: UInt64?
         public var maxConcurrentFetches: Int?
+        public var maxFetchStreams: Int?
+        public var maxQueuedFetches: Int?
         public var maxMessageBytes: Int?
         public var heartbeatInterval: ConfigDuration?
+        /// New tunnel sessions admitted a second; beyond, a refusal with a retry pushback.
+        public var sessionsPerSecond: Int?
+        /// TLS handshakes in progress on the tunnel port; beyond, new connections are closed.
+        public var maxPendingHandshakes: Int?
     }
 
     /// Tunnel address (TLS, gRPC over HTTP/2).
@@ -191,8 +197,17 @@ public struct TunnelLimits: Sendable, Equatable {
     public var maxChunkBytes: Int = 1 << 20
     public var maxArtifactBytes: UInt64 = 4 << 30
     public var maxConcurrentFetches: Int = 4
+    /// Fetch bodies streaming at once, relay-wide: bytes in flight ≤ maxFetchStreams × maxChunkBytes.
+    public var maxFetchStreams: Int = 32
+    /// Fetches waiting (FIFO) for a stream slot; beyond, refused with a retry pushback.
+    public var maxQueuedFetches: Int = 1024
     public var maxMessageBytes: Int = 4 << 20
     public var heartbeatInterval: Duration = .seconds(5)
+    /// New sessions admitted a second (`SessionAdmission`); a graceful drain spreads the
+    /// fleet's return over connected ÷ this.
+    public var sessionsPerSecond: Int = 500
+    /// TLS handshakes in progress at once (`HandshakeGate`).
+    public var maxPendingHandshakes: Int = 1024
 
     public init() {}
 }
@@ -359,6 +374,14 @@ extension ServerConfig: ConfigFile {
                 guard (1...64).contains(value) else { throw fail("limits.maxConcurrentFetches", "must be 1…64") }
                 resolvedLimits.maxConcurrentFetches = value
             }
+            if let value = limits.maxFetchStreams {
+                guard (1...4096).contains(value) else { throw fail("limits.maxFetchStreams", "must be 1…4096") }
+                resolvedLimits.maxFetchStreams = value
+            }
+            if let value = limits.maxQueuedFetches {
+                guard (0...1_000_000).contains(value) else { throw fail("limits.maxQueuedFetches", "must be 0…1000000") }
+                resolvedLimits.maxQueuedFetches = value
+            }
             if let value = limits.maxMessageBytes {
                 guard value >= resolvedLimits.maxChunkBytes + 4096 else {
                     throw fail("limits.maxMessageBytes", "must exceed maxChunkBytes by at least 4096")
@@ -368,6 +391,14 @@ extension ServerConfig: ConfigFile {
             if let value = limits.heartbeatInterval?.duration {
                 guard value >= .milliseconds(100) else { throw fail("limits.heartbeatInterval", "must be at least 100ms") }
                 resolvedLimits.heartbeatInterval = value
+            }
+            if let value = limits.sessionsPerSecond {
+                guard (1...100_000).contains(value) else { throw fail("limits.sessionsPerSecond", "must be 1…100000") }
+                resolvedLimits.sessionsPerSecond = value
+            }
+            if let value = limits.maxPendingHandshakes {
+                guard (1...100_000).contains(value) else { throw fail("limits.maxPendingHandshakes", "must be 1…100000") }
+                resolvedLimits.maxPendingHandshakes = value
             }
         }
         if resolvedLimits.maxMessageBytes < resolvedLimits.maxChunkBytes + 4096 {

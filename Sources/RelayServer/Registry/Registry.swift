@@ -143,6 +143,7 @@ public final class Registry: Sendable {
         registerTokenMigration(&migrator)
         registerAgentKeyMigration(&migrator)
         registerBundleExportMigration(&migrator)
+        registerAccessMigration(&migrator)
         return migrator
     }
 

@@ -23,3 +23,8 @@ enum RelayMetrics {
             duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 }
+
+extension RelayMetrics {
+    /// Writes per registry transaction of the group commit (connects, disconnects, deliveries).
+    static let registryBatchSize = Recorder(label: "relay_registry_batch_writes")
+}

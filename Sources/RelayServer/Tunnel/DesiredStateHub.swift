@@ -17,7 +17,8 @@ public actor DesiredStateHub {
     private struct Subscriber {
         var agent: String
         var sources: Set<String>
-        var continuation: AsyncStream<TunnelEvent>.Continuation
+        /// Hands an event to the session (its mailbox keeps only the newest state).
+        var deliver: @Sendable (TunnelEvent) -> Void
         /// Told to go away because a newer session of its agent took over.
         var superseded = false
     }
@@ -25,7 +26,7 @@ public actor DesiredStateHub {
     private var latest: [String: PackagedArtifact]
     private var generation: UInt64
     private var subscribers: [UUID: Subscriber] = [:]
-    private var draining: (Duration, String, String)?
+    private var draining: (delay: Duration, spread: Duration, reason: String, redirect: String)?
     /// When sessions of each agent were superseded lately (see `claim`).
     private var supersessions: [String: [ContinuousClock.Instant]] = [:]
     /// The first delay a superseded session is given; it doubles with each supersession of
@@ -51,7 +52,7 @@ public actor DesiredStateHub {
         latest[artifact.source] = artifact
         generation += 1
         for subscriber in subscribers.values where subscriber.sources.contains(artifact.source) {
-            subscriber.continuation.yield(snapshot(for: subscriber.sources))
+            subscriber.deliver(snapshot(for: subscriber.sources))
         }
         return true
     }
@@ -60,21 +61,22 @@ public actor DesiredStateHub {
 
     public var connectedAgents: [String] { subscribers.values.map(\.agent).sorted() }
 
-    /// A stream that starts with the current desired state for `sources`.
-    public func subscribe(agent: String, sources: Set<String>) -> (UUID, AsyncStream<TunnelEvent>) {
-        let (stream, continuation) = AsyncStream<TunnelEvent>.makeStream(bufferingPolicy: .bufferingNewest(4))
+    /// Subscribes `deliver` to the events for `sources`, starting with the current desired
+    /// state (or the drain, while draining).
+    public func subscribe(agent: String, sources: Set<String>, deliver: @escaping @Sendable (TunnelEvent) -> Void) -> UUID {
         let id = UUID()
-        subscribers[id] = Subscriber(agent: agent, sources: sources, continuation: continuation)
-        if let (delay, reason, redirect) = draining {
-            continuation.yield(.drain(retryAfter: Self.jittered(delay), reason: reason, redirect: redirect))
+        subscribers[id] = Subscriber(agent: agent, sources: sources, deliver: deliver)
+        if let draining {
+            deliver(.drain(retryAfter: Self.spread(draining.delay, over: draining.spread), reason: draining.reason,
+                           redirect: draining.redirect))
         } else {
-            continuation.yield(snapshot(for: sources))
+            deliver(snapshot(for: sources))
         }
-        return (id, stream)
+        return id
     }
 
     public func unsubscribe(_ id: UUID) {
-        subscribers.removeValue(forKey: id)?.continuation.finish()
+        subscribers.removeValue(forKey: id)
     }
 
     /// One session per agent, the newest wins: called when a session's Hello is accepted, it
@@ -96,7 +98,7 @@ public actor DesiredStateHub {
             let delay = min(supersededDelay * Double(1 << min(recent.count, 16)), Self.maxSupersededDelay)
             recent.append(now)
             subscribers[otherID]?.superseded = true
-            other.continuation.yield(.drain(
+            other.deliver(.drain(
                 retryAfter: Self.jittered(delay),
                 reason: "another session for agent \(agent) started; this one is closed. If two agents share this token, "
                     + "give each its own (relay.yaml agents[], or relay-server agents create)",
@@ -106,18 +108,31 @@ public actor DesiredStateHub {
         return others.count
     }
 
-    /// Tells every connected agent to reconnect after `retryAfter` (each with its own
-    /// jitter, so a restart does not bring them all back at once), and every later one too.
-    public func drain(retryAfter: Duration, reason: String, redirect: String = "") {
-        draining = (retryAfter, reason, redirect)
+    /// Tells every connected agent to reconnect after `retryAfter` plus its own share of
+    /// `spread` (uniform), and every later one too. The relay passes a spread as long as its
+    /// admission rate needs to take the whole fleet back, so a restart does not bring the
+    /// fleet back at once (a crash leaves that to the agents' backoff and the admission
+    /// control; a graceful restart must not be slower). `spread` below `retryAfter` is raised
+    /// to it (the old rule: between the delay and twice the delay).
+    public func drain(retryAfter: Duration, spread: Duration = .zero, reason: String, redirect: String = "") {
+        let spread = max(spread, retryAfter)
+        draining = (retryAfter, spread, reason, redirect)
         for subscriber in subscribers.values {
-            subscriber.continuation.yield(.drain(retryAfter: Self.jittered(retryAfter), reason: reason, redirect: redirect))
+            subscriber.deliver(.drain(retryAfter: Self.spread(retryAfter, over: spread), reason: reason, redirect: redirect))
         }
     }
+
+    public var subscriberCount: Int { subscribers.count }
 
     private func snapshot(for sources: Set<String>) -> TunnelEvent {
         .desiredState(generation: generation,
                       artifacts: sources.sorted().compactMap { latest[$0] })
+    }
+
+    /// Uniform in [delay, delay + spread].
+    static func spread(_ delay: Duration, over spread: Duration) -> Duration {
+        let ms = max(1, delay.milliseconds)
+        return .milliseconds(ms + Int64.random(in: 0...max(0, spread.milliseconds)))
     }
 
     /// Between the delay and twice the delay.

@@ -19,6 +19,8 @@ struct TunnelListener: HTTP2ServerTransport.ListenerFactory {
     let port: Int
     let context: NIOSSLContext
     let peers: ClientCertificateNames
+    /// Caps handshakes in progress (`limits.maxPendingHandshakes`).
+    let handshakes: HandshakeGate
 
     var eventLoopGroup: any EventLoopGroup { MultiThreadedEventLoopGroup.singleton }
 
@@ -52,13 +54,19 @@ struct TunnelListener: HTTP2ServerTransport.ListenerFactory {
     ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
         let context = context
         let peers = peers
+        let handshakes = handshakes
         return try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // A fleet reconnecting at once: the kernel queues connections the relay has not
+            // accepted yet (up to net.core.somaxconn) instead of dropping their SYNs.
+            .serverChannelOption(.backlog, value: 4096)
             .serverChannelInitializer { listenerConfigurator.configure(channel: $0) }
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLServerHandler(context: context))
+                    // After TLS: it sees the handshake complete.
+                    try sync.addHandler(handshakes.handler())
                     try sync.addHandler(ClientCertificateRecorder(peers: peers))
                 }.flatMap {
                     connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))

@@ -10,7 +10,14 @@ import Wire
 /// The relay's side of the protocol: one `Connect` control stream per agent, and `Fetch`
 /// streams for artifact bytes.
 struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
-    let authenticator: AgentAuthenticator
+    /// Valid tokens in memory, kept fresh by one loop (see `AccessDirectory`).
+    let access: AccessDirectory
+    /// Live Connect streams, watched relay-wide for silence and revocation.
+    let sessions: LiveSessions
+    /// New sessions per second (`limits.sessionsPerSecond`); beyond it, a quick refusal.
+    let admission: SessionAdmission
+    /// Connects, disconnects and deliveries, many to a transaction.
+    let commits: GroupCommit
     let hub: DesiredStateHub
     let registry: Registry
     let store: ArtifactStore
@@ -36,20 +43,27 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
 
     static let relayVersion = "relay-server/0.3"
 
-    private func authenticate(_ metadata: Metadata, context: ServerContext, call: String) throws -> (identity: AgentIdentity, tokenSHA256: String) {
+    private func authenticate(_ metadata: Metadata, context: ServerContext, call: String) async throws -> (identity: AgentIdentity, tokenSHA256: String) {
         let address = AuthFailureLimiter.key(grpcPeer: context.remotePeer)
         if case .throttled(let seconds) = authFailures.admit(address, surface: "tunnel") {
             throw RPCError(code: .resourceExhausted, message: "too many failed authentications from this address; retry in \(seconds) s",
                            metadata: ["grpc-retry-pushback-ms": "\(seconds * 1000)"])
         }
         let header = metadata[stringValues: "authorization"].first(where: { _ in true })
-        guard let agent = authenticator.authenticate(authorization: header) else {
+        let hash = AgentAuthenticator.tokenHash(authorization: header)
+        var identity: AgentIdentity?
+        if let hash {
+            do { identity = try await access.identity(forTokenSHA256: hash) } catch {
+                throw registryFailure.rpcError(error, while: "check the agent's token")
+            }
+        }
+        guard let hash, let identity else {
             authFailures.recordFailure(address, surface: "tunnel", reason: "bad or missing bearer token on \(call)")
             throw RPCError(code: .unauthenticated,
                            message: "invalid, revoked or missing bearer token: check the agent's tokenFile against the relay's agents (relay.yaml agents[].tokenSHA256, or relay-server agents list)")
         }
-        try checkCertificate(of: agent.identity.name, peer: context.remotePeer, call: call)
-        return agent
+        try checkCertificate(of: identity.name, peer: context.remotePeer, call: call)
+        return (identity, hash)
     }
 
     /// With `tls.bindClientCertificate`, the client certificate must name the agent (its
@@ -70,210 +84,43 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
 
     func connect(request: StreamingServerRequest<Relay_V1_AgentMessage>,
                  context: ServerContext) async throws -> StreamingServerResponse<Relay_V1_RelayMessage> {
-        let (agent, tokenHash) = try authenticate(request.metadata, context: context, call: "Connect")
+        let (agent, tokenHash) = try await authenticate(request.metadata, context: context, call: "Connect")
+        // After the token (a memory lookup): strangers do not use up the admission rate.
+        if case .refused(let retryAfter) = admission.admit() {
+            throw admission.refusal(retryAfter: retryAfter)
+        }
         return StreamingServerResponse { writer in
             try await self.serveConnection(agent: agent, tokenSHA256: tokenHash, messages: request.messages, writer: writer)
             return [:]
         }
     }
 
-    private enum Event: Sendable {
-        case message(Relay_V1_AgentMessage)
-        case closed
-        case hub(TunnelEvent)
-        case tick
-    }
-
-    /// One loop owns the writer; readers, the hub and a ticker feed it events.
+    /// Runs the session; one reader task feeds it the agent's messages.
     private func serveConnection(agent: AgentIdentity, tokenSHA256: String, messages: RPCAsyncSequence<Relay_V1_AgentMessage, any Error>,
                                  writer: RPCWriter<Relay_V1_RelayMessage>) async throws {
-        /// The token this session stands on: a Reauthenticate replaces it, a revocation ends it.
-        var sessionToken = tokenSHA256
-        let (events, sink) = AsyncStream<Event>.makeStream()
-        let interval = limits.heartbeatInterval
-        let (subscription, hubEvents) = await hub.subscribe(agent: agent.name, sources: agent.sources)
+        let live = sessions.open(agent: agent.name, tokenSHA256: tokenSHA256)
+        defer { sessions.close(live) }
+        let subscription = await hub.subscribe(agent: agent.name, sources: agent.sources, deliver: { live.deliver($0) })
         defer { Task { await hub.unsubscribe(subscription) } }
+        // Revoked between the check and `open` (the push would have missed it).
+        if try await !access.isValid(tokenSHA256, agent: agent.name) { live.yield(.revoked) }
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
-                    for try await message in messages { sink.yield(.message(message)) }
+                    for try await message in messages { live.yield(.message(message)) }
                 } catch {}
-                sink.yield(.closed)
-            }
-            group.addTask {
-                for await event in hubEvents { sink.yield(.hub(event)) }
-            }
-            group.addTask {
-                while !Task.isCancelled {
-                    try await Task.sleep(for: interval / 2)
-                    sink.yield(.tick)
-                }
+                live.yield(.closed)
             }
             defer { group.cancelAll() }
-
-            var welcomed = false
-            var pendingState: TunnelEvent?
-            var lastHeard = ContinuousClock.now
-            /// Every artifact a DesiredState on this connection offered: what an Ack may name.
-            var offered = Set<OfferedArtifact>()
-            var session = SessionPresence(agent: agent.name, presence: presence, logger: logger)
-            defer { session.ended() }
-
-            for await event in events {
-                switch event {
-                case .closed:
-                    return
-                case .tick:
-                    if (try? registry.tokenIsValid(sessionToken, agent: agent.name)) == false {
-                        logger.warning("agent's token was revoked; ending its session", metadata: ["agent": "\(agent.name)"])
-                        try await writer.write(.with { $0.drain = .with {
-                            $0.retryAfterMs = 0
-                            $0.reason = "token revoked: reconnect with the agent's current token"
-                        } })
-                        return
-                    }
-                    if ContinuousClock.now - lastHeard > interval * 2 {
-                        logger.warning("agent silent for two heartbeat intervals; closing", metadata: ["agent": "\(agent.name)"])
-                        throw RPCError(code: .deadlineExceeded, message: "no heartbeat for \(interval * 2)")
-                    }
-                case .message(let message):
-                    lastHeard = ContinuousClock.now
-                    switch message.kind {
-                    case .hello(let hello)?:
-                        guard !welcomed else { throw RPCError(code: .failedPrecondition, message: "a second Hello on one Connect stream") }
-                        try checkVersion(hello.protocolVersion)
-                        try session.started(version: hello.agentVersion, held: hello.heldDigests.count)
-                        // One session per agent: this one replaces any other (which is drained).
-                        let superseded = await hub.claim(subscription)
-                        if superseded > 0 {
-                            RelayMetrics.sessionsSuperseded.increment(by: superseded)
-                            logger.warning("a newer session replaced the agent's other session; the older one is drained", metadata: [
-                                "agent": "\(agent.name)", "drained": "\(superseded)"])
-                        }
-                        try await writer.write(.with {
-                            $0.welcome = .with {
-                                $0.protocolVersion = ProtocolVersion.current.description
-                                $0.relayVersion = Self.relayVersion
-                                $0.agentName = agent.name
-                                $0.heartbeatIntervalMs = UInt32(interval.milliseconds)
-                                $0.limits = .with {
-                                    $0.maxChunkBytes = UInt32(limits.maxChunkBytes)
-                                    $0.maxArtifactBytes = limits.maxArtifactBytes
-                                    $0.maxConcurrentFetches = UInt32(limits.maxConcurrentFetches)
-                                    $0.maxMessageBytes = UInt32(limits.maxMessageBytes)
-                                }
-                            }
-                        })
-                        welcomed = true
-                        if let pending = pendingState {
-                            pendingState = nil
-                            if try await send(pending, to: writer, offered: &offered) { return }
-                        }
-                    case .heartbeat(let beat)?:
-                        if !beat.reply {
-                            try await writer.write(.with { $0.heartbeat = .with {
-                                $0.sequence = beat.sequence
-                                $0.sentUnixNanos = beat.sentUnixNanos
-                                $0.reply = true
-                            } })
-                        }
-                    case .ack(let ack)?:
-                        // Only after Hello, and only for what this relay offered (on this
-                        // connection, or as the source's current revision): nothing else is stored.
-                        guard welcomed else {
-                            throw RPCError(code: .failedPrecondition, message: "Ack before Hello: the first message on Connect must be Hello")
-                        }
-                        let acked = OfferedArtifact(source: ack.source, revision: ack.revision, digest: ack.digest)
-                        var wasOffered = offered.contains(acked)
-                        if !wasOffered, agent.sources.contains(ack.source), let current = await hub.artifact(forSource: ack.source) {
-                            wasOffered = OfferedArtifact(current) == acked
-                        }
-                        guard wasOffered else {
-                            logger.warning("refused: Ack for an artifact this relay did not offer", metadata: [
-                                "agent": "\(agent.name)", "source": "\(ack.source)", "revision": "\(ack.revision)", "digest": "\(ack.digest)"])
-                            throw RPCError(code: .invalidArgument,
-                                           message: "Ack for \(ack.source) \(ack.revision) \(ack.digest), which this relay did not offer to agent \(agent.name)")
-                        }
-                        try registryFailure.run("record the delivery") {
-                            try registry.recordDelivery(agent: agent.name, source: ack.source, revision: ack.revision, digest: ack.digest)
-                        }
-                        RelayMetrics.deliveries.increment()
-                        if let packaged = try? registry.digestBelongs(ack.digest, toAnyOf: [ack.source]) {
-                            RelayMetrics.deliveryLatency.recordNanoseconds(Int64(max(0, Date().timeIntervalSince(packaged.createdAt)) * 1e9))
-                        }
-                        logger.info("delivered", metadata: ["agent": "\(agent.name)", "source": "\(ack.source)",
-                                                            "revision": "\(ack.revision)"])
-                    case .reauthenticate(let reauth)?:
-                        let hash = TokenHash.sha256Hex(reauth.token.trimmingCharacters(in: .whitespacesAndNewlines))
-                        guard (try? registry.tokenIsValid(hash, agent: agent.name)) == true else {
-                            logger.warning("refused: reauthentication with a token that is not this agent's", metadata: ["agent": "\(agent.name)"])
-                            throw RPCError(code: .unauthenticated, message: "the new token is not valid for agent \(agent.name)")
-                        }
-                        sessionToken = hash
-                        logger.info("agent switched to its new token", metadata: ["agent": "\(agent.name)"])
-                    case .status(let batch)?:
-                        guard welcomed, let last = batch.entries.last else { break }
-                        // Stored first, then acknowledged: the agent deletes only what is durable here.
-                        let stored: [StatusRecord]
-                        do { stored = try await registry.storeStatus(agent: agent.name, journal: batch.journalID, entries: batch.entries) } catch {
-                            throw registryFailure.rpcError(error, while: "store the agent's status")
-                        }
-                        try await writer.write(.with { $0.statusAck = .with {
-                            $0.journalID = batch.journalID
-                            $0.upTo = last.sequence
-                        } })
-                        statusFeed.publish(stored)
-                        RelayMetrics.statusEntries.increment(by: stored.count)
-                        if let gap = stored.first(where: { $0.type == "gap" })?.gap {
-                            logger.warning("agent's status journal overflowed; entries were lost", metadata: [
-                                "agent": "\(agent.name)", "first": "\(gap.first)", "last": "\(gap.last)"])
-                        }
-                    case nil:
-                        continue  // a newer agent's message kind: ignore
-                    }
-                    if !welcomed {
-                        throw RPCError(code: .failedPrecondition, message: "the first message on Connect must be Hello")
-                    }
-                case .hub(let tunnelEvent):
-                    // A drain goes out at once (even before Hello: that session is not wanted).
-                    if welcomed || tunnelEvent.isDrain {
-                        if try await send(tunnelEvent, to: writer, offered: &offered) { return }
-                    } else {
-                        pendingState = tunnelEvent
-                    }
-                }
-            }
-        }
-    }
-
-    /// Writes a hub event (a desired state's artifacts join `offered`); returns true when the
-    /// connection should end (drain).
-    private func send(_ event: TunnelEvent, to writer: RPCWriter<Relay_V1_RelayMessage>,
-                      offered: inout Set<OfferedArtifact>) async throws -> Bool {
-        switch event {
-        case .desiredState(let generation, let artifacts):
-            offered.formUnion(artifacts.map(OfferedArtifact.init))
-            try await writer.write(.with {
-                $0.desiredState = .with {
-                    $0.generation = generation
-                    $0.artifacts = artifacts.map(wireArtifact)
-                }
-            })
-            return false
-        case .drain(let retryAfter, let reason, let redirect):
-            try await writer.write(.with { $0.drain = .with {
-                $0.retryAfterMs = UInt32(retryAfter.milliseconds)
-                $0.reason = reason
-                $0.redirect = redirect
-            } })
-            return true
+            var session = TunnelSession(service: self, agent: agent, live: live, subscription: subscription, writer: writer)
+            try await session.run()
         }
     }
 
     /// A DesiredState entry: the artifact's description, and the relay's signature of the
     /// OCI manifest the agent will serve for exactly that description.
-    private func wireArtifact(_ artifact: PackagedArtifact) -> Relay_V1_Artifact {
+    func wireArtifact(_ artifact: PackagedArtifact) -> Relay_V1_Artifact {
         let manifest = RelaySigner.manifest(for: artifact)
         let signature = signer.signature(for: manifest, source: artifact.source)
         var wire = Relay_V1_Artifact.with {
@@ -293,22 +140,11 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
         return wire
     }
 
-    private func checkVersion(_ text: String) throws {
-        guard let version = ProtocolVersion(text) else {
-            throw RPCError(code: .invalidArgument, message: "Hello.protocol_version '\(text)' is not <major>.<minor>")
-        }
-        guard version.isCompatible(with: .current) else {
-            throw RPCError(code: .failedPrecondition,
-                           message: "this relay speaks protocol \(ProtocolVersion.current); the agent speaks \(version): "
-                               + "upgrade the \(version < .current ? "agent" : "relay")")
-        }
-    }
-
     // MARK: Fetch
 
     func fetch(request: ServerRequest<Relay_V1_FetchRequest>,
                context: ServerContext) async throws -> StreamingServerResponse<Relay_V1_FetchChunk> {
-        let agent = try authenticate(request.metadata, context: context, call: "Fetch").identity
+        let agent = try await authenticate(request.metadata, context: context, call: "Fetch").identity
         let digest = request.message.digest
         guard digest.hasPrefix("sha256:"), digest.count == 71 else {
             throw RPCError(code: .invalidArgument, message: "digest must be sha256:<64 hex>")
@@ -327,15 +163,17 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
         guard offset <= artifact.size else {
             throw RPCError(code: .outOfRange, message: "offset \(offset) is past the end (\(artifact.size) bytes)")
         }
-        let limit = limits.maxConcurrentFetches
-        let busy = RPCError(code: .resourceExhausted, message: "agent \(agent.name) already has \(limit) fetches running")
-        guard fetches.inUse(agent.name) < limit else { throw busy }  // the common case, answered before any response
+        let admission = FetchLimiter.Limits(perAgent: limits.maxConcurrentFetches, streams: limits.maxFetchStreams,
+                                            queued: limits.maxQueuedFetches)
+        // The common refusals (this agent at its limit, the relay's queue full), answered before any response.
+        if let refusal = fetches.refusal(agent.name, limits: admission) { throw refusal }
         let chunkSize = limits.maxChunkBytes
         // The slot and the file belong to the response body: whatever ends it gives them back,
-        // and a body gRPC never runs (the client was gone first) holds neither.
+        // and a body gRPC never runs (the client was gone first) holds neither. A body waits
+        // here for a relay-wide slot (limits.maxFetchStreams) in FIFO order.
         return StreamingServerResponse { writer in
-            guard fetches.acquire(agent.name, limit: limit) else { throw busy }
-            defer { fetches.release(agent.name) }
+            try await fetches.admit(agent.name, limits: admission)
+            defer { fetches.release(agent.name, limits: admission) }
             guard let handle = FileHandle(forReadingAtPath: path) else {
                 throw RPCError(code: .notFound, message: "artifact \(digest) is no longer stored on the relay; it will be re-packed")
             }

@@ -15,6 +15,7 @@ enum Binaries {
 
     static var relayServer: String { path("relay-server") }
     static var relayAgent: String { path("relay-agent") }
+    static var relayBench: String { path("relay-bench") }
     static var artifactMirror: String { path("artifact-mirror") }
 }
 

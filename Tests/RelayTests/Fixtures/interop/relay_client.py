@@ -38,6 +38,7 @@ Probes of the relay's protocol rules (for tests):
                        (message of N bytes, 100 metadata entries) and waits for its StatusAck;
   --hold SECONDS       keeps Connect open (answering heartbeats) this long, or until the relay
                        ends it (a Drain ends it too), before step 5.
+  --silent             sends no heartbeats of its own (a dead peer, as the relay sees it).
   How the relay ended Connect is reported as "connect_end": {"code": "OK" | "DRAINED" | "OPEN"
   (still open when the client closed it) | a grpc.StatusCode name, "details": ...}.
 
@@ -305,7 +306,7 @@ def welcome_json(welcome):
     }
 
 
-def wait_for_state(session, deadline):
+def wait_for_state(session, deadline, heartbeats=True):
     """Reads Connect until both a Welcome and a DesiredState have arrived."""
     welcome = None
     state = None
@@ -330,7 +331,8 @@ def wait_for_state(session, deadline):
             if major(welcome.protocol_version) != major(HELLO_PROTOCOL_VERSION):
                 raise protocol_error("relay speaks protocol %r, this client %r"
                                      % (welcome.protocol_version, HELLO_PROTOCOL_VERSION))
-            session.start_heartbeats(welcome.heartbeat_interval_ms)
+            if heartbeats:
+                session.start_heartbeats(welcome.heartbeat_interval_ms)
         elif kind == "desired_state":
             incoming = payload.desired_state
             if state is None or incoming.generation >= state.generation:
@@ -469,6 +471,7 @@ def parse_args(argv):
                         help="send this Ack after the DesiredState")
     parser.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
                         help="keep Connect open this long (or until the relay ends it) before closing")
+    parser.add_argument("--silent", action="store_true", help="send no heartbeats of our own (a dead peer to the relay)")
     parser.add_argument("--status-event-bytes", type=int, default=0, metavar="N",
                         help="send one status batch whose Flux event has a message of N bytes and 100 "
                              "metadata entries of N/100 bytes, and wait for its StatusAck")
@@ -518,7 +521,7 @@ def run(args, deadline):
                 session.send(ack=pb2.Ack(source=forged[0], revision=forged[1], digest=forged[2]))
             session.send(hello=pb2.Hello(protocol_version=HELLO_PROTOCOL_VERSION,
                                          agent_version=AGENT_VERSION, held_digests=[]))
-            welcome, state = wait_for_state(session, deadline)
+            welcome, state = wait_for_state(session, deadline, heartbeats=not args.silent)
             log("Welcome + DesiredState after %.0f ms" % ((time.monotonic() - started) * 1000))
             if args.forge_ack:
                 session.send(ack=pb2.Ack(source=forged[0], revision=forged[1], digest=forged[2]))

@@ -1,0 +1,113 @@
+import Dispatch
+import Synchronization
+import Wire
+
+/// What wakes a session's loop: its agent's messages, and the relay-wide watchers.
+enum SessionEvent: Sendable {
+    case message(Relay_V1_AgentMessage)
+    /// The agent's side of Connect ended.
+    case closed
+    /// The hub left an event in the session's mailbox.
+    case hub
+    /// Nothing heard from the agent for two heartbeat intervals.
+    case silent
+    /// The session's token no longer belongs to its agent.
+    case revoked
+}
+
+/// One live Connect stream as the relay-wide watchers see it: when its agent was last heard,
+/// which token it stands on, and a mailbox for the hub. The hub never queues history here: a
+/// newer desired state replaces an unsent one, and a drain is kept apart so nothing hides it.
+final class LiveSession: Sendable {
+    let agent: String
+    let events: AsyncStream<SessionEvent>
+    private let sink: AsyncStream<SessionEvent>.Continuation
+    private let lastHeard: Atomic<UInt64>
+    private let tokenSHA256: Mutex<String>
+    private let mailbox = Mutex(Mailbox())
+
+    private struct Mailbox {
+        var state: TunnelEvent?
+        var drain: TunnelEvent?
+    }
+
+    init(agent: String, tokenSHA256: String) {
+        self.agent = agent
+        self.tokenSHA256 = Mutex(tokenSHA256)
+        lastHeard = Atomic(DispatchTime.now().uptimeNanoseconds)
+        (events, sink) = AsyncStream.makeStream()
+    }
+
+    func yield(_ event: SessionEvent) { sink.yield(event) }
+    func finish() { sink.finish() }
+
+    func heard() { lastHeard.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed) }
+
+    func silent(longerThan limit: UInt64, now: UInt64) -> Bool {
+        let heard = lastHeard.load(ordering: .relaxed)
+        return now > heard && now - heard > limit
+    }
+
+    var token: String { tokenSHA256.withLock { $0 } }
+    func switchToken(_ hash: String) { tokenSHA256.withLock { $0 = hash } }
+
+    /// From the hub: kept in the mailbox, and the loop woken if the mailbox was empty.
+    func deliver(_ event: TunnelEvent) {
+        let wake = mailbox.withLock { mailbox -> Bool in
+            let wasEmpty = mailbox.state == nil && mailbox.drain == nil
+            if event.isDrain { mailbox.drain = event } else { mailbox.state = event }
+            return wasEmpty
+        }
+        if wake { sink.yield(.hub) }
+    }
+
+    /// What the hub left, oldest kind first: the desired state, then a drain.
+    func takeMail() -> [TunnelEvent] {
+        mailbox.withLock { mailbox in
+            defer { mailbox = Mailbox() }
+            return [mailbox.state, mailbox.drain].compactMap { $0 }
+        }
+    }
+}
+
+/// Every live session of this relay, watched by two relay-wide loops instead of a timer and
+/// a database query per connection: the dead-peer sweep (every half heartbeat interval, as a
+/// per-session ticker did) and revocation (pushed by `AccessDirectory` when tokens change).
+final class LiveSessions: Sendable {
+    private let sessions = Mutex<[ObjectIdentifier: LiveSession]>([:])
+
+    func open(agent: String, tokenSHA256: String) -> LiveSession {
+        let session = LiveSession(agent: agent, tokenSHA256: tokenSHA256)
+        sessions.withLock { $0[ObjectIdentifier(session)] = session }
+        return session
+    }
+
+    func close(_ session: LiveSession) {
+        _ = sessions.withLock { $0.removeValue(forKey: ObjectIdentifier(session)) }
+        session.finish()
+    }
+
+    var count: Int { sessions.withLock { $0.count } }
+
+    /// Tells every session silent for longer than `limit` so.
+    func sweep(silentLongerThan limit: Duration) {
+        let nanos = UInt64(limit.components.seconds) * 1_000_000_000 + UInt64(limit.components.attoseconds / 1_000_000_000)
+        let now = DispatchTime.now().uptimeNanoseconds
+        let silent = sessions.withLock { $0.values.filter { $0.silent(longerThan: nanos, now: now) } }
+        for session in silent { session.yield(.silent) }
+    }
+
+    /// Tells every session whose token no longer names its agent that it was revoked.
+    func revoke(notIn access: AccessSnapshot) {
+        let revoked = sessions.withLock { $0.values.filter { access.identities[$0.token]?.name != $0.agent } }
+        for session in revoked { session.yield(.revoked) }
+    }
+
+    /// The dead-peer sweep, until cancelled.
+    func watchHeartbeats(interval: Duration) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval / 2) } catch { return }
+            sweep(silentLongerThan: interval * 2)
+        }
+    }
+}

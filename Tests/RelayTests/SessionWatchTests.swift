@@ -1,0 +1,131 @@
+import Foundation
+import GRDB
+import Testing
+@testable import RelayServer
+
+/// The relay-wide session watchers that replaced a timer, a task and a SQLite query per
+/// connection: a silent peer is still closed after two heartbeat intervals, a revoked token
+/// still ends its live session at once, and the admission control and group commit behave
+/// as their documentation says.
+@Suite struct SessionWatchTests {
+    @Test func aSilentPeerIsClosedAfterTwoHeartbeatIntervals() throws {
+        // The harness's relay beats every 500 ms.
+        let (dir, _, harness) = try RelayHarness.single("silent-peer")
+        defer { harness.shutdown(); dir.remove() }
+        try harness.startRelay()
+        try harness.waitUntilPackaged("podinfo")
+        let client = try InteropClient(harness: harness)
+
+        let silent = try client.start(token: "t-edge", ["--silent", "--hold", "15"])
+        defer { silent.stop() }
+        try harness.waitUntil("the silent session connected") { try harness.apiSaysConnected("edge") == true }
+        let connected = Date()
+        try harness.waitUntil("the relay closed the silent session", timeout: 10) { !silent.isRunning }
+        let closedAfter = Date().timeIntervalSince(connected)
+        #expect(InteropClient.outcome(of: silent).connectEnd == "DEADLINE_EXCEEDED", "\(InteropClient.outcome(of: silent).json)")
+        // Two intervals (1 s) plus the sweep's half interval, and slack for a loaded machine.
+        #expect(closedAfter < 3.5, "closed \(closedAfter) s after it was seen connected")
+        try harness.waitUntil("shown disconnected") { try harness.apiSaysConnected("edge") == false }
+
+        // A peer that beats stays.
+        let beating = try client.run(token: "t-edge", ["--hold", "3"])
+        #expect(beating.connectEnd == "OK", "\(beating.json)")
+    }
+
+    @Test func aRevokedTokenEndsItsLiveSessionAtOnce() throws {
+        let (dir, _, harness) = try RelayHarness.single("revoke-live")
+        defer { harness.shutdown(); dir.remove() }
+        try harness.startRelay()
+        try harness.waitUntilPackaged("podinfo")
+        func agents(_ arguments: [String]) throws -> String {
+            try runProcess(Binaries.relayServer, ["agents"] + arguments + ["--config", dir.appending("relay.yaml").path]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let old = try agents(["create", "shop-17", "--sources", "podinfo"])
+        _ = try agents(["rotate", "shop-17"])
+        let client = try InteropClient(harness: harness)
+        let session = try client.start(token: old, ["--hold", "20"])
+        defer { session.stop() }
+        try harness.waitUntil("the session on the old token connected") { try harness.apiSaysConnected("shop-17") == true }
+
+        // Another process revokes it (the CLI writes the registry file).
+        _ = try agents(["revoke", "shop-17"])
+        let revoked = Date()
+        try harness.waitUntil("the session ended", timeout: 5) { !session.isRunning }
+        #expect(Date().timeIntervalSince(revoked) < 2.5)
+        let outcome = InteropClient.outcome(of: session)
+        #expect(outcome.connectEnd == "DRAINED", "\(outcome.json)")
+        #expect(outcome.connectEndDetails.contains("token revoked"), "\(outcome.json)")
+        // And a new call on it is refused.
+        #expect(try client.run(token: old).errorCode == "UNAUTHENTICATED")
+    }
+
+    @Test func admissionTakesTheBurstThenHandsOutSlotsAtItsRate() {
+        let admission = SessionAdmission(sessionsPerSecond: 10)
+        let start = ContinuousClock.now
+        var admitted = 0
+        var waits: [Duration] = []
+        for _ in 0..<40 {
+            switch admission.admit(at: start) {
+            case .admitted: admitted += 1
+            case .refused(let wait): waits.append(wait)
+            }
+        }
+        #expect(admitted == 10)
+        #expect(waits.count == 30)
+        // Successive slots, 100 ms apart, each jittered by up to one slot: the 30 refused
+        // return over ~3 s, at the admission rate, not all at once.
+        for (index, wait) in waits.enumerated() {
+            let low = Duration.milliseconds(100 * (index + 1)), high = Duration.milliseconds(100 * (index + 3))
+            #expect(wait >= low && wait <= high, "refusal \(index): \(wait)")
+        }
+        // A second later the bucket holds ten again.
+        let later = start + .seconds(1)
+        #expect((0..<10).allSatisfy { _ in admission.admit(at: later) == .admitted })
+        #expect(admission.admit(at: later) != .admitted)
+    }
+
+    @Test func aSessionMailboxKeepsTheNewestStateAndTheDrainAndWakesOnce() async {
+        let sessions = LiveSessions()
+        let live = sessions.open(agent: "a", tokenSHA256: "t")
+        let packaged = Date()
+        let artifact = { (revision: String) in
+            PackagedArtifact(source: "s", revision: revision, digest: "sha256:" + String(repeating: "0", count: 64), size: 1,
+                             commit: "", origin: "", createdAt: packaged)
+        }
+        live.deliver(.desiredState(generation: 1, artifacts: [artifact("r1")]))
+        live.deliver(.desiredState(generation: 2, artifacts: [artifact("r2")]))
+        live.deliver(.drain(retryAfter: .seconds(1), reason: "bye", redirect: ""))
+        let mail = live.takeMail()
+        #expect(mail.count == 2)
+        #expect(mail.first == .desiredState(generation: 2, artifacts: [artifact("r2")]))
+        #expect(mail.last?.isDrain == true)
+        #expect(live.takeMail().isEmpty)
+        sessions.close(live)
+        var wakes = 0
+        for await event in live.events { if case .hub = event { wakes += 1 } }
+        #expect(wakes == 1)
+    }
+
+    @Test func theGroupCommitKeepsOrderAndFailsOnlyTheWriteThatFailed() async throws {
+        let dir = try TemporaryDirectory(prefix: "group-commit")
+        defer { dir.remove() }
+        let registry = try Registry(path: dir.appending("relay.sqlite"))
+        try registry.syncAgents([("a", String(repeating: "a", count: 64), [])])
+        let commits = GroupCommit(registry: registry)
+        // Queued in order, committed in order (the last word is the last queued).
+        let queued = (1...200).map { version in
+            commits.queue { db in try db.execute(sql: "UPDATE agent SET version = ? WHERE name = 'a'", arguments: ["\(version)"]) }
+        }
+        for commit in queued { try await commit.committed() }
+        let last = try await registry.database.read { db in try String.fetchOne(db, sql: "SELECT version FROM agent WHERE name = 'a'") }
+        #expect(last == "200")
+        // One write that fails (a table that does not exist) among good ones.
+        let bad = commits.queue { db in try db.execute(sql: "UPDATE no_such_table SET x = 1") }
+        let good = commits.queue { db in try db.execute(sql: "UPDATE agent SET version = 'last' WHERE name = 'a'") }
+        await #expect(throws: (any Error).self) { try await bad.committed() }
+        try await good.committed()
+        let version = try await registry.database.read { db in try String.fetchOne(db, sql: "SELECT version FROM agent WHERE name = 'a'") }
+        #expect(version == "last")
+    }
+}
