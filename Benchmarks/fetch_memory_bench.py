@@ -8,7 +8,8 @@ reaches N), the relay's peak RSS is reset (/proc/<pid>/clear_refs 5), a file of
 --artifact-mib incompressible bytes is committed and a GitLab push webhook is posted: every
 agent fetches the new artifact at the same moment. Measured until relay_deliveries_total
 reaches 2N (or --timeout): the relay's VmHWM during the burst, the burst's duration, and the
-relay's Fetch admission metrics (when the relay has them).
+relay's Fetch admission metrics (when the relay has them). With --bursts K, K new artifacts
+one after the other, each measured (VmHWM is not reset between them; RSS 3 s after each).
 
 Run it for two relay-server binaries to compare (same agents, same config):
   swift build -c release --product relay-server --product relay-agent
@@ -81,6 +82,7 @@ def main():
     parser.add_argument("--artifact-mib", type=float, default=1)
     parser.add_argument("--limits", default="", help="extra relay.yaml limits fields, e.g. 'maxFetchStreams: 8'")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--bursts", type=int, default=1, help="new artifacts one after the other (a leak grows with each)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
@@ -155,39 +157,42 @@ def main():
         with open("/proc/%d/clear_refs" % relay.pid, "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
 
-        with open(os.path.join(repo, "blob.bin"), "wb") as f:
-            f.write(os.urandom(int(args.artifact_mib * (1 << 20))))
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", "burst")
-        body = json.dumps({"object_kind": "push", "ref": "refs/heads/main", "project": {"git_http_url": repo}}).encode()
-        request = urllib.request.Request("http://127.0.0.1:%d/hooks/gitlab" % http, data=body, method="POST",
-                                         headers={"X-Gitlab-Token": "bench-hook", "Content-Type": "application/json"})
-        started = time.time()
-        urllib.request.urlopen(request, timeout=10).read()
-        peak_rss = 0
-        deadline = started + args.timeout
-        while time.time() < deadline:
-            peak_rss = max(peak_rss, status_kib(relay.pid, "VmRSS"))
-            if deliveries() >= 2 * args.agents:
-                break
-            time.sleep(0.1)
-        finished = deliveries() - args.agents
-        seconds = time.time() - started
-        burst_hwm = status_kib(relay.pid, "VmHWM")
+        bursts = []
+        for burst in range(1, args.bursts + 1):
+            with open(os.path.join(repo, "blob.bin"), "wb") as f:
+                f.write(os.urandom(int(args.artifact_mib * (1 << 20))))
+            git(repo, "add", "-A")
+            git(repo, "commit", "-q", "-m", "burst %d" % burst)
+            body = json.dumps({"object_kind": "push", "ref": "refs/heads/main", "project": {"git_http_url": repo}}).encode()
+            request = urllib.request.Request("http://127.0.0.1:%d/hooks/gitlab" % http, data=body, method="POST",
+                                             headers={"X-Gitlab-Token": "bench-hook", "Content-Type": "application/json"})
+            started = time.time()
+            urllib.request.urlopen(request, timeout=10).read()
+            peak_rss = 0
+            deadline = started + args.timeout
+            while time.time() < deadline:
+                peak_rss = max(peak_rss, status_kib(relay.pid, "VmRSS"))
+                if deliveries() >= (burst + 1) * args.agents:
+                    break
+                time.sleep(0.1)
+            finished = deliveries() - burst * args.agents
+            seconds = time.time() - started
+            burst_hwm = status_kib(relay.pid, "VmHWM")
+            time.sleep(3)
+            bursts.append({"finished": int(finished), "seconds": round(seconds, 2),
+                           "hwm_mib": round(burst_hwm / 1024, 1), "peak_sampled_rss_mib": round(peak_rss / 1024, 1),
+                           "rss_3s_after_mib": round(status_kib(relay.pid, "VmRSS") / 1024, 1)})
         m = metrics(http)
         report = {
             "relay_server": args.relay_server, "agents": args.agents, "artifact_mib": args.artifact_mib,
-            "limits": args.limits, "finished": int(finished), "seconds": round(seconds, 2),
-            "relay_idle_rss_mib": round(idle_rss / 1024, 1),
+            "limits": args.limits, "relay_idle_rss_mib": round(idle_rss / 1024, 1),
             "relay_hwm_before_burst_mib": round(before_hwm / 1024, 1),
-            "relay_burst_hwm_mib": round(burst_hwm / 1024, 1),
-            "relay_burst_hwm_over_idle_mib": round((burst_hwm - idle_rss) / 1024, 1),
+            "bursts": bursts,
             "relay_fetch_refused_total": m.get("relay_fetch_refused_total"),
             "relay_fetches_total": m.get("relay_fetches_total"),
-            "relay_fetch_queue_wait_seconds_count": m.get("relay_fetch_queue_wait_seconds_count"),
         }
         print(json.dumps(report, indent=2))
-        return 0 if finished >= args.agents else 1
+        return 0 if all(b["finished"] >= args.agents for b in bursts) else 1
     finally:
         for p in procs:
             try:

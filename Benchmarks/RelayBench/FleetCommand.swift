@@ -76,7 +76,8 @@ struct FleetCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        AllocatorTuning.apply()  // as `relay-agent run` does
+        // No AllocatorTuning here (relay-agent's keeps ~1 MiB chunk buffers in the heap): across
+        // thousands of connections that only raises the harness's own RSS after a bulk fetch.
         let descriptors = FileDescriptorLimit.raiseToHard()
         if descriptors < agents + 64 {
             progress("warning: the open-file limit is \(descriptors), below --agents \(agents) + 64: raise the hard limit (ulimit -Hn) "
@@ -140,7 +141,7 @@ struct FleetCommand: AsyncParsableCommand {
             }
             await stop.wait()
             JSONLines.emit(tally.report(fetch: fetchSwitch.enabled))
-            progress("fleet: stopping")
+            progress("fleet: final report printed; stopping")
             // Closing thousands of connections must not hold the exit up.
             Thread.detachNewThread {
                 Thread.sleep(forTimeInterval: 10)

@@ -1,5 +1,4 @@
 import ArtifactMirror
-import Foundation
 import GRPCCore
 import Logging
 import Metrics
@@ -86,10 +85,8 @@ final class FetchFailures: Sendable {
 enum FetchPushback {
     /// The relay's retry hint carried by `error`, if any.
     static func delay(of error: any Error) -> Duration? {
-        guard let error = error as? RPCError, error.code == .resourceExhausted,
-              let text = error.metadata[stringValues: "grpc-retry-pushback-ms"].first(where: { _ in true }),
-              let milliseconds = Int64(text.trimmingCharacters(in: .whitespaces)), milliseconds >= 0 else { return nil }
-        return .milliseconds(min(milliseconds, 600_000))
+        guard let error = error as? RPCError, error.code == .resourceExhausted else { return nil }
+        return RetryPushback.delay(of: error)
     }
 
     static func deferred(_ artifact: Relay_V1_Artifact, retryIn delay: Duration, logger: Logger) {

@@ -6,9 +6,10 @@ import Synchronization
 ///
 /// - Per agent: at most `limits.maxConcurrentFetches` Fetches streaming or waiting; one more
 ///   is refused at once.
-/// - Relay-wide: at most `limits.maxFetchStreams` Fetch bodies stream at once, so the artifact
-///   bytes in flight are bounded by `maxFetchStreams × maxChunkBytes` (each stream reads and
-///   writes one chunk at a time). Beyond that, up to `limits.maxQueuedFetches` wait in one FIFO
+/// - Relay-wide: at most `limits.maxFetchStreams` Fetch bodies stream at once, so the chunks
+///   Fetch bodies have read and not yet handed to gRPC are bounded by
+///   `maxFetchStreams × maxChunkBytes` (each body holds one chunk at a time; what a connection's
+///   HTTP/2 and TLS layers still buffer after the hand-over is theirs). Beyond that, up to `limits.maxQueuedFetches` wait in one FIFO
 ///   queue across all agents (an agent's waiters count toward its own limit, so the head of the
 ///   queue is always admissible). A full queue refuses at once with `resourceExhausted` and the
 ///   metadata `grpc-retry-pushback-ms`: the estimated wait for a slot (queue length over the

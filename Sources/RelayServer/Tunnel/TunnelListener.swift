@@ -68,6 +68,8 @@ struct TunnelListener: HTTP2ServerTransport.ListenerFactory {
                     // After TLS: it sees the handshake complete.
                     try sync.addHandler(handshakes.handler())
                     try sync.addHandler(ClientCertificateRecorder(peers: peers))
+                    // Bounded per-connection buffers between TLS and HTTP/2 (see TLSBufferBounds).
+                    try sync.addHandler(TLSBufferBounds())
                 }.flatMap {
                     connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))
                 }

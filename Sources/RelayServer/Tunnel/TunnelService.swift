@@ -149,7 +149,11 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
         guard digest.hasPrefix("sha256:"), digest.count == 71 else {
             throw RPCError(code: .invalidArgument, message: "digest must be sha256:<64 hex>")
         }
-        let granted = try registryFailure.run("read the agent's grants") { try registry.digestBelongs(digest, toAnyOf: Array(agent.sources)) }
+        // Off the cooperative pool: a Fetch burst must not park every pool thread on the registry.
+        let (registry, registryFailure, sources) = (registry, registryFailure, Array(agent.sources))
+        let granted = try await BlockingWork.run {
+            try registryFailure.run("read the agent's grants") { try registry.digestBelongs(digest, toAnyOf: sources) }
+        }
         guard let artifact = granted else {
             throw RPCError(code: .notFound, message: "no artifact \(digest) among the sources granted to \(agent.name)")
         }
