@@ -268,7 +268,7 @@ def commit_bulk(path, mib):
 class Relay:
     """One relay-server configuration; started, killed and restarted on the same data."""
 
-    def __init__(self, binary, work, n, addresses, tls, repo, heartbeat):
+    def __init__(self, binary, work, n, addresses, tls, repo, heartbeat, extra_limits=None):
         self.binary = binary
         self.work = work
         self.tunnel_port, self.http_port = free_port(), free_port()
@@ -282,8 +282,9 @@ class Relay:
         lines = ["listen: %s:%d" % (listen, self.tunnel_port), "http: 127.0.0.1:%d" % self.http_port,
                  "tls: {certFile: %s, keyFile: %s}" % (tls["cert"], tls["key"]),
                  "dataDir: %s" % os.path.join(work, "relay-data"), "webhookToken: %s" % self.hook_token]
-        if heartbeat:
-            lines.append("limits: {heartbeatInterval: %s}" % heartbeat)
+        limits = (["heartbeatInterval: %s" % heartbeat] if heartbeat else []) + list(extra_limits or [])
+        if limits:
+            lines.append("limits: {%s}" % ", ".join(limits))
         lines += ["sources:", "  - {name: fleet, url: %s, ref: {branch: main}, interval: 1h}" % repo, "agents:"]
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -440,7 +441,8 @@ def run_size(args, n, caps):
         repo = os.path.join(work, "repo")
         make_repo(repo)
         revision = [0]
-        relay = Relay(args.relay_server, work, n, addresses, tls, repo, args.heartbeat)
+        relay = Relay(args.relay_server, work, n, addresses, tls, repo, args.heartbeat,
+                      [item.strip() for item in args.limits.split(",") if item.strip()] if args.limits else None)
         ready = relay.start()
         time.sleep(1.0)
         base_rss = relay.rss_kib()
@@ -657,6 +659,8 @@ def parse_args(argv):
     ap.add_argument("--relay-bench", default=os.path.join(ROOT, ".build", "release", "relay-bench"))
     ap.add_argument("--addresses", type=int, default=0,
                     help="loopback addresses to spread agents over (0 = auto: one per 4000 agents, at most 8)")
+    ap.add_argument("--limits", default=None,
+                    help="extra relay limits, comma-separated YAML fields, e.g. 'sessionsPerSecond: 1000, maxPendingHandshakes: 4096'")
     ap.add_argument("--heartbeat", default=None, help="relay limits.heartbeatInterval, e.g. 5s (default: the relay's)")
     ap.add_argument("--bulk-mib", type=float, default=1.0, help="size of the incompressible file in phase f (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep each size's temporary directory (logs, relay data)")

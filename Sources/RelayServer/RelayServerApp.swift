@@ -61,9 +61,10 @@ public enum RelayServerApp {
         let access = try await AccessDirectory(registry: registry, sessions: sessions, logger: logger)
         let commits = GroupCommit(registry: registry)
         let admission = SessionAdmission(sessionsPerSecond: Double(config.limits.sessionsPerSecond))
+        let outbound = OutboundBytes(limit: config.limits.maxFetchBytesInFlight)
         let tunnel = TunnelService(access: access, sessions: sessions, admission: admission, commits: commits,
                                    hub: hub, registry: registry,
-                                   store: store, limits: config.limits, fetches: FetchLimiter(),
+                                   store: store, limits: config.limits, fetches: FetchLimiter(), outbound: outbound,
                                    faults: FaultInjection(), signer: signer, logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
                                    authFailures: authFailures,
                                    presence: AgentPresence(commits: commits, failure: registryFailure), registryFailure: registryFailure,
@@ -80,7 +81,8 @@ public enum RelayServerApp {
         let grpc = GRPCServer(transport: HTTP2ServerTransport.Custom(
             listenerFactory: TunnelListener(host: config.listen.host == "localhost" ? "127.0.0.1" : config.listen.host,
                                             port: config.listen.port, context: tunnelTLS, peers: certificateNames,
-                                            handshakes: HandshakeGate(limit: config.limits.maxPendingHandshakes)),
+                                            handshakes: HandshakeGate(limit: config.limits.maxPendingHandshakes),
+                                            outbound: outbound),
             config: transport
         ), services: [tunnel])
 

@@ -12,18 +12,23 @@ import Darwin
 @Suite struct FleetSmokeTests {
     static let fleetSize = 200
 
-    @Test func twoHundredSimulatedAgentsConnectFollowARevisionSurviveAKillAndFetch() throws {
-        let dir = try TemporaryDirectory(prefix: "fleet-smoke")
-        defer { dir.remove() }
+    /// A repository `podinfo` with one commit and a relay (not started, heartbeat 1 s) that
+    /// knows `fleetSize` agents fleet-00000… with tokens fleet-token-<i>, as relay-bench fleet names them.
+    static func relayForFleet(_ prefix: String) throws -> (TemporaryDirectory, TestRepo, RelayHarness.Source, RelayHarness) {
+        let dir = try TemporaryDirectory(prefix: prefix)
         let repo = try TestRepo.create(at: dir.appending("podinfo"))
         try repo.write("app.yaml", "a: 1\n")
         _ = try repo.commit("initial")
         let source = RelayHarness.Source(name: "podinfo", repo: repo, branch: "main")
-        let agents = (0..<Self.fleetSize).map {
+        let agents = (0..<fleetSize).map {
             RelayHarness.Agent(name: String(format: "fleet-%05d", $0), token: "fleet-token-\($0)", sources: ["podinfo"])
         }
-        let harness = try RelayHarness(sources: [source], agents: agents, dir: dir, heartbeat: "1s")
-        defer { harness.shutdown() }
+        return (dir, repo, source, try RelayHarness(sources: [source], agents: agents, dir: dir, heartbeat: "1s"))
+    }
+
+    @Test func twoHundredSimulatedAgentsConnectFollowARevisionSurviveAKillAndFetch() throws {
+        let (dir, repo, source, harness) = try Self.relayForFleet("fleet-smoke")
+        defer { harness.shutdown(); dir.remove() }
         try harness.startRelay()
         let fleet = try FleetProcess(dir: dir, port: harness.tunnelPort, ca: harness.certificates.caCertificate.path,
                                      agents: Self.fleetSize)
@@ -61,11 +66,49 @@ import Darwin
     }
 }
 
+extension FleetSmokeTests {
+    /// A fleet arriving at once is admitted at `limits.sessionsPerSecond`: the rest are refused
+    /// with a retry hint they honour, and all are in after about fleet ÷ rate seconds. A graceful
+    /// restart drains everyone with delays spread over the time that rate needs, and all come back.
+    @Test func aStormIsAdmittedAtTheConfiguredRateAndAGracefulRestartBringsEveryoneBack() throws {
+        let (dir, _, _, harness) = try Self.relayForFleet("fleet-storm")
+        defer { harness.shutdown(); dir.remove() }
+        harness.limitsExtraYAML = ["sessionsPerSecond: 40"]
+        try harness.startRelay()
+        let started = Date()
+        let fleet = try FleetProcess(dir: dir, port: harness.tunnelPort, ca: harness.certificates.caCertificate.path,
+                                     agents: Self.fleetSize)
+        defer { fleet.stop() }
+
+        var report = try fleet.waitFor("all \(Self.fleetSize) agents welcomed at 40 a second", timeout: 40) {
+            $0.gauges.welcomed == Self.fleetSize
+        }
+        let took = Date().timeIntervalSince(started)
+        // 40 at once, then 160 at 40 a second: about 4 s, not all at once and not at backoff pace.
+        #expect(took >= 3, "all \(Self.fleetSize) in \(took) s: faster than the admission rate allows")
+        #expect(report.counters.refusals >= 100, "refused and told when to come back: \(report.counters.refusals)")
+        #expect(try harness.relayMetrics()["relay_sessions_refused_total"] ?? 0 >= 100)
+
+        // Graceful restart: every agent is drained, then all are welcomed by the new relay.
+        fleet.send("mark")
+        harness.stopRelay()
+        try harness.startRelay()
+        report = try fleet.waitFor("all agents back after a graceful restart", timeout: 40) {
+            $0.gauges.welcomed == Self.fleetSize && $0.epoch.welcomed == Self.fleetSize
+        }
+        #expect(report.epoch.sinceMark.disconnects["drain", default: 0] >= Self.fleetSize * 9 / 10,
+                "drained: \(report.epoch.sinceMark.disconnects)")
+    }
+}
+
 /// `relay-bench fleet` with its stdin on a FIFO (commands) and its stdout (JSON lines) in a file.
 private final class FleetProcess {
     struct Report: Decodable {
         struct Gauges: Decodable { var welcomed: Int }
-        struct Counters: Decodable { var welcomes: Int; var nameMismatches: Int; var fetchesOk: Int; var acksSent: Int }
+        struct Counters: Decodable {
+            var welcomes: Int; var nameMismatches: Int; var fetchesOk: Int; var acksSent: Int; var refusals: Int
+            var disconnects: [String: Int]
+        }
         struct Epoch: Decodable { var welcomed: Int; var sinceMark: Counters }
         struct Artifact: Decodable { var revision: String; var received: Int; var fetchedVerified: Int }
         var type: String

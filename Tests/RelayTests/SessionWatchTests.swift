@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 @testable import RelayServer
 
@@ -127,5 +128,41 @@ import Testing
         try await good.committed()
         let version = try await registry.database.read { db in try String.fetchOne(db, sql: "SELECT version FROM agent WHERE name = 'a'") }
         #expect(version == "last")
+    }
+
+    @Test func fetchBodiesWaitForRoomUnderTheBytesInFlightCeiling() async throws {
+        let outbound = OutboundBytes(limit: 4 << 20)
+        outbound.opened("ipv4:127.0.0.1:1000")
+        outbound.opened("ipv4:127.0.0.1:1001")
+        outbound.reserve(3 << 20, peer: "ipv4:127.0.0.1:1000")
+        await outbound.waitForRoom()  // below the ceiling: at once
+
+        outbound.reserve(2 << 20, peer: "ipv4:127.0.0.1:1001")  // 5 MiB: over the ceiling
+        let resumed = Mutex(false)
+        let waiter = Task {
+            await outbound.waitForRoom()
+            resumed.withLock { $0 = true }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(resumed.withLock { $0 } == false, "waits while 5 MiB of 4 are in flight")
+        // The socket took the second connection's bytes (framing: a little more than reserved).
+        outbound.sent((2 << 20) + 100, peer: "ipv4:127.0.0.1:1001")
+        await waiter.value
+        #expect(resumed.withLock { $0 })
+        #expect(outbound.inFlight == 3 << 20, "never more counted out than the connection held")
+
+        // A connection that closes gives back what it held; one already gone reserves nothing.
+        outbound.closed("ipv4:127.0.0.1:1000")
+        #expect(outbound.inFlight == 0)
+        outbound.reserve(1 << 20, peer: "ipv4:127.0.0.1:1000")
+        #expect(outbound.inFlight == 0)
+
+        // A waiter whose Fetch is cancelled (the agent went away) leaves at once.
+        outbound.reserve(5 << 20, peer: "ipv4:127.0.0.1:1001")
+        let cancelled = Task { await outbound.waitForRoom() }
+        try await Task.sleep(for: .milliseconds(50))
+        cancelled.cancel()
+        await cancelled.value
+        #expect(outbound.inFlight == 5 << 20)
     }
 }

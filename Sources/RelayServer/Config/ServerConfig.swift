@@ -79,6 +79,8 @@ public struct ServerConfig: Sendable, Decodable {
         public var heartbeatInterval: ConfigDuration?
         /// New tunnel sessions admitted a second; beyond, a refusal with a retry pushback.
         public var sessionsPerSecond: Int?
+        /// Artifact bytes handed to connections and not yet sent, relay-wide.
+        public var maxFetchBytesInFlight: Int?
         /// TLS handshakes in progress on the tunnel port; beyond, new connections are closed.
         public var maxPendingHandshakes: Int?
     }
@@ -208,6 +210,9 @@ public struct TunnelLimits: Sendable, Equatable {
     public var sessionsPerSecond: Int = 500
     /// TLS handshakes in progress at once (`HandshakeGate`).
     public var maxPendingHandshakes: Int = 1024
+    /// Artifact bytes handed to connections and not yet taken by their sockets, relay-wide
+    /// (`OutboundBytes`); Fetch bodies wait for room before reading a chunk.
+    public var maxFetchBytesInFlight: Int = 64 << 20
 
     public init() {}
 }
@@ -395,6 +400,10 @@ extension ServerConfig: ConfigFile {
             if let value = limits.sessionsPerSecond {
                 guard (1...100_000).contains(value) else { throw fail("limits.sessionsPerSecond", "must be 1…100000") }
                 resolvedLimits.sessionsPerSecond = value
+            }
+            if let value = limits.maxFetchBytesInFlight {
+                guard (1 << 20...(64 << 30)).contains(value) else { throw fail("limits.maxFetchBytesInFlight", "must be 1 MiB … 64 GiB (bytes)") }
+                resolvedLimits.maxFetchBytesInFlight = value
             }
             if let value = limits.maxPendingHandshakes {
                 guard (1...100_000).contains(value) else { throw fail("limits.maxPendingHandshakes", "must be 1…100000") }

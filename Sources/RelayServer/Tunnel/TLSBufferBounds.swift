@@ -20,6 +20,29 @@ final class TLSBufferBounds: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// Large writes (artifact bytes) in flight, relay-wide.
+    private let outbound: OutboundBytes
+    /// This connection as gRPC names its peer (`ServerContext.remotePeer`).
+    private var peer: String?
+
+    init(outbound: OutboundBytes) { self.outbound = outbound }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        peer = ClientCertificateNames.peerKey(context.channel.remoteAddress)
+        if let peer { outbound.opened(peer) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let peer { outbound.closed(peer) }
+        peer = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if let peer { outbound.closed(peer) }
+        peer = nil
+    }
+
     /// Plaintext per slice: one TLS record (16 KiB) minus room for the record's overhead, so
     /// an encrypted slice fits TLS's 16 KiB output buffer.
     static let sliceBytes = 16_000
@@ -37,10 +60,20 @@ final class TLSBufferBounds: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(data, promise: promise)
             return
         }
+        // Counted out of the Fetch bytes in flight once the socket has it (a failed write means
+        // the connection is gone: `closed` counts out the rest).
+        let outbound = self.outbound
+        let peer = self.peer
         while buffer.readableBytes > Self.sliceBytes, let slice = buffer.readSlice(length: Self.sliceBytes) {
-            context.write(wrapOutboundOut(slice), promise: nil)
+            let written = context.eventLoop.makePromise(of: Void.self)
+            if let peer { written.futureResult.whenSuccess { outbound.sent(Self.sliceBytes, peer: peer) } }
+            context.write(wrapOutboundOut(slice), promise: written)
             context.flush()
         }
-        context.write(wrapOutboundOut(buffer), promise: promise)
+        let rest = buffer.readableBytes
+        let written = context.eventLoop.makePromise(of: Void.self)
+        if let peer { written.futureResult.whenSuccess { outbound.sent(rest, peer: peer) } }
+        if let promise { written.futureResult.cascade(to: promise) }
+        context.write(wrapOutboundOut(buffer), promise: written)
     }
 }

@@ -23,6 +23,8 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
     let store: ArtifactStore
     let limits: TunnelLimits
     let fetches: FetchLimiter
+    /// Artifact bytes on their way out, relay-wide: each chunk waits for room.
+    let outbound: OutboundBytes
     let faults: FaultInjection
     /// Signs each artifact's OCI manifest (cosign format); the signature travels in DesiredState.
     let signer: RelaySigner
@@ -172,6 +174,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
         // The common refusals (this agent at its limit, the relay's queue full), answered before any response.
         if let refusal = fetches.refusal(agent.name, limits: admission) { throw refusal }
         let chunkSize = limits.maxChunkBytes
+        let peer = context.remotePeer
         // The slot and the file belong to the response body: whatever ends it gives them back,
         // and a body gRPC never runs (the client was gone first) holds neither. A body waits
         // here for a relay-wide slot (limits.maxFetchStreams) in FIFO order.
@@ -186,6 +189,8 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                 try handle.seek(toOffset: offset)
                 var position = offset
                 while position < artifact.size {
+                    await outbound.waitForRoom()
+                    try Task.checkCancellation()
                     let count = Int(min(UInt64(chunkSize), artifact.size - position))
                     guard let data = try handle.read(upToCount: count), data.count == count else {
                         throw RPCError(code: .dataLoss, message: "artifact \(digest) is shorter on disk than recorded")
@@ -195,6 +200,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                     chunk.totalSize = artifact.size
                     chunk.chunkSha256 = chunkHashes.hash(of: data, digest: digest, offset: position, chunkSize: chunkSize)
                     chunk.data = faults.apply(to: data)
+                    outbound.reserve(count, peer: peer)
                     try await writer.write(chunk)
                     RelayMetrics.fetchBytes.increment(by: count)
                     position += UInt64(count)

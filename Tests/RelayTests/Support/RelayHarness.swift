@@ -35,6 +35,8 @@ final class RelayHarness: @unchecked Sendable {
     let readerToken = "reader-secret"
     /// Extra YAML for relay.yaml: top level, and inside a source's mapping.
     var relayExtraYAML = ""
+    /// Extra fields inside relay.yaml's `limits:` mapping (e.g. `sessionsPerSecond: 40`).
+    var limitsExtraYAML: [String] = []
     var sourceExtraYAML: [String: String] = [:]
     private(set) var tunnelPort = 0
     private(set) var httpPort = 0
@@ -94,7 +96,7 @@ final class RelayHarness: @unchecked Sendable {
             dataDir: \(dir.appending("relay-data").path)
             webhookToken: \(webhookToken)
             drainRetryAfter: 300ms
-            limits: {heartbeatInterval: \(heartbeat)\(chunk.map { ", maxChunkBytes: \($0)" } ?? "")}
+            limits: {heartbeatInterval: \(heartbeat)\(chunk.map { ", maxChunkBytes: \($0)" } ?? "")\(limitsExtraYAML.map { ", " + $0 }.joined())}
             sources:
 
             """
