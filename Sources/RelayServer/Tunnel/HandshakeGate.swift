@@ -87,11 +87,13 @@ final class HandshakeGate: Sendable {
         }
 
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            // Passed on first: the handlers after this one (the client certificate's names)
+            // need the event, and a removed handler's context forwards nothing.
+            context.fireUserInboundEventTriggered(event)
             if case TLSUserEvent.handshakeCompleted = event {
                 release()
                 context.pipeline.syncOperations.removeHandler(self, promise: nil)
             }
-            context.fireUserInboundEventTriggered(event)
         }
 
         func channelInactive(context: ChannelHandlerContext) {
