@@ -10,7 +10,8 @@ reconnect rules. Phases (pick with --only):
 
   a  cold start   the whole fleet starts at once; time until all N have a Welcome
                   (cap 180 s; otherwise how many got one).
-  b  idle         with the fleet connected: relay RSS per agent = (RSS now - RSS of the same
+  b  idle         (and steady: sessions dropped during the window are counted)
+                  with the fleet connected: relay RSS per agent = (RSS now - RSS of the same
                   relay before the fleet started) / N; relay CPU (% of one core) over
                   --idle-seconds; beside, the harness's own CPU and RSS (its whole RSS / N,
                   ~45 MiB of it the process itself) and heartbeat round trips of the idle
@@ -477,11 +478,13 @@ def run_size(args, n, caps):
                 "harness_rss_kib": proc_status_kib(fleet.proc.pid, "VmRSS"),
                 "harness_rss_per_agent_kib": (proc_status_kib(fleet.proc.pid, "VmRSS") or 0) / n,
                 "heartbeat_rtt_ms": r["epoch"]["heartbeat_rtt_ms"],
+                # Sessions that ended during the idle window (steady means none).
+                "dropped": sum(r["epoch"]["since_mark"]["disconnects"].values()),
             }
             b = result["b"]
-            log("[%d] b: relay %.1f KiB/agent, %.1f %% CPU idle; harness %.1f KiB/agent, %.1f %% CPU"
+            log("[%d] b: relay %.1f KiB/agent, %.1f %% CPU idle; harness %.1f KiB/agent, %.1f %% CPU; %d live, %d sessions dropped in %.0f s"
                 % (n, b["relay_rss_per_agent_kib"] or float("nan"), b["relay_cpu_pct"] or float("nan"),
-                   b["harness_rss_per_agent_kib"], b["harness_cpu_pct"] or float("nan")))
+                   b["harness_rss_per_agent_kib"], b["harness_cpu_pct"] or float("nan"), b["live"], b["dropped"], wall))
 
         # c: fan-out of a new revision.
         if "c" in args.only:
