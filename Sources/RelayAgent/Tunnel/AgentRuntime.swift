@@ -311,10 +311,14 @@ public final class AgentRuntime: Sendable {
                     }
                     // Refused for now with the relay's retry hint: wait that long, not the
                     // backoff, and it is no failure. Any real failure still backs off.
-                    let hinted = failures.compactMap { FetchPushback.delay(of: $0.error) }
-                    let failed = failures.filter { FetchPushback.delay(of: $0.error) == nil }
-                    let delay = failed.isEmpty ? hinted.max() ?? backoff.next() : max(backoff.next(), hinted.max() ?? .zero)
-                    for failure in failures where FetchPushback.delay(of: failure.error) != nil {
+                    var deferred: [(failure: Failure, hint: Duration)] = []
+                    var failed: [Failure] = []
+                    for failure in failures {
+                        if let hint = FetchPushback.delay(of: failure.error) { deferred.append((failure, hint)) } else { failed.append(failure) }
+                    }
+                    let hinted = deferred.map(\.hint).max()
+                    let delay = failed.isEmpty ? hinted ?? backoff.next() : max(backoff.next(), hinted ?? .zero)
+                    for (failure, _) in deferred {
                         FetchPushback.deferred(failure.artifact, retryIn: delay, logger: self.logger)
                     }
                     for failure in failed {

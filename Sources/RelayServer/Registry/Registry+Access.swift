@@ -48,28 +48,6 @@ extension Registry {
             return AccessSnapshot(version: version, identities: identities)
         }
     }
-
-    /// The agent a token hash belongs to, read now (off the cooperative pool).
-    public func identity(forTokenSHA256 hash: String) async throws -> AgentIdentity? {
-        try await database.read { db in
-            guard let name = try String.fetchOne(db, sql: "SELECT agent FROM agent_token WHERE token_sha256 = ?", arguments: [hash]) else {
-                return nil
-            }
-            let sources = try String.fetchAll(db, sql: "SELECT source FROM grant_ WHERE agent = ?", arguments: [name])
-            return AgentIdentity(name: name, sources: Set(sources))
-        }
-    }
-
-    /// The newest revision with this digest among `sources`, read off the cooperative pool.
-    public func artifact(digest: String, amongSources sources: [String]) async throws -> PackagedArtifact? {
-        guard !sources.isEmpty else { return nil }
-        return try await database.read { db in
-            try Row.fetchOne(db, sql: """
-                SELECT * FROM revision WHERE digest = ? AND source IN (\(sources.map { _ in "?" }.joined(separator: ",")))
-                ORDER BY created_ms DESC LIMIT 1
-                """, arguments: StatementArguments([digest] + sources)).map(Self.artifact)
-        }
-    }
 }
 
 /// Valid token hashes → agents, at one access version.

@@ -47,25 +47,6 @@ extension Registry {
         }
     }
 
-    /// The agent a token hash belongs to, with its grants. An indexed lookup of the hash:
-    /// the SHA-256 of a guessed token says nothing about which tokens exist.
-    public func agent(forTokenSHA256 hash: String) throws -> AgentIdentity? {
-        try database.read { db in
-            guard let name = try String.fetchOne(db, sql: "SELECT agent FROM agent_token WHERE token_sha256 = ?", arguments: [hash]) else {
-                return nil
-            }
-            let sources = try String.fetchAll(db, sql: "SELECT source FROM grant_ WHERE agent = ?", arguments: [name])
-            return AgentIdentity(name: name, sources: Set(sources))
-        }
-    }
-
-    /// Whether `hash` is still a valid token of `agent`.
-    public func tokenIsValid(_ hash: String, agent: String) throws -> Bool {
-        try database.read { db in
-            try Bool.fetchOne(db, sql: "SELECT COUNT(*) > 0 FROM agent_token WHERE token_sha256 = ? AND agent = ?", arguments: [hash, agent]) ?? false
-        }
-    }
-
     /// A new agent managed from the CLI; returns its first token (shown once, stored hashed).
     public func createAgent(_ name: String, sources: [String]) throws -> String {
         let token = TokenHash.generate()

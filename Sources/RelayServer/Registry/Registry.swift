@@ -213,30 +213,22 @@ public final class Registry: Sendable {
         }
     }
 
-    /// Whether any revision with this digest is recorded for one of `sources`.
+    /// Whether any revision with this digest is recorded for one of `sources` (the newest).
     public func digestBelongs(_ digest: String, toAnyOf sources: [String]) throws -> PackagedArtifact? {
-        try database.read { db in
-            guard !sources.isEmpty else { return nil }
-            let row = try Row.fetchOne(db, sql: """
-                SELECT * FROM revision WHERE digest = ? AND source IN (\(sources.map { _ in "?" }.joined(separator: ",")))
-                ORDER BY created_ms DESC LIMIT 1
-                """, arguments: StatementArguments([digest] + sources))
-            return row.map(Self.artifact)
-        }
+        try database.read { db in try Self.newestRevision(db, digest: digest, sources: sources) }
     }
 
-    public func agentConnected(_ name: String, version: String) throws {
-        try database.write { db in
-            try db.execute(sql: "UPDATE agent SET connected = 1, version = ?, last_seen_ms = ? WHERE name = ?",
-                           arguments: [version, Self.milliseconds(Date()), name])
-        }
+    /// `digestBelongs`, read off the cooperative pool (the tunnel's calls).
+    public func artifact(digest: String, amongSources sources: [String]) async throws -> PackagedArtifact? {
+        try await database.read { db in try Self.newestRevision(db, digest: digest, sources: sources) }
     }
 
-    public func agentSeen(_ name: String, connected: Bool) throws {
-        try database.write { db in
-            try db.execute(sql: "UPDATE agent SET connected = ?, last_seen_ms = ? WHERE name = ?",
-                           arguments: [connected ? 1 : 0, Self.milliseconds(Date()), name])
-        }
+    private static func newestRevision(_ db: Database, digest: String, sources: [String]) throws -> PackagedArtifact? {
+        guard !sources.isEmpty else { return nil }
+        return try Row.fetchOne(db, sql: """
+            SELECT * FROM revision WHERE digest = ? AND source IN (\(sources.map { _ in "?" }.joined(separator: ",")))
+            ORDER BY created_ms DESC LIMIT 1
+            """, arguments: StatementArguments([digest] + sources)).map(artifact)
     }
 
     public func recordDelivery(agent: String, source: String, revision: String, digest: String) throws {

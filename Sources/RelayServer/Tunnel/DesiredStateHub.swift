@@ -136,10 +136,7 @@ public actor DesiredStateHub {
     }
 
     /// Between the delay and twice the delay.
-    static func jittered(_ delay: Duration) -> Duration {
-        let ms = max(1, delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)
-        return .milliseconds(ms + Int64.random(in: 0...ms))
-    }
+    static func jittered(_ delay: Duration) -> Duration { spread(delay, over: delay) }
 }
 
 /// An artifact as a DesiredState offered it: what an Ack may name.

@@ -26,8 +26,6 @@ final class HandshakeGate: Sendable {
     /// The listening channel whose accepting is paused and resumed.
     func attach(listener: any Channel) { state.withLock { $0.listener = listener } }
 
-    var inProgress: Int { state.withLock { $0.pending } }
-
     /// A new connection's handshake starts.
     func enter() {
         let pause: (any Channel)? = state.withLock { state in

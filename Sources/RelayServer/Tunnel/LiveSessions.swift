@@ -87,8 +87,6 @@ final class LiveSessions: Sendable {
         session.finish()
     }
 
-    var count: Int { sessions.withLock { $0.count } }
-
     /// Tells every session silent for longer than `limit` so.
     func sweep(silentLongerThan limit: Duration) {
         let nanos = UInt64(limit.components.seconds) * 1_000_000_000 + UInt64(limit.components.attoseconds / 1_000_000_000)

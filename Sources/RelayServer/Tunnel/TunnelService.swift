@@ -151,10 +151,11 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
         guard digest.hasPrefix("sha256:"), digest.count == 71 else {
             throw RPCError(code: .invalidArgument, message: "digest must be sha256:<64 hex>")
         }
-        // Off the cooperative pool: a Fetch burst must not park every pool thread on the registry.
-        let (registry, registryFailure, sources) = (registry, registryFailure, Array(agent.sources))
-        let granted = try await BlockingWork.run {
-            try registryFailure.run("read the agent's grants") { try registry.digestBelongs(digest, toAnyOf: sources) }
+        // An async read: a Fetch burst must not park every cooperative thread on a synchronous
+        // registry read (that deadlocked the relay with 200 agents fetching at once).
+        let granted: PackagedArtifact?
+        do { granted = try await registry.artifact(digest: digest, amongSources: Array(agent.sources)) } catch {
+            throw registryFailure.rpcError(error, while: "read the agent's grants")
         }
         guard let artifact = granted else {
             throw RPCError(code: .notFound, message: "no artifact \(digest) among the sources granted to \(agent.name)")
