@@ -349,11 +349,12 @@ class Relay:
 class Fleet:
     """relay-bench fleet: JSON lines read on a thread; commands on its stdin."""
 
-    def __init__(self, binary, work, n, addresses, port, ca):
+    def __init__(self, binary, work, n, addresses, port, ca, heartbeat_messages=False):
         self.log_path = os.path.join(work, "fleet.log")
         relay = ",".join("%s:%d" % (a, port) for a in addresses)
         self.proc = PROCS.start([binary, "fleet", "--relay", relay, "--ca", ca, "--agents", str(n),
-                                 "--name-format", NAME_FORMAT, "--token-prefix", TOKEN_PREFIX],
+                                 "--name-format", NAME_FORMAT, "--token-prefix", TOKEN_PREFIX]
+                                + (["--heartbeat-messages"] if heartbeat_messages else []),
                                 self.log_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=HARNESS_ENV)
         self.progress = None
         self.reports = queue.Queue()
@@ -453,7 +454,7 @@ def run_size(args, n, caps):
             % (n, ready, (base_rss or 0) / 1024))
 
         # a: cold start — the whole fleet at once.
-        fleet = Fleet(args.relay_bench, work, n, addresses, relay.tunnel_port, tls["ca"])
+        fleet = Fleet(args.relay_bench, work, n, addresses, relay.tunnel_port, tls["ca"], args.heartbeat_messages)
         t, r = wait_all_back(fleet, n, caps["a"], "cold start", relay)
         result["a"] = {"all_welcomed_s": t, "welcomed": r["epoch"]["welcomed"],
                        "coverage_s": r["epoch"]["welcome_coverage_s"], "counters": r["counters"]}
@@ -665,6 +666,8 @@ def parse_args(argv):
     ap.add_argument("--limits", default=None,
                     help="extra relay limits, comma-separated YAML fields, e.g. 'sessionsPerSecond: 1000, maxPendingHandshakes: 4096'")
     ap.add_argument("--heartbeat", default=None, help="relay limits.heartbeatInterval, e.g. 5s (default: the relay's)")
+    ap.add_argument("--heartbeat-messages", action="store_true",
+                    help="agents send Heartbeat messages instead of transport keepalive PINGs (agents that predate it)")
     ap.add_argument("--bulk-mib", type=float, default=1.0, help="size of the incompressible file in phase f (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep each size's temporary directory (logs, relay data)")
     args = ap.parse_args(argv)

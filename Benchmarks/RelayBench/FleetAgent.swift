@@ -23,6 +23,9 @@ struct FleetSettings: Sendable {
     /// relay-agent's reconnectInitial / reconnectMax (also its fetch retry backoff).
     var reconnectInitial: Duration
     var reconnectMax: Duration
+    /// Offer transport keepalive in Hello (HTTP/2 PINGs instead of Heartbeat messages), as
+    /// relay-agent does; false simulates agents that predate it.
+    var transportKeepalive: Bool
 }
 
 /// Exponential backoff with full jitter, relay-agent's rule: each delay is random in
@@ -113,15 +116,21 @@ private final class SessionState: Sendable {
     private struct Values {
         var welcomed = false
         var heartbeatInterval: Duration = .seconds(5)
+        var transportKeepalive = false
         var lastHeard = ContinuousClock.now
         var drainDelay: Duration?
         var generation: UInt64?
     }
 
     private let values = Mutex(Values())
+    /// How often this connection's transport PINGs the relay (relay-agent's rule).
+    let pingInterval: Duration
+
+    init(pingInterval: Duration) { self.pingInterval = pingInterval }
 
     var welcomed: Bool { values.withLock { $0.welcomed } }
     var heartbeatInterval: Duration { values.withLock { $0.heartbeatInterval } }
+    var transportKeepalive: Bool { values.withLock { $0.transportKeepalive } }
     var drainDelay: Duration? { values.withLock { $0.drainDelay } }
     var silentFor: Duration { ContinuousClock.now - values.withLock { $0.lastHeard } }
 
@@ -131,6 +140,7 @@ private final class SessionState: Sendable {
         values.withLock {
             $0.welcomed = true
             if welcome.heartbeatIntervalMs > 0 { $0.heartbeatInterval = .milliseconds(Int64(welcome.heartbeatIntervalMs)) }
+            $0.transportKeepalive = welcome.transportKeepalive && $0.heartbeatInterval == pingInterval
         }
     }
 
@@ -177,6 +187,8 @@ final class FleetAgent: Sendable {
     private let tally: FleetTally
     private let fetchSwitch: FetchSwitch
     private let memory = Mutex(Memory())
+    /// The interval the relay's last Welcome named: the next connection PINGs at it.
+    private let relayHeartbeat = Mutex<Duration>(.seconds(5))
 
     private enum Outcome {
         case drained(Duration)
@@ -217,11 +229,12 @@ final class FleetAgent: Sendable {
     }
 
     private func session(target: HostPort) async -> Outcome {
-        let state = SessionState()
+        let pingInterval = relayHeartbeat.withLock { $0 }
+        let state = SessionState(pingInterval: pingInterval)
         tally.sessionStarted()
         let outcome: Outcome
         do {
-            let transport = try makeTransport(target: target)
+            let transport = try makeTransport(target: target, pingInterval: pingInterval)
             try await withGRPCClient(transport: transport) { client in
                 try await self.runSession(tunnel: Relay_V1_Tunnel.Client(wrapping: client), state: state)
             }
@@ -244,8 +257,9 @@ final class FleetAgent: Sendable {
     }
 
     /// relay-agent's transport (AgentRuntime.makeTransport), TCP connections counted.
-    private func makeTransport(target: HostPort) throws -> HTTP2ClientTransport.Posix {
+    private func makeTransport(target: HostPort, pingInterval: Duration) throws -> HTTP2ClientTransport.Posix {
         let ca = settings.caPEM, verifyHostname = settings.hostnameVerification, tally = self.tally
+        let keepalive = settings.transportKeepalive ? pingInterval : nil
         return try HTTP2ClientTransport.Posix(
             target: target.host.contains(":") ? .ipv6(address: target.host, port: target.port)
                 : target.host.allSatisfy({ $0.isNumber || $0 == "." })
@@ -260,6 +274,9 @@ final class FleetAgent: Sendable {
                 transport.http2.targetWindowSize = 4 << 20
                 transport.connection.flushCoalescing = nil
                 transport.backoff.initial = .milliseconds(200)
+                if let keepalive {
+                    transport.connection.keepalive = .init(time: keepalive, timeout: keepalive, allowWithoutCalls: true)
+                }
                 transport.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
                     tally.tcpOpened()
                     channel.closeFuture.whenComplete { _ in tally.tcpClosed() }
@@ -279,6 +296,7 @@ final class FleetAgent: Sendable {
                 $0.protocolVersion = ProtocolVersion.current.description
                 $0.agentVersion = "relay-bench-fleet/1"
                 $0.heldDigests = held
+                $0.transportKeepalive = self.settings.transportKeepalive
             }
         })
         let metadata = self.metadata, tally = self.tally, name = self.name, slot = self.slot
@@ -294,6 +312,9 @@ final class FleetAgent: Sendable {
                         switch message.kind {
                         case .welcome(let welcome)?:
                             state.welcome(welcome)
+                            if welcome.heartbeatIntervalMs > 0 {
+                                self.relayHeartbeat.withLock { $0 = .milliseconds(Int64(welcome.heartbeatIntervalMs)) }
+                            }
                             tally.welcomed(slot: slot, nameMatches: welcome.agentName == name)
                         case .desiredState(let desired)?:
                             tally.desiredState()
@@ -335,8 +356,8 @@ final class FleetAgent: Sendable {
                 while !Task.isCancelled {
                     let interval = state.heartbeatInterval
                     try await Task.sleep(for: state.welcomed ? interval : .milliseconds(500))
-                    if state.silentFor > interval * 2 { throw WatchdogTimeout() }
-                    guard state.welcomed else { continue }
+                    if !state.transportKeepalive, state.silentFor > interval * 2 { throw WatchdogTimeout() }
+                    guard state.welcomed, !state.transportKeepalive else { continue }
                     sequence += 1
                     let sentUnixNanos = Int64(Date().timeIntervalSince1970 * 1e9)
                     post.yield(.with { $0.heartbeat = .with {

@@ -47,6 +47,10 @@ struct FleetCommand: AsyncParsableCommand {
     var rampPerSecond: Double = 0
     @Flag(help: "Fetch and verify every artifact the DesiredState lists and the agent does not hold (also `fetch on` on stdin).")
     var fetch = false
+    @Flag(name: .customLong("heartbeat-messages"),
+          help: "Send Heartbeat messages and offer no transport keepalive, as agents that predate transport keepalive do.")
+    var heartbeatMessages = false
+
     @Option(help: "Seconds to run (0: until `quit` or the end of stdin).")
     var duration: Double = 0
     @Option(name: .customLong("reconnect-initial-ms"), help: "Backoff start (relay-agent reconnectInitial).")
@@ -89,7 +93,8 @@ struct FleetCommand: AsyncParsableCommand {
         }
         let settings = FleetSettings(targets: targets, caPEM: caPEM, hostnameVerification: !noHostnameVerification,
                                      nameFormat: nameFormat, tokenPrefix: tokenPrefix, firstIndex: firstIndex,
-                                     reconnectInitial: .milliseconds(reconnectInitialMs), reconnectMax: .milliseconds(reconnectMaxMs))
+                                     reconnectInitial: .milliseconds(reconnectInitialMs), reconnectMax: .milliseconds(reconnectMaxMs),
+                                     transportKeepalive: !heartbeatMessages)
         let tally = FleetTally(agents: agents)
         let fetchSwitch = FetchSwitch(enabled: fetch)
         let stop = StopSignal()

@@ -62,7 +62,8 @@ public enum RelayServerApp {
         let commits = GroupCommit(registry: registry)
         let admission = SessionAdmission(sessionsPerSecond: Double(config.limits.sessionsPerSecond))
         let outbound = OutboundBytes(limit: config.limits.maxFetchBytesInFlight)
-        let tunnel = TunnelService(access: access, sessions: sessions, admission: admission, commits: commits,
+        let connectionClocks = ConnectionClocks()
+        let tunnel = TunnelService(access: access, sessions: sessions, connectionClocks: connectionClocks, admission: admission, commits: commits,
                                    hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(), outbound: outbound,
                                    faults: FaultInjection(), signer: signer, logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
@@ -78,11 +79,12 @@ public enum RelayServerApp {
         // Connect + the allowed Fetch streams, with room for a reconnect overlapping.
         transport.http2.maxConcurrentStreams = 2 * (config.limits.maxConcurrentFetches + 1)
         transport.connection.flushCoalescing = nil
+        transport.connection.keepalive = TunnelKeepalive.config(heartbeatInterval: config.limits.heartbeatInterval)
         let grpc = GRPCServer(transport: HTTP2ServerTransport.Custom(
             listenerFactory: TunnelListener(host: config.listen.host == "localhost" ? "127.0.0.1" : config.listen.host,
                                             port: config.listen.port, context: tunnelTLS, peers: certificateNames,
                                             handshakes: HandshakeGate(limit: config.limits.maxPendingHandshakes),
-                                            outbound: outbound),
+                                            outbound: outbound, clocks: connectionClocks, logger: logger),
             config: transport
         ), services: [tunnel])
 

@@ -33,6 +33,59 @@ import Testing
         #expect(beating.connectEnd == "OK", "\(beating.json)")
     }
 
+    /// relay-agent offers transport keepalive: its connection is watched by HTTP/2 PINGs, not
+    /// Heartbeat messages. A frozen agent (SIGSTOP: its sockets stay open, nothing answers) is
+    /// still dropped two intervals after it was last heard of, and a frozen relay is still left
+    /// by the agent, which comes back on a new session once the relay runs again.
+    @Test func transportKeepaliveDropsAFrozenPeerOnEitherSide() throws {
+        let (dir, _, harness) = try RelayHarness.single("keepalive")  // heartbeat 500 ms
+        defer { harness.shutdown(); dir.remove() }
+        try harness.startRelay()
+        try harness.waitUntilPackaged("podinfo")
+        let agent = try harness.startAgent("edge")
+        try harness.waitUntil("connected") { try harness.apiSaysConnected("edge") == true }
+        func welcomed(_ liveness: String) throws -> Double {
+            try harness.relayMetrics()["relay_sessions_welcomed_total{liveness=\"\(liveness)\"}"] ?? 0
+        }
+        func heartbeats() throws -> Double { try harness.relayMetrics()["relay_heartbeat_messages_total"] ?? 0 }
+        #expect(try welcomed("transport") == 1 && welcomed("heartbeat") == 0)
+        // Its first connection PINGs at the default 5 s, which is not this relay's interval:
+        // on that one it sends Heartbeat messages. The next one PINGs at 500 ms and sends none.
+        try harness.waitUntil("Heartbeat messages on the first connection") { try heartbeats() >= 2 }
+        harness.stopRelay()
+        try harness.startRelay()
+        try harness.waitUntil("back") { try welcomed("transport") == 1 && harness.apiSaysConnected("edge") == true }
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(try heartbeats() == 0, "three intervals on transport keepalive")
+
+        // The agent freezes: the relay drops it within two intervals (1 s), plus slack.
+        // The supervisor shell's child is the agent itself.
+        func server(of process: BackgroundProcess) throws -> Int32 {
+            let children = try runProcess("/usr/bin/pgrep", ["-P", "\(process.pid)"]).stdout
+            return try #require(children.split(separator: "\n").compactMap { Int32($0) }.first)
+        }
+        let agentPID = try server(of: agent)
+        kill(agentPID, SIGSTOP)
+        let frozen = Date()
+        defer { kill(agentPID, SIGCONT) }
+        try harness.waitUntil("the frozen agent shown disconnected", timeout: 10) { try harness.apiSaysConnected("edge") == false }
+        let droppedAfter = Date().timeIntervalSince(frozen)
+        #expect(droppedAfter < 2.5, "dropped \(droppedAfter) s after it froze")
+        kill(agentPID, SIGCONT)
+        try harness.waitUntil("the agent back") { try welcomed("transport") == 2 && harness.apiSaysConnected("edge") == true }
+
+        // The relay freezes for six intervals: the agent gives its connection up (an unanswered
+        // PING) and, once the relay runs again, is welcomed on a new session. An agent that
+        // kept the old connection would not be welcomed again.
+        let relayPID = try server(of: try #require(harness.relay))
+        kill(relayPID, SIGSTOP)
+        Thread.sleep(forTimeInterval: 3)
+        kill(relayPID, SIGCONT)
+        try harness.waitUntil("a new session after the relay's freeze", timeout: 10) {
+            try welcomed("transport") == 3 && harness.apiSaysConnected("edge") == true
+        }
+    }
+
     @Test func aRevokedTokenEndsItsLiveSessionAtOnce() throws {
         let (dir, _, harness) = try RelayHarness.single("revoke-live")
         defer { harness.shutdown(); dir.remove() }
@@ -88,7 +141,7 @@ import Testing
 
     @Test func aSessionMailboxKeepsTheNewestStateAndTheDrainAndWakesOnce() async {
         let sessions = LiveSessions()
-        let live = sessions.open(agent: "a", tokenSHA256: "t")
+        let live = sessions.open(agent: "a", tokenSHA256: "t", connection: nil)
         let packaged = Date()
         let artifact = { (revision: String) in
             PackagedArtifact(source: "s", revision: revision, digest: "sha256:" + String(repeating: "0", count: 64), size: 1,

@@ -29,6 +29,9 @@ public final class AgentRuntime: Sendable {
     /// Flux status changes waiting to reach the relay: opened (and locked) by the first use,
     /// so `relay-agent list` and `fetch` never touch a running agent's journal.
     private let journalStorage = Mutex<StatusJournal?>(nil)
+    /// The heartbeat interval the relay named last (its default until then): the next
+    /// connection PINGs at this rate (`TunnelKeepalive` on the relay).
+    private let relayHeartbeat = Mutex<Duration>(.seconds(5))
     public func journal() throws -> StatusJournal {
         try journalStorage.withLock { stored in
             if let stored { return stored }
@@ -125,10 +128,11 @@ public final class AgentRuntime: Sendable {
     /// One connection: returns when it ends.
     func session(target: HostPort) async -> Outcome {
         defer { AgentMetrics.connected.record(0) }
-        let state = SessionState()
+        let pingInterval = relayHeartbeat.withLock { $0 }
+        let state = SessionState(pingInterval: pingInterval)
         let tlsErrors = TLSErrorRecorder()
         do {
-            let transport = try makeTransport(target: target, tlsErrors: tlsErrors)
+            let transport = try makeTransport(target: target, tlsErrors: tlsErrors, pingInterval: pingInterval)
             try await withGRPCClient(transport: transport) { client in
                 let tunnel = Relay_V1_Tunnel.Client(wrapping: client)
                 try await self.runSession(tunnel: tunnel, state: state)
@@ -153,8 +157,10 @@ public final class AgentRuntime: Sendable {
     /// One HTTP/2 connection to the relay, tuned for bulk Fetch streams beside the control
     /// stream. `tlsErrors` learns why a TLS handshake failed (grpc-swift reports only a
     /// connection closed before the HTTP/2 preface).
-    func makeTransport(target relay: HostPort? = nil, tlsErrors: TLSErrorRecorder? = nil) throws -> HTTP2ClientTransport.Posix {
+    func makeTransport(target relay: HostPort? = nil, tlsErrors: TLSErrorRecorder? = nil,
+                       pingInterval: Duration? = nil) throws -> HTTP2ClientTransport.Posix {
         let relay = relay ?? config.relay
+        let interval = pingInterval ?? relayHeartbeat.withLock { $0 }
         return try HTTP2ClientTransport.Posix(
             // The certificate must name what is dialled: a DNS name, or the IP address
             // itself (the dev certificates carry 127.0.0.1 and ::1).
@@ -168,6 +174,9 @@ public final class AgentRuntime: Sendable {
                 transport.http2.targetWindowSize = 4 << 20
                 transport.connection.flushCoalescing = nil
                 transport.backoff.initial = .milliseconds(200)
+                // The heartbeat at the transport: a PING every interval, and the connection
+                // closed when one goes unanswered for an interval (two in all, as before).
+                transport.connection.keepalive = .init(time: interval, timeout: interval, allowWithoutCalls: true)
                 if let tlsErrors { transport.channelDebuggingCallbacks.onCreateTCPConnection = tlsErrors.install(on:) }
             })
     }
@@ -202,6 +211,7 @@ public final class AgentRuntime: Sendable {
                 $0.protocolVersion = ProtocolVersion.current.description
                 $0.agentVersion = Self.agentVersion
                 $0.heldDigests = held.sorted()
+                $0.transportKeepalive = true
             }
         })
         let tokenAtStart = currentToken()
@@ -223,6 +233,9 @@ public final class AgentRuntime: Sendable {
                                 throw AgentNameMismatch(configured: name, relay: welcome.agentName)
                             }
                             state.welcome(welcome)
+                            if welcome.heartbeatIntervalMs > 0 {
+                                self.relayHeartbeat.withLock { $0 = .milliseconds(Int64(welcome.heartbeatIntervalMs)) }
+                            }
                             AgentMetrics.connected.record(1)
                             self.logger.info("connected to relay", metadata: [
                                 "agent": "\(welcome.agentName)", "relay": "\(welcome.relayVersion)",
@@ -273,7 +286,9 @@ public final class AgentRuntime: Sendable {
                     // welcomes is caught by the same silence rule, with the default interval).
                     let interval = state.heartbeatInterval
                     try await Task.sleep(for: state.welcomed ? interval : .milliseconds(100))
-                    if state.silentFor > interval * 2 {
+                    // With transport keepalive (the relay agreed in its Welcome) the HTTP/2 PINGs
+                    // are the heartbeat, and an unanswered one closes the connection.
+                    if !state.transportKeepalive, state.silentFor > interval * 2 {
                         throw RPCError(code: .unavailable, message: "no word from the relay for two heartbeat intervals")
                     }
                     guard state.welcomed else { continue }
@@ -285,6 +300,7 @@ public final class AgentRuntime: Sendable {
                         post.yield(.with { $0.reauthenticate = .with { $0.token = token } })
                         self.logger.info("token file changed; reauthenticating on the open connection")
                     }
+                    guard !state.transportKeepalive else { continue }
                     sequence += 1
                     let sentUnixNanos = Int64(Date().timeIntervalSince1970 * 1e9)
                     post.yield(.with { $0.heartbeat = .with {
@@ -495,6 +511,7 @@ final class SessionState: Sendable {
     private struct Values {
         var welcomed = false
         var heartbeatInterval: Duration = .seconds(5)
+        var transportKeepalive = false
         var limits = Relay_V1_Limits()
         var lastHeard = ContinuousClock.now
         var drainDelay: Duration?
@@ -503,9 +520,15 @@ final class SessionState: Sendable {
     }
 
     private let values = Mutex(Values())
+    /// How often this connection's transport PINGs the relay.
+    let pingInterval: Duration
+
+    init(pingInterval: Duration) { self.pingInterval = pingInterval }
 
     var welcomed: Bool { values.withLock { $0.welcomed } }
     var heartbeatInterval: Duration { values.withLock { $0.heartbeatInterval } }
+    /// The relay watches this connection by its HTTP/2 PINGs: no Heartbeat messages.
+    var transportKeepalive: Bool { values.withLock { $0.transportKeepalive } }
     var limits: Relay_V1_Limits { values.withLock { $0.limits } }
     var drainDelay: Duration? { values.withLock { $0.drainDelay } }
     var redirect: HostPort? { values.withLock { $0.redirect } }
@@ -518,6 +541,10 @@ final class SessionState: Sendable {
             $0.welcomed = true
             $0.limits = welcome.limits
             if welcome.heartbeatIntervalMs > 0 { $0.heartbeatInterval = .milliseconds(Int64(welcome.heartbeatIntervalMs)) }
+            // PINGs at another rate than the relay's interval (it was changed since the last
+            // connection) would not keep its promise of two intervals: Heartbeat messages, as
+            // before, on this connection; the next one PINGs at the new interval.
+            $0.transportKeepalive = welcome.transportKeepalive && $0.heartbeatInterval == pingInterval
         }
     }
 

@@ -27,4 +27,11 @@ enum RelayMetrics {
 extension RelayMetrics {
     /// Writes per registry transaction of the group commit (connects, disconnects, deliveries).
     static let registryBatchSize = Recorder(label: "relay_registry_batch_writes")
+    /// Sessions welcomed, by how the relay watches them: `transport` (HTTP/2 keepalive PINGs,
+    /// `TunnelKeepalive`) or `heartbeat` (Heartbeat messages, agents that predate it).
+    /// Heartbeat messages received (agents on transport keepalive send none).
+    static let heartbeatMessages = Counter(label: "relay_heartbeat_messages_total")
+    static let sessionsByLiveness = (
+        transport: Counter(label: "relay_sessions_welcomed_total", dimensions: [("liveness", "transport")]),
+        heartbeat: Counter(label: "relay_sessions_welcomed_total", dimensions: [("liveness", "heartbeat")]))
 }

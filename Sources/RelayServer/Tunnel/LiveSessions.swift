@@ -23,6 +23,11 @@ final class LiveSession: Sendable {
     let events: AsyncStream<SessionEvent>
     private let sink: AsyncStream<SessionEvent>.Continuation
     private let lastHeard: Atomic<UInt64>
+    /// Its connection's clock (nil if the listener did not register one).
+    private let connection: ConnectionClock?
+    /// Set when the agent offered transport keepalive: the sweep then goes by the bytes its
+    /// connection received (its PINGs included), not by its messages (`TunnelKeepalive`).
+    private let watchedByTransport = Atomic<Bool>(false)
     private let tokenSHA256: Mutex<String>
     private let mailbox = Mutex(Mailbox())
 
@@ -31,8 +36,9 @@ final class LiveSession: Sendable {
         var drain: TunnelEvent?
     }
 
-    init(agent: String, tokenSHA256: String) {
+    init(agent: String, tokenSHA256: String, connection: ConnectionClock?) {
         self.agent = agent
+        self.connection = connection
         self.tokenSHA256 = Mutex(tokenSHA256)
         lastHeard = Atomic(DispatchTime.now().uptimeNanoseconds)
         (events, sink) = AsyncStream.makeStream()
@@ -43,9 +49,25 @@ final class LiveSession: Sendable {
 
     func heard() { lastHeard.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed) }
 
+    /// Watches the session by its connection's bytes from now on; false (and nothing changes)
+    /// without a connection clock.
+    func watchByTransport() -> Bool {
+        guard connection != nil else { return false }
+        watchedByTransport.store(true, ordering: .relaxed)
+        return true
+    }
+
     func silent(longerThan limit: UInt64, now: UInt64) -> Bool {
-        let heard = lastHeard.load(ordering: .relaxed)
+        let heard = watchedByTransport.load(ordering: .relaxed)
+            ? connection?.lastReadNanoseconds ?? 0 : lastHeard.load(ordering: .relaxed)
         return now > heard && now - heard > limit
+    }
+
+    /// From the sweep: the session ends; a connection silent even at the transport (not one
+    /// PING in two intervals) is closed as well.
+    func silenced() {
+        sink.yield(.silent)
+        if watchedByTransport.load(ordering: .relaxed) { connection?.close() }
     }
 
     var token: String { tokenSHA256.withLock { $0 } }
@@ -76,8 +98,8 @@ final class LiveSession: Sendable {
 final class LiveSessions: Sendable {
     private let sessions = Mutex<[ObjectIdentifier: LiveSession]>([:])
 
-    func open(agent: String, tokenSHA256: String) -> LiveSession {
-        let session = LiveSession(agent: agent, tokenSHA256: tokenSHA256)
+    func open(agent: String, tokenSHA256: String, connection: ConnectionClock?) -> LiveSession {
+        let session = LiveSession(agent: agent, tokenSHA256: tokenSHA256, connection: connection)
         sessions.withLock { $0[ObjectIdentifier(session)] = session }
         return session
     }
@@ -92,7 +114,7 @@ final class LiveSessions: Sendable {
         let nanos = UInt64(limit.components.seconds) * 1_000_000_000 + UInt64(limit.components.attoseconds / 1_000_000_000)
         let now = DispatchTime.now().uptimeNanoseconds
         let silent = sessions.withLock { $0.values.filter { $0.silent(longerThan: nanos, now: now) } }
-        for session in silent { session.yield(.silent) }
+        for session in silent { session.silenced() }
     }
 
     /// Tells every session whose token no longer names its agent that it was revoked.

@@ -9,7 +9,7 @@ import Synchronization
 /// serialized chunk then waits in the connection's HTTP/2 stream until the agent reads (heaptrack,
 /// 2,000 agents fetching 1 MiB: 1.44 GB of serialized FetchChunks alive at the peak, while the
 /// Fetch slots had long been given back). So a chunk is counted per connection when the body
-/// writes it (`reserve`, keyed by the peer as gRPC names it) and counted out when the socket has
+/// writes it (`reserve`, keyed by `ConnectionKey`) and counted out when the socket has
 /// taken it (`TLSBufferBounds`, `sent`) or the connection closed (`closed`): the ceiling holds
 /// whatever the agents' read speed. What can be in flight: the ceiling, plus one chunk per
 /// streaming Fetch body (`maxFetchStreams × maxChunkBytes`) that passed the check together.
@@ -24,7 +24,7 @@ final class OutboundBytes: Sendable {
         var inFlight = 0
         var waiters: [Waiter] = []
         var nextID: UInt64 = 0
-        /// Per open connection (gRPC's peer name): bytes reserved and not yet sent.
+        /// Per open connection (`ConnectionKey`): bytes reserved and not yet sent.
         var connections: [String: Int] = [:]
     }
     private let state = Mutex(State())

@@ -22,13 +22,13 @@ final class TLSBufferBounds: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Large writes (artifact bytes) in flight, relay-wide.
     private let outbound: OutboundBytes
-    /// This connection as gRPC names its peer (`ServerContext.remotePeer`).
+    /// This connection's `ConnectionKey`.
     private var peer: String?
 
     init(outbound: OutboundBytes) { self.outbound = outbound }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        peer = ClientCertificateNames.peerKey(context.channel.remoteAddress)
+        peer = ConnectionKey.of(context.channel)
         if let peer { outbound.opened(peer) }
     }
 

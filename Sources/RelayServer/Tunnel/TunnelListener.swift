@@ -1,5 +1,7 @@
 import Foundation
+import GRPCCore
 import GRPCNIOTransportHTTP2
+import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -23,6 +25,9 @@ struct TunnelListener: HTTP2ServerTransport.ListenerFactory {
     let handshakes: HandshakeGate
     /// Artifact bytes on their way out, relay-wide (`limits.maxFetchBytesInFlight`).
     let outbound: OutboundBytes
+    /// When each connection last received bytes (`TunnelKeepalive`).
+    let clocks: ConnectionClocks
+    let logger: Logger
 
     var eventLoopGroup: any EventLoopGroup { MultiThreadedEventLoopGroup.singleton }
 
@@ -58,6 +63,8 @@ struct TunnelListener: HTTP2ServerTransport.ListenerFactory {
         let peers = peers
         let handshakes = handshakes
         let outbound = outbound
+        let logger = logger
+        let clocks = clocks
         return try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // A fleet reconnecting at once: the kernel queues connections the relay has not
@@ -82,8 +89,12 @@ struct TunnelListener: HTTP2ServerTransport.ListenerFactory {
                     try sync.addHandler(ClientCertificateRecorder(peers: peers))
                     // Bounded per-connection buffers between TLS and HTTP/2 (see TLSBufferBounds).
                     try sync.addHandler(TLSBufferBounds(outbound: outbound))
+                    try sync.addHandler(clocks.handler())
                 }.flatMap {
                     connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))
+                }.flatMapThrowing { configured in
+                    ConnectionFrameFilter.install(in: channel.pipeline.syncOperations, logger: logger)
+                    return configured
                 }
             }
     }
@@ -94,8 +105,30 @@ struct TunnelListenerError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// One tunnel connection as both its channel and gRPC's `ServerContext` can name it: the peer's
+/// address and the relay's, in gRPC's `remotePeer`/`localPeer` form (`ipv4:1.2.3.4:5678`,
+/// `ipv6:[::1]:5678`). The peer's address alone is not unique: with the relay on several
+/// addresses, one client address and port can be connected to two of them at once (the fleet
+/// benchmark's agents did exactly that), and per-connection state keyed by it got mixed up.
+enum ConnectionKey {
+    static func of(_ channel: any Channel) -> String? {
+        guard let remote = address(channel.remoteAddress), let local = address(channel.localAddress) else { return nil }
+        return "\(remote) \(local)"
+    }
+
+    static func of(_ context: ServerContext) -> String { "\(context.remotePeer) \(context.localPeer)" }
+
+    static func address(_ address: NIOCore.SocketAddress?) -> String? {
+        switch address {
+        case .v4(let ipv4)?: address?.port.map { "ipv4:\(ipv4.host):\($0)" }
+        case .v6(let ipv6)?: address?.port.map { "ipv6:[\(ipv6.host)]:\($0)" }
+        default: nil
+        }
+    }
+}
+
 /// The names (subject CN and DNS SANs) of the client certificate of each open tunnel
-/// connection, keyed by the peer address as gRPC reports it in `ServerContext.remotePeer`.
+/// connection, by `ConnectionKey`.
 final class ClientCertificateNames: Sendable {
     private let names = Mutex<[String: [String]]>([:])
 
@@ -104,15 +137,6 @@ final class ClientCertificateNames: Sendable {
     func record(_ certificateNames: [String], peer: String) { names.withLock { $0[peer] = certificateNames } }
 
     func forget(peer: String) { _ = names.withLock { $0.removeValue(forKey: peer) } }
-
-    /// The peer address in gRPC's `remotePeer` form (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`).
-    static func peerKey(_ address: NIOCore.SocketAddress?) -> String? {
-        switch address {
-        case .v4(let ipv4)?: address?.port.map { "ipv4:\(ipv4.host):\($0)" }
-        case .v6(let ipv6)?: address?.port.map { "ipv6:[\(ipv6.host)]:\($0)" }
-        default: nil
-        }
-    }
 
     /// The subject's common name(s) and DNS subject alternative names of a certificate.
     static func names(of certificate: NIOSSLCertificate) -> [String] {
@@ -136,7 +160,7 @@ private final class ClientCertificateRecorder: ChannelInboundHandler, RemovableC
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event,
-           let key = ClientCertificateNames.peerKey(context.channel.remoteAddress),
+           let key = ConnectionKey.of(context.channel),
            let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
            let certificate = handler.peerCertificate {
             self.key = key

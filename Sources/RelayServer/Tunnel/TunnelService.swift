@@ -14,6 +14,8 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
     let access: AccessDirectory
     /// Live Connect streams, watched relay-wide for silence and revocation.
     let sessions: LiveSessions
+    /// When each connection last received bytes (agents on transport keepalive).
+    let connectionClocks: ConnectionClocks
     /// New sessions per second (`limits.sessionsPerSecond`); beyond it, a quick refusal.
     let admission: SessionAdmission
     /// Connects, disconnects and deliveries, many to a transaction.
@@ -64,7 +66,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
             throw RPCError(code: .unauthenticated,
                            message: "invalid, revoked or missing bearer token: check the agent's tokenFile against the relay's agents (relay.yaml agents[].tokenSHA256, or relay-server agents list)")
         }
-        try checkCertificate(of: identity.name, peer: context.remotePeer, call: call)
+        try checkCertificate(of: identity.name, peer: ConnectionKey.of(context), call: call)
         return (identity, hash)
     }
 
@@ -92,15 +94,16 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
             throw admission.refusal(retryAfter: retryAfter)
         }
         return StreamingServerResponse { writer in
-            try await self.serveConnection(agent: agent, tokenSHA256: tokenHash, messages: request.messages, writer: writer)
+            try await self.serveConnection(agent: agent, tokenSHA256: tokenHash, connection: self.connectionClocks.clock(for: ConnectionKey.of(context)),
+                                           messages: request.messages, writer: writer)
             return [:]
         }
     }
 
     /// Runs the session; one reader task feeds it the agent's messages.
-    private func serveConnection(agent: AgentIdentity, tokenSHA256: String, messages: RPCAsyncSequence<Relay_V1_AgentMessage, any Error>,
+    private func serveConnection(agent: AgentIdentity, tokenSHA256: String, connection: ConnectionClock?, messages: RPCAsyncSequence<Relay_V1_AgentMessage, any Error>,
                                  writer: RPCWriter<Relay_V1_RelayMessage>) async throws {
-        let live = sessions.open(agent: agent.name, tokenSHA256: tokenSHA256)
+        let live = sessions.open(agent: agent.name, tokenSHA256: tokenSHA256, connection: connection)
         defer { sessions.close(live) }
         let subscription = await hub.subscribe(agent: agent.name, sources: agent.sources, deliver: { live.deliver($0) })
         defer { Task { await hub.unsubscribe(subscription) } }
@@ -175,7 +178,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
         // The common refusals (this agent at its limit, the relay's queue full), answered before any response.
         if let refusal = fetches.refusal(agent.name, limits: admission) { throw refusal }
         let chunkSize = limits.maxChunkBytes
-        let peer = context.remotePeer
+        let peer = ConnectionKey.of(context)
         // The slot and the file belong to the response body: whatever ends it gives them back,
         // and a body gRPC never runs (the client was gone first) holds neither. A body waits
         // here for a relay-wide slot (limits.maxFetchStreams) in FIFO order.

@@ -112,6 +112,14 @@ struct TunnelSession {
         guard !welcomed else { throw RPCError(code: .failedPrecondition, message: "a second Hello on one Connect stream") }
         try Self.checkVersion(hello.protocolVersion)
         try await presence.started(version: hello.agentVersion, held: hello.heldDigests.count)
+        // An agent that pings at the transport needs no Heartbeat messages: its connection is
+        // watched by the relay's HTTP/2 keepalive instead (`TunnelKeepalive`).
+        let keepalive = hello.transportKeepalive && live.watchByTransport()
+        if keepalive {
+            RelayMetrics.sessionsByLiveness.transport.increment()
+        } else {
+            RelayMetrics.sessionsByLiveness.heartbeat.increment()
+        }
         // One session per agent: this one replaces any other (which is drained).
         let superseded = await service.hub.claim(subscription)
         if superseded > 0 {
@@ -126,6 +134,7 @@ struct TunnelSession {
                 $0.relayVersion = TunnelService.relayVersion
                 $0.agentName = agent.name
                 $0.heartbeatIntervalMs = UInt32(limits.heartbeatInterval.milliseconds)
+                $0.transportKeepalive = keepalive
                 $0.limits = .with {
                     $0.maxChunkBytes = UInt32(limits.maxChunkBytes)
                     $0.maxArtifactBytes = limits.maxArtifactBytes
@@ -143,6 +152,7 @@ struct TunnelSession {
     }
 
     private func handleHeartbeat(_ beat: Relay_V1_Heartbeat) async throws {
+        RelayMetrics.heartbeatMessages.increment()
         guard !beat.reply else { return }
         try await writer.write(.with { $0.heartbeat = .with {
             $0.sequence = beat.sequence

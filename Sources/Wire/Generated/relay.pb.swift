@@ -126,6 +126,10 @@ public nonisolated struct Relay_V1_Hello: Sendable {
   /// Digests ("sha256:<hex>") of artifacts the agent already holds, verified.
   public var heldDigests: [String] = []
 
+  /// The agent pings the relay at the transport (HTTP/2 PING, every heartbeat interval) and
+  /// can do without Heartbeat messages if the Welcome agrees (see Welcome.transport_keepalive).
+  public var transportKeepalive: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -233,6 +237,12 @@ public nonisolated struct Relay_V1_Welcome: Sendable {
   public var hasLimits: Bool {self._limits != nil}
   /// Clears the value of `limits`. Subsequent reads from it will return its default value.
   public mutating func clearLimits() {self._limits = nil}
+
+  /// Set only for an agent whose Hello offered transport_keepalive: the relay watches this
+  /// connection by its HTTP/2 traffic (the agent's PINGs, answered by the relay's HTTP/2 layer)
+  /// and wants no Heartbeat messages. Either side still drops the connection after two
+  /// intervals without a sign of the other.
+  public var transportKeepalive: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -711,7 +721,7 @@ nonisolated extension Relay_V1_Reauthenticate: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Relay_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}agent_version\0\u{3}held_digests\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}agent_version\0\u{3}held_digests\0\u{3}transport_keepalive\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -722,6 +732,7 @@ nonisolated extension Relay_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 1: try { try decoder.decodeSingularStringField(value: &self.protocolVersion) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.heldDigests) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.transportKeepalive) }()
       default: break
       }
     }
@@ -737,6 +748,9 @@ nonisolated extension Relay_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if !self.heldDigests.isEmpty {
       try visitor.visitRepeatedStringField(value: self.heldDigests, fieldNumber: 3)
     }
+    if self.transportKeepalive != false {
+      try visitor.visitSingularBoolField(value: self.transportKeepalive, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -744,6 +758,7 @@ nonisolated extension Relay_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs.agentVersion != rhs.agentVersion {return false}
     if lhs.heldDigests != rhs.heldDigests {return false}
+    if lhs.transportKeepalive != rhs.transportKeepalive {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -909,7 +924,7 @@ nonisolated extension Relay_V1_RelayMessage: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Relay_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}relay_version\0\u{3}agent_name\0\u{3}heartbeat_interval_ms\0\u{1}limits\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}relay_version\0\u{3}agent_name\0\u{3}heartbeat_interval_ms\0\u{1}limits\0\u{3}transport_keepalive\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -922,6 +937,7 @@ nonisolated extension Relay_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 3: try { try decoder.decodeSingularStringField(value: &self.agentName) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._limits) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.transportKeepalive) }()
       default: break
       }
     }
@@ -947,6 +963,9 @@ nonisolated extension Relay_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._Me
     try { if let v = self._limits {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if self.transportKeepalive != false {
+      try visitor.visitSingularBoolField(value: self.transportKeepalive, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -956,6 +975,7 @@ nonisolated extension Relay_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.agentName != rhs.agentName {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs._limits != rhs._limits {return false}
+    if lhs.transportKeepalive != rhs.transportKeepalive {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
