@@ -356,7 +356,10 @@ final class FleetAgent: Sendable {
                 while !Task.isCancelled {
                     let interval = state.heartbeatInterval
                     try await Task.sleep(for: state.welcomed ? interval : .milliseconds(500))
-                    if !state.transportKeepalive, state.silentFor > interval * 2 { throw WatchdogTimeout() }
+                    // relay-agent's rules: 30 s for the Welcome (AgentRuntime.welcomePatience),
+                    // then two intervals unless the Welcome agreed to transport keepalive.
+                    if !state.welcomed, state.silentFor > .seconds(30) { throw WatchdogTimeout() }
+                    if state.welcomed, !state.transportKeepalive, state.silentFor > interval * 2 { throw WatchdogTimeout() }
                     guard state.welcomed, !state.transportKeepalive else { continue }
                     sequence += 1
                     let sentUnixNanos = Int64(Date().timeIntervalSince1970 * 1e9)

@@ -29,6 +29,13 @@ public final class AgentRuntime: Sendable {
     /// Flux status changes waiting to reach the relay: opened (and locked) by the first use,
     /// so `relay-agent list` and `fetch` never touch a running agent's journal.
     private let journalStorage = Mutex<StatusJournal?>(nil)
+    /// How long a new connection waits for its Welcome (TCP, TLS, HTTP/2, Hello). A relay that
+    /// a whole fleet reconnects to queues their handshakes; an agent that gave up after two
+    /// default intervals (10 s, the rule until then) went back to the end of the queue and left
+    /// the relay a handshake done for nothing: 10,000 agents after a kill -9 of the relay
+    /// abandoned 42,368 sessions that way and took 127 s to return (fleet_bench phase d).
+    static let welcomePatience = Duration.seconds(30)
+
     /// The heartbeat interval the relay named last (its default until then): the next
     /// connection PINGs at this rate (`TunnelKeepalive` on the relay).
     private let relayHeartbeat = Mutex<Duration>(.seconds(5))
@@ -283,12 +290,15 @@ public final class AgentRuntime: Sendable {
                 var sessionToken = tokenAtStart
                 while !Task.isCancelled {
                     // Until the Welcome names the interval, poll briefly (a relay that never
-                    // welcomes is caught by the same silence rule, with the default interval).
+                    // welcomes is given up after `welcomePatience`).
                     let interval = state.heartbeatInterval
                     try await Task.sleep(for: state.welcomed ? interval : .milliseconds(100))
                     // With transport keepalive (the relay agreed in its Welcome) the HTTP/2 PINGs
                     // are the heartbeat, and an unanswered one closes the connection.
-                    if !state.transportKeepalive, state.silentFor > interval * 2 {
+                    if !state.welcomed, state.silentFor > Self.welcomePatience {
+                        throw RPCError(code: .unavailable, message: "no Welcome from the relay within \(Self.welcomePatience)")
+                    }
+                    if state.welcomed, !state.transportKeepalive, state.silentFor > interval * 2 {
                         throw RPCError(code: .unavailable, message: "no word from the relay for two heartbeat intervals")
                     }
                     guard state.welcomed else { continue }

@@ -144,6 +144,10 @@ public final class Registry: Sendable {
         registerAgentKeyMigration(&migrator)
         registerBundleExportMigration(&migrator)
         registerAccessMigration(&migrator)
+        migrator.registerMigration("v10-agent-token-by-agent") { db in
+            // Tokens are looked up, replaced and removed by agent (rotation, revocation, sync).
+            try db.execute(sql: "CREATE INDEX agent_token_by_agent ON agent_token(agent)")
+        }
         return migrator
     }
 
@@ -151,29 +155,46 @@ public final class Registry: Sendable {
     /// longer configured are removed with their grants and tokens; their delivery history
     /// stays). Agents created with `relay-server agents` are left alone.
     public func syncAgents(_ agents: [(name: String, tokenSHA256: String, sources: [String])]) throws {
+        // Writes only what differs: a restart with an unchanged relay.yaml writes nothing here
+        // but the connected flags. (Rewriting every agent, grant and token, each a statement
+        // with its access trigger, took ~4 s of a 10,000-agent relay's start, while the fleet
+        // waited to reconnect: Benchmarks/fleet_bench.py phase d, perf.)
         try database.write { db in
-            let names = agents.map(\.name)
-            let stale = try String.fetchAll(db, sql: "SELECT name FROM agent WHERE managed_by = 'config' AND name NOT IN (\(names.map { _ in "?" }.joined(separator: ",")))",
-                                            arguments: StatementArguments(names))
-            for name in stale {
+            var managedBy: [String: String] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT name, managed_by FROM agent") { managedBy[row["name"]] = row["managed_by"] as String }
+            var tokens: [String: Set<String>] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT agent, token_sha256 FROM agent_token") {
+                tokens[row["agent"] as String, default: []].insert(row["token_sha256"])
+            }
+            var grants: [String: Set<String>] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT agent, source FROM grant_") { grants[row["agent"] as String, default: []].insert(row["source"]) }
+
+            let configured = Set(agents.map(\.name))
+            for (name, manager) in managedBy where manager == "config" && !configured.contains(name) {
                 try db.execute(sql: "DELETE FROM agent_token WHERE agent = ?", arguments: [name])
                 try db.execute(sql: "DELETE FROM grant_ WHERE agent = ?", arguments: [name])
                 try db.execute(sql: "DELETE FROM agent WHERE name = ?", arguments: [name])
             }
             for agent in agents {
-                try db.execute(sql: """
-                    INSERT INTO agent(name, managed_by) VALUES (?, 'config')
-                    ON CONFLICT(name) DO UPDATE SET managed_by = 'config'
-                    """, arguments: [agent.name])
-                try db.execute(sql: "DELETE FROM grant_ WHERE agent = ?", arguments: [agent.name])
-                for source in agent.sources {
-                    try db.execute(sql: "INSERT INTO grant_(agent, source) VALUES (?, ?)", arguments: [agent.name, source])
+                if managedBy[agent.name] != "config" {
+                    try db.cachedStatement(sql: """
+                        INSERT INTO agent(name, managed_by) VALUES (?, 'config')
+                        ON CONFLICT(name) DO UPDATE SET managed_by = 'config'
+                        """).execute(arguments: [agent.name])
                 }
-                try db.execute(sql: "DELETE FROM agent_token WHERE agent = ?", arguments: [agent.name])
-                try db.execute(sql: "INSERT INTO agent_token(token_sha256, agent, created_ms) VALUES (?, ?, 0)",
-                               arguments: [agent.tokenSHA256, agent.name])
+                if grants[agent.name] ?? [] != Set(agent.sources) {
+                    try db.cachedStatement(sql: "DELETE FROM grant_ WHERE agent = ?").execute(arguments: [agent.name])
+                    for source in Set(agent.sources) {
+                        try db.cachedStatement(sql: "INSERT INTO grant_(agent, source) VALUES (?, ?)").execute(arguments: [agent.name, source])
+                    }
+                }
+                if tokens[agent.name] ?? [] != [agent.tokenSHA256] {
+                    try db.cachedStatement(sql: "DELETE FROM agent_token WHERE agent = ?").execute(arguments: [agent.name])
+                    try db.cachedStatement(sql: "INSERT INTO agent_token(token_sha256, agent, created_ms) VALUES (?, ?, 0)")
+                        .execute(arguments: [agent.tokenSHA256, agent.name])
+                }
             }
-            try db.execute(sql: "UPDATE agent SET connected = 0")
+            try db.execute(sql: "UPDATE agent SET connected = 0 WHERE connected != 0")
         }
     }
 
