@@ -275,7 +275,7 @@ final class FleetAgent: Sendable {
                 transport.connection.flushCoalescing = nil
                 transport.backoff.initial = .milliseconds(200)
                 if let keepalive {
-                    transport.connection.keepalive = .init(time: keepalive, timeout: keepalive, allowWithoutCalls: true)
+                    transport.connection.keepalive = .init(time: keepalive, timeout: keepalive * 2, allowWithoutCalls: true)
                 }
                 transport.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
                     tally.tcpOpened()

@@ -182,8 +182,11 @@ public final class AgentRuntime: Sendable {
                 transport.connection.flushCoalescing = nil
                 transport.backoff.initial = .milliseconds(200)
                 // The heartbeat at the transport: a PING every interval, and the connection
-                // closed when one goes unanswered for an interval (two in all, as before).
-                transport.connection.keepalive = .init(time: interval, timeout: interval, allowWithoutCalls: true)
+                // closed when one goes unanswered for two (a dead relay is left two to three
+                // intervals after it was last heard of, as with Heartbeat messages). A relay busy
+                // serving a fleet-wide fetch answers late: with one interval, 5,000 agents
+                // dropped 4,958 connections and took 57 s instead of 23 (fleet_bench phase f).
+                transport.connection.keepalive = .init(time: interval, timeout: interval * 2, allowWithoutCalls: true)
                 if let tlsErrors { transport.channelDebuggingCallbacks.onCreateTCPConnection = tlsErrors.install(on:) }
             })
     }

@@ -211,8 +211,10 @@ public struct TunnelLimits: Sendable, Equatable {
     /// TLS handshakes in progress at once (`HandshakeGate`).
     public var maxPendingHandshakes: Int = 1024
     /// Artifact bytes handed to connections and not yet taken by their sockets, relay-wide
-    /// (`OutboundBytes`); Fetch bodies wait for room before reading a chunk.
-    public var maxFetchBytesInFlight: Int = 64 << 20
+    /// (`OutboundBytes`); Fetch bodies wait for room before reading a chunk. 10,000 agents
+    /// fetching 1 MiB on this kind of machine: 64 MiB took 61 s with a relay peak of 1,629 MiB,
+    /// 16 MiB 97 s and 1,449 MiB (Benchmarks/fleet_bench.py phase f).
+    public var maxFetchBytesInFlight: Int = 16 << 20
 
     public init() {}
 }

@@ -204,7 +204,10 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
                     chunk.totalSize = artifact.size
                     chunk.chunkSha256 = chunkHashes.hash(of: data, digest: digest, offset: position, chunkSize: chunkSize)
                     chunk.data = faults.apply(to: data)
-                    outbound.reserve(count, peer: peer)
+                    // Counted out by TLSBufferBounds as the socket takes it, which it does for
+                    // writes larger than one slice: a smaller chunk (an artifact's tail) is not
+                    // counted in (it stayed "in flight" until its connection closed).
+                    if count > TLSBufferBounds.sliceBytes { outbound.reserve(count, peer: peer) }
                     try await writer.write(chunk)
                     RelayMetrics.fetchBytes.increment(by: count)
                     position += UInt64(count)
