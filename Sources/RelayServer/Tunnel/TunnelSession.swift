@@ -112,8 +112,8 @@ struct TunnelSession {
         guard !welcomed else { throw RPCError(code: .failedPrecondition, message: "a second Hello on one Connect stream") }
         try Self.checkVersion(hello.protocolVersion)
         try await presence.started(version: hello.agentVersion, held: hello.heldDigests.count)
-        // An agent that pings at the transport needs no Heartbeat messages: its connection is
-        // watched by the relay's HTTP/2 keepalive instead (`TunnelKeepalive`).
+        // An agent that PINGs at the transport needs no Heartbeat messages: the sweep goes by
+        // the bytes its connection receives instead (`TunnelKeepalive`, `ConnectionClocks`).
         let keepalive = hello.transportKeepalive && live.watchByTransport()
         if keepalive {
             RelayMetrics.sessionsByLiveness.transport.increment()
