@@ -63,10 +63,11 @@ public enum RelayServerApp {
         let admission = SessionAdmission(sessionsPerSecond: Double(config.limits.sessionsPerSecond))
         let outbound = OutboundBytes(limit: config.limits.maxFetchBytesInFlight)
         let connectionClocks = ConnectionClocks()
+        let faults = FaultInjection()
         let tunnel = TunnelService(access: access, sessions: sessions, connectionClocks: connectionClocks, admission: admission, commits: commits,
                                    hub: hub, registry: registry,
                                    store: store, limits: config.limits, fetches: FetchLimiter(), outbound: outbound,
-                                   faults: FaultInjection(), signer: signer, logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
+                                   faults: faults, signer: signer, logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
                                    authFailures: authFailures,
                                    presence: AgentPresence(commits: commits, failure: registryFailure), registryFailure: registryFailure,
                                    boundCertificates: config.bindClientCertificate ? certificateNames : nil)
@@ -79,7 +80,9 @@ public enum RelayServerApp {
         // Connect + the allowed Fetch streams, with room for a reconnect overlapping.
         transport.http2.maxConcurrentStreams = 2 * (config.limits.maxConcurrentFetches + 1)
         transport.connection.flushCoalescing = nil
-        transport.connection.keepalive = TunnelKeepalive.config(heartbeatInterval: config.limits.heartbeatInterval)
+        if !faults.legacyKeepalive {
+            transport.connection.keepalive = TunnelKeepalive.config(heartbeatInterval: config.limits.heartbeatInterval)
+        }
         let grpc = GRPCServer(transport: HTTP2ServerTransport.Custom(
             listenerFactory: TunnelListener(host: config.listen.host == "localhost" ? "127.0.0.1" : config.listen.host,
                                             port: config.listen.port, context: tunnelTLS, peers: certificateNames,

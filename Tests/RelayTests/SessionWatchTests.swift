@@ -86,6 +86,27 @@ import Testing
         }
     }
 
+    /// An agent that meets a relay from before transport keepalive (simulated: its Welcome
+    /// does not agree and its gRPC server keeps grpc-swift's PING policy, one per 5 minutes)
+    /// reconnects once without PINGs and stays: with its PINGs every 5 s that relay would
+    /// GOAWAY it ("too_many_pings") about 15 s into every connection.
+    @Test func anAgentMeetingARelayWithoutTransportKeepaliveStaysOnHeartbeatMessages() throws {
+        let (dir, _, harness) = try RelayHarness.single("legacy-keepalive")
+        defer { harness.shutdown(); dir.remove() }
+        try harness.startRelay(environment: ["RELAY_TEST_LEGACY_KEEPALIVE": "1"])
+        try harness.waitUntilPackaged("podinfo")
+        try harness.startAgent("edge")
+        func metric(_ name: String) throws -> Double { try harness.relayMetrics()[name] ?? 0 }
+        let sessions = "relay_sessions_welcomed_total{liveness=\"heartbeat\"}"
+        try harness.waitUntil("connected without PINGs") { try metric(sessions) == 2 && harness.apiSaysConnected("edge") == true }
+        let beats = try metric("relay_heartbeat_messages_total")
+        Thread.sleep(forTimeInterval: 18)
+        #expect(try metric(sessions) == 2, "no further session: nothing closed the second one")
+        #expect(try harness.apiSaysConnected("edge") == true)
+        #expect(try metric("relay_heartbeat_messages_total") >= beats + 20, "Heartbeat messages every 500 ms")
+        #expect(try metric("relay_sessions_welcomed_total{liveness=\"transport\"}") == 0)
+    }
+
     @Test func aRevokedTokenEndsItsLiveSessionAtOnce() throws {
         let (dir, _, harness) = try RelayHarness.single("revoke-live")
         defer { harness.shutdown(); dir.remove() }

@@ -36,9 +36,11 @@ public final class AgentRuntime: Sendable {
     /// abandoned 42,368 sessions that way and took 127 s to return (fleet_bench phase d).
     static let welcomePatience = Duration.seconds(30)
 
-    /// The heartbeat interval the relay named last (its default until then): the next
-    /// connection PINGs at this rate (`TunnelKeepalive` on the relay).
-    private let relayHeartbeat = Mutex<Duration>(.seconds(5))
+    /// How often the next connection PINGs the relay (`TunnelKeepalive` on the relay): the
+    /// interval the relay's last Welcome named when it agreed to transport keepalive, the
+    /// relay's default before any Welcome, nil once a relay did not agree (one from before
+    /// transport keepalive answers PINGs more often than every 5 minutes with a GOAWAY).
+    private let relayPings = Mutex<Duration?>(.seconds(5))
     public func journal() throws -> StatusJournal {
         try journalStorage.withLock { stored in
             if let stored { return stored }
@@ -135,7 +137,7 @@ public final class AgentRuntime: Sendable {
     /// One connection: returns when it ends.
     func session(target: HostPort) async -> Outcome {
         defer { AgentMetrics.connected.record(0) }
-        let pingInterval = relayHeartbeat.withLock { $0 }
+        let pingInterval = relayPings.withLock { $0 }
         let state = SessionState(pingInterval: pingInterval)
         let tlsErrors = TLSErrorRecorder()
         do {
@@ -163,11 +165,11 @@ public final class AgentRuntime: Sendable {
 
     /// One HTTP/2 connection to the relay, tuned for bulk Fetch streams beside the control
     /// stream. `tlsErrors` learns why a TLS handshake failed (grpc-swift reports only a
-    /// connection closed before the HTTP/2 preface).
+    /// connection closed before the HTTP/2 preface). With `pingInterval`, the connection
+    /// PINGs the relay that often (transport keepalive).
     func makeTransport(target relay: HostPort? = nil, tlsErrors: TLSErrorRecorder? = nil,
                        pingInterval: Duration? = nil) throws -> HTTP2ClientTransport.Posix {
         let relay = relay ?? config.relay
-        let interval = pingInterval ?? relayHeartbeat.withLock { $0 }
         return try HTTP2ClientTransport.Posix(
             // The certificate must name what is dialled: a DNS name, or the IP address
             // itself (the dev certificates carry 127.0.0.1 and ::1).
@@ -186,7 +188,9 @@ public final class AgentRuntime: Sendable {
                 // intervals after it was last heard of, as with Heartbeat messages). A relay busy
                 // serving a fleet-wide fetch answers late: with one interval, 5,000 agents
                 // dropped 4,958 connections and took 57 s instead of 23 (fleet_bench phase f).
-                transport.connection.keepalive = .init(time: interval, timeout: interval * 2, allowWithoutCalls: true)
+                if let interval = pingInterval {
+                    transport.connection.keepalive = .init(time: interval, timeout: interval * 2, allowWithoutCalls: true)
+                }
                 if let tlsErrors { transport.channelDebuggingCallbacks.onCreateTCPConnection = tlsErrors.install(on:) }
             })
     }
@@ -243,8 +247,15 @@ public final class AgentRuntime: Sendable {
                                 throw AgentNameMismatch(configured: name, relay: welcome.agentName)
                             }
                             state.welcome(welcome)
-                            if welcome.heartbeatIntervalMs > 0 {
-                                self.relayHeartbeat.withLock { $0 = .milliseconds(Int64(welcome.heartbeatIntervalMs)) }
+                            self.relayPings.withLock { $0 = welcome.transportKeepalive ? state.heartbeatInterval : nil }
+                            if state.pingInterval != nil, !welcome.transportKeepalive {
+                                // A relay from before transport keepalive would GOAWAY this
+                                // connection for its PINGs: a new one without them, at once.
+                                self.logger.notice("the relay does not take transport keepalive; reconnecting with Heartbeat messages")
+                                state.drain(after: .zero)
+                                post.finish()
+                                desiredStates.finish()
+                                return
                             }
                             AgentMetrics.connected.record(1)
                             self.logger.info("connected to relay", metadata: [
@@ -533,10 +544,10 @@ final class SessionState: Sendable {
     }
 
     private let values = Mutex(Values())
-    /// How often this connection's transport PINGs the relay.
-    let pingInterval: Duration
+    /// How often this connection's transport PINGs the relay (nil: not at all).
+    let pingInterval: Duration?
 
-    init(pingInterval: Duration) { self.pingInterval = pingInterval }
+    init(pingInterval: Duration?) { self.pingInterval = pingInterval }
 
     var welcomed: Bool { values.withLock { $0.welcomed } }
     var heartbeatInterval: Duration { values.withLock { $0.heartbeatInterval } }

@@ -9,6 +9,9 @@ import Wire
 /// - `RELAY_TEST_SIGNATURE_FAULT=alter`: every DesiredState artifact's signature has one byte
 ///   of its DER flipped (re-encoded as base64), as if altered in flight;
 ///   `=omit`: no signature fields at all, as a relay older than signing sends.
+/// - `RELAY_TEST_LEGACY_KEEPALIVE=1`: the relay behaves as one from before transport keepalive:
+///   its Welcome never agrees to it, and its gRPC server keeps grpc-swift's default PING policy
+///   (one every 5 minutes; more often earns a "too_many_pings" GOAWAY).
 final class FaultInjection: Sendable {
     enum SignatureFault: String, Sendable {
         case alter, omit
@@ -17,10 +20,12 @@ final class FaultInjection: Sendable {
     private let corruptChunk: Int?
     private let served = Mutex(0)
     let signatureFault: SignatureFault?
+    let legacyKeepalive: Bool
 
     init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         corruptChunk = environment["RELAY_TEST_CORRUPT_CHUNK"].flatMap(Int.init)
         signatureFault = environment["RELAY_TEST_SIGNATURE_FAULT"].flatMap(SignatureFault.init(rawValue:))
+        legacyKeepalive = environment["RELAY_TEST_LEGACY_KEEPALIVE"] == "1"
     }
 
     func apply(to data: Data) -> Data {

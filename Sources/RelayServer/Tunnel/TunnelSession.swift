@@ -114,7 +114,7 @@ struct TunnelSession {
         try await presence.started(version: hello.agentVersion, held: hello.heldDigests.count)
         // An agent that PINGs at the transport needs no Heartbeat messages: the sweep goes by
         // the bytes its connection receives instead (`TunnelKeepalive`, `ConnectionClocks`).
-        let keepalive = hello.transportKeepalive && live.watchByTransport()
+        let keepalive = hello.transportKeepalive && !service.faults.legacyKeepalive && live.watchByTransport()
         if keepalive {
             RelayMetrics.sessionsByLiveness.transport.increment()
         } else {
