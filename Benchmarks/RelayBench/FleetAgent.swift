@@ -187,7 +187,9 @@ final class FleetAgent: Sendable {
     private let tally: FleetTally
     private let fetchSwitch: FetchSwitch
     private let memory = Mutex(Memory())
-    /// The interval the relay's last Welcome named: the next connection PINGs at it.
+    /// The interval the relay's last Welcome named: the next connection PINGs at it. (relay-agent
+    /// also stops PINGing for good when a Welcome does not agree, which a relay from before
+    /// transport keepalive does; the harness only ever meets the relay it is built with.)
     private let relayHeartbeat = Mutex<Duration>(.seconds(5))
 
     private enum Outcome {
