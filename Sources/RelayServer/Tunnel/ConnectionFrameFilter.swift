@@ -25,12 +25,15 @@ final class ConnectionFrameFilter: ChannelInboundHandler, RemovableChannelHandle
     /// before, at the old cost, and says so once in its log.
     @discardableResult
     static func install(in pipeline: ChannelPipeline.SynchronousOperations, logger: Logger) -> Bool {
+        // Unnamed handlers are numbered without gaps (none has been removed yet, the TLS
+        // handshake has not started): walk them up to the first missing name.
         var target: ChannelHandler?
-        for index in 0..<64 {
-            guard let context = try? pipeline.context(name: "handler\(index)") else { continue }
+        var index = 0
+        while let context = try? pipeline.context(name: "handler\(index)") {
             if String(describing: type(of: context.handler)).hasPrefix("NIOAsyncChannelHandler<") {
                 target = context.handler
             }
+            index += 1
         }
         guard let target, (try? pipeline.addHandler(ConnectionFrameFilter(), position: .before(target))) != nil else {
             Self.warnOnce(logger)

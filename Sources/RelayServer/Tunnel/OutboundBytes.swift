@@ -38,8 +38,7 @@ final class OutboundBytes: Sendable {
 
     /// A connection closed: whatever it still held is no longer in flight.
     func closed(_ peer: String) {
-        let held = state.withLock { $0.connections.removeValue(forKey: peer) ?? 0 }
-        if held > 0 { remove(held) }
+        release { $0.connections.removeValue(forKey: peer) ?? 0 }
     }
 
     /// A Fetch body hands `bytes` to gRPC on `peer`'s connection (nothing when the connection
@@ -57,24 +56,28 @@ final class OutboundBytes: Sendable {
     /// `peer`'s socket took `bytes` of a large write (framing makes that a little more than
     /// what was reserved: never more than the connection holds is counted out).
     func sent(_ bytes: Int, peer: String) {
-        let released = state.withLock { state -> Int in
+        release { state in
             guard let held = state.connections[peer] else { return 0 }
             let released = min(held, bytes)
             state.connections[peer] = held - released
             return released
         }
-        if released > 0 { remove(released) }
     }
 
-    private func remove(_ bytes: Int) {
-        let (now, ready) = state.withLock { state -> (Int, [Waiter]) in
+    /// Counts out what `take` takes from a connection, in the same critical section (this runs
+    /// for every 16 KB slice a Fetch writes), and wakes the waiters once there is room.
+    private func release(_ take: (inout State) -> Int) {
+        let released: (now: Int, ready: [Waiter])? = state.withLock { state in
+            let bytes = take(&state)
+            guard bytes > 0 else { return nil }
             state.inFlight -= bytes
             guard state.inFlight < limit, !state.waiters.isEmpty else { return (state.inFlight, []) }
             defer { state.waiters.removeAll() }
             return (state.inFlight, state.waiters)
         }
-        Self.gauge.record(now)
-        for waiter in ready { waiter.continuation.resume() }
+        guard let released else { return }
+        Self.gauge.record(released.now)
+        for waiter in released.ready { waiter.continuation.resume() }
     }
 
     /// Returns once the bytes in flight are below the ceiling (at once when they are, or when
