@@ -9,7 +9,10 @@ import Wire
 
 /// The relay's side of the protocol: one `Connect` control stream per agent, and `Fetch`
 /// streams for artifact bytes.
-struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
+///
+/// A class: every session's long-lived task holds it, and a struct of twenty fields was copied
+/// into the async frames of each (frames that a task keeps for as long as it lives).
+final class TunnelService: Relay_V1_Tunnel.ServiceProtocol, Sendable {
     /// Valid tokens in memory, kept fresh by one loop (see `AccessDirectory`).
     let access: AccessDirectory
     /// Live Connect streams, watched relay-wide for silence and revocation.
@@ -44,6 +47,48 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
     /// With `tls.bindClientCertificate`: the client certificate names of open connections; a
     /// call is served only when its certificate names the agent its token belongs to.
     let boundCertificates: ClientCertificateNames?
+
+    init(access: AccessDirectory,
+         sessions: LiveSessions,
+         connectionClocks: ConnectionClocks,
+         admission: SessionAdmission,
+         commits: GroupCommit,
+         hub: DesiredStateHub,
+         registry: Registry,
+         store: ArtifactStore,
+         limits: TunnelLimits,
+         fetches: FetchLimiter,
+         outbound: OutboundBytes,
+         faults: FaultInjection,
+         signer: RelaySigner,
+         logger: Logger,
+         chunkHashes: ChunkHashCache,
+         statusFeed: StatusFeed,
+         authFailures: AuthFailureLimiter,
+         presence: AgentPresence,
+         registryFailure: RegistryFailure,
+         boundCertificates: ClientCertificateNames?) {
+        self.access = access
+        self.sessions = sessions
+        self.connectionClocks = connectionClocks
+        self.admission = admission
+        self.commits = commits
+        self.hub = hub
+        self.registry = registry
+        self.store = store
+        self.limits = limits
+        self.fetches = fetches
+        self.outbound = outbound
+        self.faults = faults
+        self.signer = signer
+        self.logger = logger
+        self.chunkHashes = chunkHashes
+        self.statusFeed = statusFeed
+        self.authFailures = authFailures
+        self.presence = presence
+        self.registryFailure = registryFailure
+        self.boundCertificates = boundCertificates
+    }
 
     static let relayVersion = "relay-server/0.3"
 
@@ -182,7 +227,7 @@ struct TunnelService: Relay_V1_Tunnel.ServiceProtocol {
         // The slot and the file belong to the response body: whatever ends it gives them back,
         // and a body gRPC never runs (the client was gone first) holds neither. A body waits
         // here for a relay-wide slot (limits.maxFetchStreams) in FIFO order.
-        return StreamingServerResponse { writer in
+        return StreamingServerResponse { [self] writer in
             try await fetches.admit(agent.name, limits: admission)
             defer { fetches.release(agent.name, limits: admission) }
             guard let handle = FileHandle(forReadingAtPath: path) else {
