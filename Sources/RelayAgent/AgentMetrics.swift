@@ -5,6 +5,8 @@ enum AgentMetrics {
     static let connected = Gauge(label: "relay_agent_connected")
     /// Connects the relay refused for now with a retry hint (admission control), honoured.
     static let sessionsDeferred = Counter(label: "relay_agent_sessions_deferred_total")
+    /// Sessions that went to another relay than the one before (`relays`, or a drain's redirect).
+    static let relaySwitches = Counter(label: "relay_agent_relay_switches_total")
     static let published = Counter(label: "relay_agent_artifacts_published_total")
     static let fetchBytes = Counter(label: "relay_agent_fetch_bytes_total")
     static let fetchResumes = Counter(label: "relay_agent_fetch_resumes_total")

@@ -28,7 +28,7 @@ struct CheckConfig: ParsableCommand {
 
     func run() throws {
         let resolved = try loadConfig(config)
-        print("ok: " + (resolved.link.map { "relay \($0.relay)" } ?? "offline (no relay), agent \(resolved.name ?? "")") + ", dataDir \(resolved.dataDirectory.path)"
+        print("ok: " + (resolved.link.map { $0.relays.count == 1 ? "relay \($0.relay)" : "relays \($0.relays.map(\.description).joined(separator: ", "))" } ?? "offline (no relay), agent \(resolved.name ?? "")") + ", dataDir \(resolved.dataDirectory.path)"
               + (resolved.listen.map { ", listen \($0)" } ?? ""))
     }
 }

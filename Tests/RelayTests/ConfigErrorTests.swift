@@ -199,4 +199,24 @@ struct ConfigErrorTests {
     func agentTLSFiles(_ mistake: ConfigMistake) throws {
         try ConfigCheck.agent(mistake)
     }
+
+    @Test("agent.yaml: relays (replicas) is checked entry by entry, and relay and relays exclude each other", arguments: [
+        ConfigMistake("relay: 127.0.0.1:8443", "relays: []", "relays: list at least one host:port"),
+        ConfigMistake("relay: 127.0.0.1:8443", "relays: [127.0.0.1:8443, relay-b]", "relays[1]: expected host:port"),
+        ConfigMistake("relay: 127.0.0.1:8443", "relays: [127.0.0.1:8443, 127.0.0.1:8443]", "relays[1]: 127.0.0.1:8443 is listed twice"),
+        ConfigMistake("relay: 127.0.0.1:8443", "relay: 127.0.0.1:8443\nrelays: [127.0.0.1:8444]", "relays: set relay (one relay) or relays (replicas), not both"),
+        ConfigMistake("caFile: tls/ca.pem", "", "caFile: required with relay"),
+    ])
+    func agentRelays(_ mistake: ConfigMistake) throws {
+        try ConfigCheck.agent(mistake)
+    }
+
+    @Test("agent.yaml: relays with several replicas is accepted, and check-config names them all")
+    func agentRelaysAccepted() throws {
+        try ConfigCheck.with { check in
+            let output = try check.agent(["relay: 127.0.0.1:8443": "relays: [127.0.0.1:8443, relay-b.example.com:8443]"], command: "check-config")
+            #expect(output.status == 0, "\(output.stderr)")
+            #expect(output.stdout.hasPrefix("ok: relays 127.0.0.1:8443, relay-b.example.com:8443"), "\(output.stdout)")
+        }
+    }
 }

@@ -10,6 +10,10 @@ public struct AgentConfig: Sendable, ConfigFile {
     /// The relay's tunnel address, host:port. Without it the agent is offline: it takes
     /// artifacts only from bundles (`relay-agent import`, `import.inboxDir`).
     public var relay: String?
+    /// Several relay replicas sharing one database, host:port each (instead of `relay`): the
+    /// agent starts at one of them (its own pick, so a fleet spreads) and moves to the next
+    /// when a session fails or a relay drains without naming another.
+    public var relays: [String]?
     /// CA bundle (PEM) that signed the relay's certificate (with `relay`).
     public var caFile: String?
     /// The agent's bearer token (with `relay`).
@@ -49,13 +53,36 @@ public struct AgentConfig: Sendable, ConfigFile {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, relay, caFile, tokenFile, dataDir, trust, listen, flux, clientCertFile, clientKeyFile
+        case name, relay, relays, caFile, tokenFile, dataDir, trust, listen, flux, clientCertFile, clientKeyFile
         case reconnectInitial, reconnectMax, keep, keepReplacedFor, journalMaxBytes, httpLimits
         case importSettings = "import"
     }
 
     // `load(path:)` and `parse(yaml:baseDirectory:)` come with `ConfigFile`.
     public static let fileName = "agent.yaml"
+
+    /// `relay`, or `relays`, as addresses; nil when neither is set (offline).
+    private func relayAddresses(fail: (String, String) -> ConfigError) throws(ConfigError) -> [HostPort]? {
+        let example = "expected host:port, e.g. relay.example.com:8443"
+        switch (relay, relays) {
+        case (nil, nil):
+            return nil
+        case (_?, _?):
+            throw fail("relays", "set relay (one relay) or relays (replicas), not both")
+        case (let text?, nil):
+            guard let address = HostPort(text), address.port > 0 else { throw fail("relay", example) }
+            return [address]
+        case (nil, let texts?):
+            guard !texts.isEmpty else { throw fail("relays", "list at least one host:port, or use relay") }
+            var addresses: [HostPort] = []
+            for (index, text) in texts.enumerated() {
+                guard let address = HostPort(text), address.port > 0 else { throw fail("relays[\(index)]", example) }
+                guard !addresses.contains(address) else { throw fail("relays[\(index)]", "\(text) is listed twice") }
+                addresses.append(address)
+            }
+            return addresses
+        }
+    }
 
     public func resolve(file: String, base: URL) throws(ConfigError) -> ResolvedAgentConfig {
         func absolute(_ path: String) -> String {
@@ -70,15 +97,15 @@ public struct AgentConfig: Sendable, ConfigFile {
         if let name, !AgentName.isValid(name) { throw fail("name", AgentName.rule) }
         let tlsFiles = TLSFileCheck(configFile: file)
         var link: RelayLink?
-        if let relayText = relay {
-            guard let relay = HostPort(relayText), relay.port > 0 else { throw fail("relay", "expected host:port, e.g. relay.example.com:8443") }
-            guard let caFile else { throw fail("caFile", "required with relay: the CA (PEM) that signed the relay's certificate") }
-            guard let tokenFile else { throw fail("tokenFile", "required with relay: the file holding the agent's token") }
+        if let addresses = try relayAddresses(fail: fail) {
+            let field = relays == nil ? "relay" : "relays"
+            guard let caFile else { throw fail("caFile", "required with \(field): the CA (PEM) that signed the relay's certificate") }
+            guard let tokenFile else { throw fail("tokenFile", "required with \(field): the file holding the agent's token") }
             let ca = try readable(caFile, "caFile")
             try tlsFiles.certificates(ca, field: "caFile")
             let token: String
             do { token = try TokenHash.readToken(file: absolute(tokenFile)) } catch { throw fail("tokenFile", error.message) }
-            link = RelayLink(relay: relay, caFile: ca, token: token, tokenFile: absolute(tokenFile))
+            link = RelayLink(relays: addresses, caFile: ca, token: token, tokenFile: absolute(tokenFile))
         } else {
             guard name != nil else {
                 throw fail("name", "required when relay is not set: an offline agent imports only bundles made for its name")
@@ -135,7 +162,10 @@ public struct AgentConfig: Sendable, ConfigFile {
 
 /// How an online agent reaches its relay.
 public struct RelayLink: Sendable {
-    public var relay: HostPort
+    /// `relay`, or the replicas of `relays` in their configured order (never empty).
+    public var relays: [HostPort]
+    /// The first relay (`relay`): where a one-off command such as `relay-agent fetch` dials.
+    public var relay: HostPort { relays[0] }
     public var caFile: String
     public var token: String
     /// Re-read for every call: a rotated token is picked up without a restart.
@@ -167,6 +197,8 @@ public struct ResolvedAgentConfig: Sendable {
     public var requestDirectory: URL { dataDirectory.appendingPathComponent("requests") }
     // The link's parts (meaningful only with a link: the tunnel runs only then).
     public var relay: HostPort { link?.relay ?? HostPort(host: "127.0.0.1", port: 0) }
+    /// Every configured relay (`relays`, or just `relay`); empty offline.
+    public var relays: [HostPort] { link?.relays ?? [] }
     public var caFile: String { link?.caFile ?? "" }
     public var token: String { link?.token ?? "" }
     public var tokenFile: String { link?.tokenFile ?? "" }

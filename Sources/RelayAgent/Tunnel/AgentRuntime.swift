@@ -90,8 +90,9 @@ public final class AgentRuntime: Sendable {
                            reporter: incidents) { [weak self] in self?.storePass.withLock { $0 }?() }
     }
 
-    /// Runs sessions until cancelled. A drain that names another relay sends the next
-    /// session there; if that relay cannot be reached, the one after goes back to `relay`.
+    /// Runs sessions until cancelled, on the relays `RelayRotation` picks: a drain that names
+    /// another relay sends the next session there (and back to a configured relay if that one
+    /// cannot be reached); with `relays`, a failed session or a drain moves to the next replica.
     public func run() async {
         guard config.link != nil else {
             // Offline: no tunnel; artifacts arrive in bundles. Wait for the stop.
@@ -101,31 +102,40 @@ public final class AgentRuntime: Sendable {
             return
         }
         var backoff = Backoff(initial: config.reconnectInitial, maximum: config.reconnectMax)
-        var target = config.relay
+        var rotation = RelayRotation(relays: config.relays)
+        // A connection that ended is closed in the background (see `session`): the next one
+        // does not wait for a dead relay's TLS shutdown.
+        await withDiscardingTaskGroup { teardowns in
         while !Task.isCancelled {
             let started = ContinuousClock.now
-            let outcome = await session(target: target)
+            let target = rotation.target
+            let outcome = await session(target: target, teardowns: &teardowns)
             let delay: Duration
             switch outcome {
             case .drained(let retryAfter, let redirect):
                 backoff.reset()
                 delay = retryAfter
-                target = redirect ?? config.relay
+                if rotation.drained(redirect: redirect) { AgentMetrics.relaySwitches.increment() }
                 logger.info("relay asked to reconnect later", metadata: [
-                    "after_ms": "\(retryAfter.milliseconds)", "to": "\(target)"])
+                    "after_ms": "\(retryAfter.milliseconds)", "to": "\(rotation.target)"])
             case .failed(let failure, let welcomed):
                 if welcomed && ContinuousClock.now - started > .seconds(10) { backoff.reset() }
                 delay = backoff.next()
-                if !welcomed, target != config.relay {
-                    logger.warning("the relay we were sent to is unreachable; going back to the configured one",
-                                   metadata: ["redirect": "\(target)", "relay": "\(config.relay)"])
-                    target = config.relay
+                let wasRedirected = rotation.isRedirected
+                if rotation.failed(welcomed: welcomed) {
+                    AgentMetrics.relaySwitches.increment()
+                    if wasRedirected {
+                        logger.warning("the relay we were sent to is unreachable; going back to the configured one",
+                                       metadata: ["redirect": "\(target)", "relay": "\(rotation.target)"])
+                    }
                 }
                 failure.count()
                 logger.warning("tunnel down; reconnecting", metadata: [
-                    "reason": "\(failure.reason.rawValue)", "error": "\(failure.message)", "in_ms": "\(delay.milliseconds)"])
+                    "reason": "\(failure.reason.rawValue)", "error": "\(failure.message)", "in_ms": "\(delay.milliseconds)",
+                    "relay": "\(target)", "next": "\(rotation.target)"])
             }
             try? await Task.sleep(for: delay)
+        }
         }
     }
 
@@ -134,9 +144,24 @@ public final class AgentRuntime: Sendable {
         case failed(TunnelFailure, welcomed: Bool)
     }
 
-    /// One connection: returns when it ends.
-    func session(target: HostPort) async -> Outcome {
-        defer { AgentMetrics.connected.record(0) }
+    /// One connection: returns as soon as its session is over. Closing the connection goes on
+    /// in `teardowns`: grpc-swift waits for the transport to shut down, and a TLS connection
+    /// to a relay that froze waits for a close_notify that never comes (measured: a failover
+    /// to the next relay took 5 s instead of 1).
+    func session(target: HostPort, teardowns: inout DiscardingTaskGroup) async -> Outcome {
+        let (outcomes, report) = AsyncStream.makeStream(of: Outcome.self, bufferingPolicy: .bufferingOldest(1))
+        teardowns.addTask {
+            let outcome = await self.connection(target: target, report: report)
+            report.yield(outcome)  // kept only if the session did not report first
+            report.finish()
+        }
+        for await outcome in outcomes { return outcome }
+        return .failed(TunnelFailure(reason: .connectionLost, message: "the agent is stopping"), welcomed: false)
+    }
+
+    /// The connection's whole life; `report` hears the session's outcome when it is known,
+    /// before the connection is closed.
+    private func connection(target: HostPort, report: AsyncStream<Outcome>.Continuation) async -> Outcome {
         let pingInterval = relayPings.withLock { $0 }
         let state = SessionState(pingInterval: pingInterval)
         let tlsErrors = TLSErrorRecorder()
@@ -144,20 +169,37 @@ public final class AgentRuntime: Sendable {
             let transport = try makeTransport(target: target, tlsErrors: tlsErrors, pingInterval: pingInterval)
             try await withGRPCClient(transport: transport) { client in
                 let tunnel = Relay_V1_Tunnel.Client(wrapping: client)
-                try await self.runSession(tunnel: tunnel, state: state)
+                do {
+                    try await self.runSession(tunnel: tunnel, state: state)
+                } catch {
+                    AgentMetrics.connected.record(0)
+                    report.yield(await self.outcome(of: error, state: state, target: target, tlsErrors: tlsErrors))
+                    throw error
+                }
+                AgentMetrics.connected.record(0)
+                report.yield(self.outcome(ofEnd: state))
             }
         } catch {
-            if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
-            // Refused for now with a hint (the relay is admitting a reconnecting fleet at its
-            // own pace): come back exactly then.
-            if !state.welcomed, let retry = RetryPushback.delay(of: error) {
-                AgentMetrics.sessionsDeferred.increment()
-                return .drained(retry, redirect: nil)
-            }
-            return .failed(await TunnelFailure.classify(error, tlsError: tlsErrors.error, welcomed: state.welcomed,
-                                                        relay: target, caFile: config.caFile),
-                           welcomed: state.welcomed)
+            AgentMetrics.connected.record(0)
+            return await outcome(of: error, state: state, target: target, tlsErrors: tlsErrors)
         }
+        return outcome(ofEnd: state)
+    }
+
+    private func outcome(of error: any Error, state: SessionState, target: HostPort, tlsErrors: TLSErrorRecorder) async -> Outcome {
+        if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
+        // Refused for now with a hint (the relay is admitting a reconnecting fleet at its
+        // own pace): come back exactly then.
+        if !state.welcomed, let retry = RetryPushback.delay(of: error) {
+            AgentMetrics.sessionsDeferred.increment()
+            return .drained(retry, redirect: nil)
+        }
+        return .failed(await TunnelFailure.classify(error, tlsError: tlsErrors.error, welcomed: state.welcomed,
+                                                    relay: target, caFile: config.caFile),
+                       welcomed: state.welcomed)
+    }
+
+    private func outcome(ofEnd state: SessionState) -> Outcome {
         if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
         return .failed(TunnelFailure(reason: state.welcomed ? .connectionLost : .connectionFailed, message: "the relay closed the stream"),
                        welcomed: state.welcomed)

@@ -146,16 +146,27 @@ final class RelayHarness: @unchecked Sendable {
         return (try? String(contentsOf: file, encoding: .utf8)) ?? ""
     }
 
+    /// kill -9 of the relay (and its supervisor shell).
+    func killRelay() {
+        guard let process = relay else { return }
+        relay = nil
+        kill(-process.pid, SIGKILL)
+        process.stop(grace: 1)
+    }
+
     func stopRelay() {
         relay?.stop()
         relay = nil
     }
 
-    func agentConfig(_ name: String, relayPort: Int? = nil, token: String? = nil) throws -> URL {
+    /// With `relayPorts`, the agent lists those relays (`relays`, replicas on loopback).
+    func agentConfig(_ name: String, relayPort: Int? = nil, relayPorts: [Int]? = nil, token: String? = nil) throws -> URL {
         let tokenFile = dir.appending("\(name).token")
         if let token { try Data(token.utf8).write(to: tokenFile) }
+        let relayLine = relayPorts.map { "relays: [" + $0.map { "127.0.0.1:\($0)" }.joined(separator: ", ") + "]" }
+            ?? "relay: 127.0.0.1:\(relayPort ?? tunnelPort)"
         let yaml = """
-            relay: 127.0.0.1:\(relayPort ?? tunnelPort)
+            \(relayLine)
             caFile: \((caFiles[name] ?? certificates.caCertificate).path)
             tokenFile: \(tokenFile.path)
             dataDir: \(dir.appending("agent-\(name)").path)
@@ -170,8 +181,8 @@ final class RelayHarness: @unchecked Sendable {
     }
 
     @discardableResult
-    func startAgent(_ name: String, relayPort: Int? = nil, token: String? = nil) throws -> BackgroundProcess {
-        let config = try agentConfig(name, relayPort: relayPort, token: token)
+    func startAgent(_ name: String, relayPort: Int? = nil, relayPorts: [Int]? = nil, token: String? = nil) throws -> BackgroundProcess {
+        let config = try agentConfig(name, relayPort: relayPort, relayPorts: relayPorts, token: token)
         let process = try BackgroundProcess(
             name: "relay-agent-\(name)", executable: Binaries.relayAgent,
             arguments: ["run", "--config", config.path], logFile: dir.appending("agent-\(name).log"))
