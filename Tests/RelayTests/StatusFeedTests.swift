@@ -140,14 +140,27 @@ import Testing
         let setup = try Setup("status-watch")
         defer { setup.shutdown() }
         try setup.harness.waitUntil("Kustomization at the relay") { try setup.kustomizationState() == "progressing" }
+        // The agent's Kustomization requests at the API server: lists, or watches.
+        func kustomizationRequests(watch: Bool) throws -> Int {
+            try setup.api.requests().filter { request in
+                request["method"] as? String == "GET" && (request["path"] as? String ?? "").hasSuffix("/kustomizations")
+                    && ((request["query"] as? [String: String])?["watch"] != nil) == watch
+            }.count
+        }
+        // Its watch is open (the list alone does not make the race below).
+        try setup.harness.waitUntil("the Kustomization watch open") { try kustomizationRequests(watch: true) >= 1 }
+        let lists = try kustomizationRequests(watch: false)
         // The API server compacts and cuts every watch: the agent's next watch from its last
-        // resourceVersion gets 410 Gone, lists again, and carries on.
+        // resourceVersion gets 410 Gone, lists again, and carries on. The resourceVersion moves
+        // on first (expire-continue: one step, no event), so the horizon is past whatever the
+        // agent last saw, a bookmark at the current version included.
+        try setup.api.control("POST", "expire-continue")
         try setup.api.control("POST", "compact")
         try setup.api.control("POST", "close-watches")
         try setup.api.setStatus(group: "kustomize.toolkit.fluxcd.io", version: "v1", plural: "kustomizations", namespace: "flux-system",
                                 name: "podinfo", status: KubeStandIn.readyStatus(revision: "main@sha1:\(setup.commit)"))
         try setup.harness.waitUntil("ready after the relist") { try setup.kustomizationState() == "ready" }
-        #expect(setup.harness.agentLog("edge").contains("watch expired (410 Gone); listing again"))
+        #expect(try kustomizationRequests(watch: false) > lists, "the agent listed Kustomizations again")
         // A deleted object is reported as such and leaves the relay's object list.
         let path = "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/podinfo"
         let deleted = try HTTPProbe.request(setup.api.server + path, method: "DELETE",

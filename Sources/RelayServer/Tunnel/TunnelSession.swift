@@ -236,12 +236,15 @@ struct TunnelSession: Sendable {
         do { stored = try await service.registry.storeStatus(agent: agent.name, journal: batch.journalID, entries: batch.entries) } catch {
             throw service.registryFailure.rpcError(error, while: "store the agent's status")
         }
+        // Stored is stored: published and counted before the acknowledgement, which can fail
+        // with the connection (the agent sends the batch again; it is not stored twice, and
+        // it was not counted either).
+        service.statusFeed.publish(stored)
+        RelayMetrics.statusEntries.increment(by: stored.count)
         try await writer.write(.with { $0.statusAck = .with {
             $0.journalID = batch.journalID
             $0.upTo = last.sequence
         } })
-        service.statusFeed.publish(stored)
-        RelayMetrics.statusEntries.increment(by: stored.count)
         if let gap = stored.first(where: { $0.type == "gap" })?.gap {
             logger.warning("agent's status journal overflowed; entries were lost", metadata: [
                 "agent": "\(agent.name)", "first": "\(gap.first)", "last": "\(gap.last)"])
