@@ -106,36 +106,37 @@ public final class AgentRuntime: Sendable {
         // A connection that ended is closed in the background (see `session`): the next one
         // does not wait for a dead relay's TLS shutdown.
         await withDiscardingTaskGroup { teardowns in
-        while !Task.isCancelled {
-            let started = ContinuousClock.now
-            let target = rotation.target
-            let outcome = await session(target: target, teardowns: &teardowns)
-            let delay: Duration
-            switch outcome {
-            case .drained(let retryAfter, let redirect):
-                backoff.reset()
-                delay = retryAfter
-                if rotation.drained(redirect: redirect) { AgentMetrics.relaySwitches.increment() }
-                logger.info("relay asked to reconnect later", metadata: [
-                    "after_ms": "\(retryAfter.milliseconds)", "to": "\(rotation.target)"])
-            case .failed(let failure, let welcomed):
-                if welcomed && ContinuousClock.now - started > .seconds(10) { backoff.reset() }
-                delay = backoff.next()
-                let wasRedirected = rotation.isRedirected
-                if rotation.failed(welcomed: welcomed) {
-                    AgentMetrics.relaySwitches.increment()
-                    if wasRedirected {
-                        logger.warning("the relay we were sent to is unreachable; going back to the configured one",
-                                       metadata: ["redirect": "\(target)", "relay": "\(rotation.target)"])
+            while !Task.isCancelled {
+                let started = ContinuousClock.now
+                let target = rotation.target
+                let outcome = await session(target: target, teardowns: &teardowns)
+                if Task.isCancelled { break }  // stopping: not a failure to count or log
+                let delay: Duration
+                switch outcome {
+                case .drained(let retryAfter, let redirect):
+                    backoff.reset()
+                    delay = retryAfter
+                    if rotation.drained(redirect: redirect) { AgentMetrics.relaySwitches.increment() }
+                    logger.info("relay asked to reconnect later", metadata: [
+                        "after_ms": "\(retryAfter.milliseconds)", "to": "\(rotation.target)"])
+                case .failed(let failure, let welcomed):
+                    if welcomed && ContinuousClock.now - started > .seconds(10) { backoff.reset() }
+                    delay = backoff.next()
+                    let wasRedirected = rotation.isRedirected
+                    if rotation.failed(welcomed: welcomed) {
+                        AgentMetrics.relaySwitches.increment()
+                        if wasRedirected {
+                            logger.warning("the relay we were sent to is unreachable; going back to the configured one",
+                                           metadata: ["redirect": "\(target)", "relay": "\(rotation.target)"])
+                        }
                     }
+                    failure.count()
+                    logger.warning("tunnel down; reconnecting", metadata: [
+                        "reason": "\(failure.reason.rawValue)", "error": "\(failure.message)", "in_ms": "\(delay.milliseconds)",
+                        "relay": "\(target)", "next": "\(rotation.target)"])
                 }
-                failure.count()
-                logger.warning("tunnel down; reconnecting", metadata: [
-                    "reason": "\(failure.reason.rawValue)", "error": "\(failure.message)", "in_ms": "\(delay.milliseconds)",
-                    "relay": "\(target)", "next": "\(rotation.target)"])
+                try? await Task.sleep(for: delay)
             }
-            try? await Task.sleep(for: delay)
-        }
         }
     }
 
