@@ -565,6 +565,7 @@ def run_size(args, n, caps):
                 "fetches_failed": r["counters"]["fetches_failed"] - before["fetches_failed"],
                 "fetches_refused": r["counters"]["fetches_refused"] - before["fetches_refused"],
                 "disconnects": r["epoch"]["since_mark"]["disconnects"],
+                "errors": r["epoch"]["since_mark"].get("errors", {}),
             }
             f = result["f"]
             log("[%d] f: %d/%d fetched+verified %.1f MiB in %.1f s; relay RSS peak %.0f MiB; %d failed, %d refused"
@@ -628,6 +629,9 @@ def table(results):
             if dropped:
                 bulk += "; %d sessions dropped (%s)" % (dropped, ", ".join(
                     "%s %d" % (k, v) for k, v in sorted(f["disconnects"].items()) if v))
+                if f.get("errors"):
+                    bulk += "; errors: " + "; ".join("%d× %s" % (v, k) for k, v in
+                                                    sorted(f["errors"].items(), key=lambda kv: -kv[1])[:3])
         fan = "—"
         if c:
             fan = fmt(c["fanout_ms"] and c["fanout_ms"].get("p99"), " ms")

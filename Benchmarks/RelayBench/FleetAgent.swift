@@ -235,6 +235,7 @@ final class FleetAgent: Sendable {
         let state = SessionState(pingInterval: pingInterval)
         tally.sessionStarted()
         let outcome: Outcome
+        var errorText: String?
         do {
             let transport = try makeTransport(target: target, pingInterval: pingInterval)
             try await withGRPCClient(transport: transport) { client in
@@ -248,12 +249,13 @@ final class FleetAgent: Sendable {
                 outcome = .refused(pushback)
             } else {
                 outcome = .failed(error is WatchdogTimeout ? .watchdog : .error, welcomed: state.welcomed)
+                errorText = String(String(describing: error).prefix(160))
             }
         }
         switch outcome {
         case .drained: tally.sessionEnded(.drain, welcomed: state.welcomed)
         case .refused: tally.sessionEnded(.refused, welcomed: state.welcomed)
-        case .failed(let reason, let welcomed): tally.sessionEnded(reason, welcomed: welcomed)
+        case .failed(let reason, let welcomed): tally.sessionEnded(reason, welcomed: welcomed, error: reason == .error ? errorText : nil)
         }
         return outcome
     }

@@ -35,6 +35,10 @@ struct FleetCounters: Codable, Sendable {
     var probesAnswered = 0
     /// Welcomes naming another agent than --name-format gives (a relay.yaml mismatch).
     var nameMismatches = 0
+    /// Sessions that ended with `error`, by what the error said (at most `errorKinds` kinds;
+    /// the rest under "other").
+    var errors: [String: Int] = [:]
+    static let errorKinds = 16
 
     func minus(_ earlier: FleetCounters) -> FleetCounters {
         var delta = self
@@ -51,6 +55,8 @@ struct FleetCounters: Codable, Sendable {
         delta.heartbeatsSent -= earlier.heartbeatsSent
         delta.probesAnswered -= earlier.probesAnswered
         delta.nameMismatches -= earlier.nameMismatches
+        for (key, value) in earlier.errors { delta.errors[key, default: 0] -= value }
+        delta.errors = delta.errors.filter { $0.value != 0 }
         return delta
     }
 }
@@ -126,12 +132,17 @@ final class FleetTally: Sendable {
         }
     }
 
-    func sessionEnded(_ reason: SessionEnd, welcomed: Bool) {
+    /// `error`: for `.error`, what the error said (kept in `FleetCounters.errors`).
+    func sessionEnded(_ reason: SessionEnd, welcomed: Bool, error: String? = nil) {
         update { state in
             state.gauges.sessions -= 1
             if welcomed { state.gauges.welcomed -= 1 } else { state.counters.failedBeforeWelcome += 1 }
             state.counters.disconnects[reason.rawValue, default: 0] += 1
             if reason == .refused { state.counters.refusals += 1 }
+            if let error {
+                let known = state.counters.errors[error] != nil || state.counters.errors.count < FleetCounters.errorKinds
+                state.counters.errors[known ? error : "other", default: 0] += 1
+            }
         }
     }
 
