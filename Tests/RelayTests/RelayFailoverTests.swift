@@ -55,7 +55,8 @@ import Testing
         let (on, other) = Self.connected(a) ? (a, b) : (b, a)
 
         // Frozen, not dead: its sockets stay open and nothing answers, as behind a lost link.
-        let children = try runProcess("/usr/bin/pgrep", ["-P", "\(try #require(on.relay).pid)"]).stdout
+        // The supervisor shell's child named relay-server (the shell also runs `sleep`s).
+        let children = try runProcess("/usr/bin/pgrep", ["-x", "-P", "\(try #require(on.relay).pid)", "relay-server"]).stdout
         let relayPID = try #require(children.split(separator: "\n").compactMap { Int32($0) }.first)
         kill(relayPID, SIGSTOP)
         defer { kill(relayPID, SIGCONT) }

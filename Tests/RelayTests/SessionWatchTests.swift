@@ -59,12 +59,12 @@ import Testing
         #expect(try heartbeats() == 0, "three intervals on transport keepalive")
 
         // The agent freezes: the relay drops it within two intervals (1 s), plus slack.
-        // The supervisor shell's child is the agent itself.
-        func server(of process: BackgroundProcess) throws -> Int32 {
-            let children = try runProcess("/usr/bin/pgrep", ["-P", "\(process.pid)"]).stdout
+        // The supervisor shell's child of that name (the shell also runs `sleep`s).
+        func server(of process: BackgroundProcess, named name: String) throws -> Int32 {
+            let children = try runProcess("/usr/bin/pgrep", ["-x", "-P", "\(process.pid)", name]).stdout
             return try #require(children.split(separator: "\n").compactMap { Int32($0) }.first)
         }
-        let agentPID = try server(of: agent)
+        let agentPID = try server(of: agent, named: "relay-agent")
         kill(agentPID, SIGSTOP)
         let frozen = Date()
         defer { kill(agentPID, SIGCONT) }
@@ -77,7 +77,7 @@ import Testing
         // The relay freezes for six intervals: the agent gives its connection up (an unanswered
         // PING) and, once the relay runs again, is welcomed on a new session. An agent that
         // kept the old connection would not be welcomed again.
-        let relayPID = try server(of: try #require(harness.relay))
+        let relayPID = try server(of: try #require(harness.relay), named: "relay-server")
         kill(relayPID, SIGSTOP)
         Thread.sleep(forTimeInterval: 3)
         kill(relayPID, SIGCONT)

@@ -119,6 +119,8 @@ public final class AgentRuntime: Sendable {
                     if rotation.drained(redirect: redirect) { AgentMetrics.relaySwitches.increment() }
                     logger.info("relay asked to reconnect later", metadata: [
                         "after_ms": "\(retryAfter.milliseconds)", "to": "\(rotation.target)"])
+                case .reconnect:
+                    delay = .zero
                 case .failed(let failure, let welcomed):
                     if welcomed && ContinuousClock.now - started > .seconds(10) { backoff.reset() }
                     delay = backoff.next()
@@ -143,6 +145,8 @@ public final class AgentRuntime: Sendable {
     enum Outcome {
         case drained(Duration, redirect: HostPort?)
         case failed(TunnelFailure, welcomed: Bool)
+        /// The agent ended the session to open another to the same relay at once.
+        case reconnect
     }
 
     /// One connection: returns as soon as its session is over. Closing the connection goes on
@@ -166,6 +170,14 @@ public final class AgentRuntime: Sendable {
         let pingInterval = relayPings.withLock { $0 }
         let state = SessionState(pingInterval: pingInterval)
         let tlsErrors = TLSErrorRecorder()
+        // Worked out once, when the session is over (classifying a certificate failure probes
+        // the relay, a refusal is counted), and reported before the client shuts down.
+        let decided = Mutex<Outcome?>(nil)
+        func decide(_ outcome: Outcome) {
+            AgentMetrics.connected.record(0)
+            decided.withLock { $0 = outcome }
+            report.yield(outcome)
+        }
         do {
             let transport = try makeTransport(target: target, tlsErrors: tlsErrors, pingInterval: pingInterval)
             try await withGRPCClient(transport: transport) { client in
@@ -173,21 +185,21 @@ public final class AgentRuntime: Sendable {
                 do {
                     try await self.runSession(tunnel: tunnel, state: state)
                 } catch {
-                    AgentMetrics.connected.record(0)
-                    report.yield(await self.outcome(of: error, state: state, target: target, tlsErrors: tlsErrors))
+                    decide(await self.outcome(of: error, state: state, target: target, tlsErrors: tlsErrors))
                     throw error
                 }
-                AgentMetrics.connected.record(0)
-                report.yield(self.outcome(ofEnd: state))
+                decide(self.outcome(ofEnd: state))
             }
         } catch {
-            AgentMetrics.connected.record(0)
+            // The connection failed before a session ran (transport, TLS): nothing to undo.
+            if let outcome = decided.withLock({ $0 }) { return outcome }
             return await outcome(of: error, state: state, target: target, tlsErrors: tlsErrors)
         }
-        return outcome(ofEnd: state)
+        return decided.withLock { $0 } ?? outcome(ofEnd: state)
     }
 
     private func outcome(of error: any Error, state: SessionState, target: HostPort, tlsErrors: TLSErrorRecorder) async -> Outcome {
+        if state.reconnectsHere { return .reconnect }
         if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
         // Refused for now with a hint (the relay is admitting a reconnecting fleet at its
         // own pace): come back exactly then.
@@ -201,6 +213,7 @@ public final class AgentRuntime: Sendable {
     }
 
     private func outcome(ofEnd state: SessionState) -> Outcome {
+        if state.reconnectsHere { return .reconnect }
         if let retry = state.drainDelay { return .drained(retry, redirect: state.redirect) }
         return .failed(TunnelFailure(reason: state.welcomed ? .connectionLost : .connectionFailed, message: "the relay closed the stream"),
                        welcomed: state.welcomed)
@@ -295,7 +308,7 @@ public final class AgentRuntime: Sendable {
                                 // A relay from before transport keepalive would GOAWAY this
                                 // connection for its PINGs: a new one without them, at once.
                                 self.logger.notice("the relay does not take transport keepalive; reconnecting with Heartbeat messages")
-                                state.drain(after: .zero)
+                                state.reconnectAtOnce()
                                 post.finish()
                                 desiredStates.finish()
                                 return
@@ -583,6 +596,7 @@ final class SessionState: Sendable {
         var lastHeard = ContinuousClock.now
         var drainDelay: Duration?
         var redirect: HostPort?
+        var reconnectHere = false
         var lastRoundTrip: Duration?
     }
 
@@ -614,6 +628,10 @@ final class SessionState: Sendable {
             $0.transportKeepalive = welcome.transportKeepalive && $0.heartbeatInterval == pingInterval
         }
     }
+
+    /// The session ends for another at once to the same relay (not a drain: no other relay).
+    func reconnectAtOnce() { values.withLock { $0.reconnectHere = true } }
+    var reconnectsHere: Bool { values.withLock { $0.reconnectHere } }
 
     func drain(after delay: Duration, redirect: HostPort? = nil) {
         values.withLock {

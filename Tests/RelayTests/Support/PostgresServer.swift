@@ -58,6 +58,20 @@ final class PostgresServer: @unchecked Sendable {
     /// Starts the server on the existing cluster (after `kill9()` too) and waits until it
     /// accepts connections.
     func start() throws {
+        // Right after `kill9()` the old server's background processes may still hold its
+        // shared memory for a moment ("pre-existing shared memory block is still in use"):
+        // such a start is tried again, for up to 10 s.
+        let deadline = Date().addingTimeInterval(10)
+        while true {
+            do { return try startOnce() } catch let error as TestProcessError {
+                guard case .serverFailedToStart(_, _, let log) = error, log.contains("pre-existing shared memory block")
+                    || log.contains("lock file \"postmaster.pid\" already exists"), Date() < deadline else { throw error }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+        }
+    }
+
+    private func startOnce() throws {
         starts += 1
         let (postgres, arguments) = try Self.command("postgres", [
             "-D", dataDirectory.path, "-h", "127.0.0.1", "-p", "\(port)", "-k", dir.url.path,
