@@ -5,19 +5,9 @@ import Testing
 /// reconnects there, not back to the relay in its configuration.
 @Suite struct DrainRedirectTests {
     @Test func aDrainingRelaySendsTheAgentToAnotherRelay() throws {
-        let dirA = try TemporaryDirectory(prefix: "redirect-a")
-        let dirB = try TemporaryDirectory(prefix: "redirect-b")
-        defer { dirA.remove(); dirB.remove() }
-        let repo = try TestRepo.create(at: dirA.appending("podinfo"))
-        try repo.write("app.yaml", "a: 1\n")
-        _ = try repo.commit("initial")
-        let sources = [RelayHarness.Source(name: "podinfo", repo: repo, branch: "main")]
-        let agents = [RelayHarness.Agent(name: "edge", token: "t-edge", sources: ["podinfo"])]
-        let a = try RelayHarness(sources: sources, agents: agents, dir: dirA)
-        // Relay B shares A's certificates (one CA for the agent to trust).
-        try FileManager.default.copyItem(at: dirA.appending("tls"), to: dirB.appending("tls"))
-        let b = try RelayHarness(sources: sources, agents: agents, dir: dirB)
-        defer { a.shutdown(); b.shutdown() }
+        let pair = try RelayPair("redirect")
+        defer { pair.shutdown() }
+        let (a, b, repo, sources) = (pair.a, pair.b, pair.repo, pair.a.sources)
         try b.startRelay()
         a.relayExtraYAML = "drainRedirect: 127.0.0.1:\(b.tunnelPort)\n"
         try a.startRelay()

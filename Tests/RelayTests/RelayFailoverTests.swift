@@ -7,20 +7,12 @@ import Testing
 /// relay-server and relay-agent processes on loopback; each relay has its own registry here
 /// (a shared one is PostgreSQL's job), which is enough for where the agent connects.
 @Suite struct RelayFailoverTests {
-    /// Two relays with one CA, one source, one agent listing both.
-    private static func twoRelays(_ prefix: String) throws -> (TemporaryDirectory, TemporaryDirectory, TestRepo, [RelayHarness]) {
-        let dirA = try TemporaryDirectory(prefix: "\(prefix)-a")
-        let dirB = try TemporaryDirectory(prefix: "\(prefix)-b")
-        let repo = try TestRepo.create(at: dirA.appending("podinfo"))
-        try repo.write("app.yaml", "a: 1\n")
-        _ = try repo.commit("initial")
-        let sources = [RelayHarness.Source(name: "podinfo", repo: repo, branch: "main")]
-        let agents = [RelayHarness.Agent(name: "edge", token: "t-edge", sources: ["podinfo"])]
-        let a = try RelayHarness(sources: sources, agents: agents, dir: dirA)
-        try FileManager.default.copyItem(at: dirA.appending("tls"), to: dirB.appending("tls"))
-        let b = try RelayHarness(sources: sources, agents: agents, dir: dirB)
-        for relay in [a, b] { try relay.startRelay() }  // heartbeat 500 ms (the harness's)
-        return (dirA, dirB, repo, [a, b])
+    /// Two relays with one CA, one source, one agent to list both; both started (heartbeat
+    /// 500 ms, the harness's).
+    private static func twoRelays(_ prefix: String) throws -> RelayPair {
+        let pair = try RelayPair(prefix)
+        for relay in [pair.a, pair.b] { try relay.startRelay() }
+        return pair
     }
 
     private static func connected(_ relay: RelayHarness) -> Bool {
@@ -28,9 +20,9 @@ import Testing
     }
 
     @Test func anAgentLeavesAKilledRelayForTheNextOneAndGetsItsRevisions() throws {
-        let (dirA, dirB, repo, relays) = try Self.twoRelays("failover-kill")
-        defer { relays.forEach { $0.shutdown() }; dirA.remove(); dirB.remove() }
-        let (a, b) = (relays[0], relays[1])
+        let pair = try Self.twoRelays("failover-kill")
+        defer { pair.shutdown() }
+        let (a, b, repo) = (pair.a, pair.b, pair.repo)
         try a.startAgent("edge", relayPorts: [a.tunnelPort, b.tunnelPort])
         try a.waitUntil("first artifact") { try !a.published("edge").isEmpty }
         try a.waitUntil("the agent on one relay") { Self.connected(a) != Self.connected(b) }
@@ -47,9 +39,9 @@ import Testing
     }
 
     @Test func anAgentLeavesAFrozenRelayWithinTheKeepaliveWindow() throws {
-        let (dirA, dirB, _, relays) = try Self.twoRelays("failover-freeze")
-        defer { relays.forEach { $0.shutdown() }; dirA.remove(); dirB.remove() }
-        let (a, b) = (relays[0], relays[1])
+        let pair = try Self.twoRelays("failover-freeze")
+        defer { pair.shutdown() }
+        let (a, b) = (pair.a, pair.b)
         try a.startAgent("edge", relayPorts: [a.tunnelPort, b.tunnelPort])
         try a.waitUntil("the agent on one relay") { Self.connected(a) != Self.connected(b) }
         let (on, other) = Self.connected(a) ? (a, b) : (b, a)

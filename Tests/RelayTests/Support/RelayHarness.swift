@@ -258,3 +258,34 @@ extension RelayHarness {
         return (dir, repo, harness)
     }
 }
+
+/// Two relays (A and B) with one CA, one source (podinfo, one commit) and one agent `edge`
+/// (token t-edge), not started: for tests of an agent moving between relays.
+struct RelayPair {
+    let dirA: TemporaryDirectory
+    let dirB: TemporaryDirectory
+    let repo: TestRepo
+    let a: RelayHarness
+    let b: RelayHarness
+
+    init(_ prefix: String) throws {
+        dirA = try TemporaryDirectory(prefix: "\(prefix)-a")
+        dirB = try TemporaryDirectory(prefix: "\(prefix)-b")
+        repo = try TestRepo.create(at: dirA.appending("podinfo"))
+        try repo.write("app.yaml", "a: 1\n")
+        _ = try repo.commit("initial")
+        let sources = [RelayHarness.Source(name: "podinfo", repo: repo, branch: "main")]
+        let agents = [RelayHarness.Agent(name: "edge", token: "t-edge", sources: ["podinfo"])]
+        a = try RelayHarness(sources: sources, agents: agents, dir: dirA)
+        // B shares A's certificates (one CA for the agent to trust).
+        try FileManager.default.copyItem(at: dirA.appending("tls"), to: dirB.appending("tls"))
+        b = try RelayHarness(sources: sources, agents: agents, dir: dirB)
+    }
+
+    func shutdown() {
+        a.shutdown()
+        b.shutdown()
+        dirA.remove()
+        dirB.remove()
+    }
+}
