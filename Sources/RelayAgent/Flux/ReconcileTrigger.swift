@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Crypto
 import Foundation
 import NIOCore
+import Provenance
 
 /// Wakes Flux after a publication (spec §6): merge-patches
 /// `reconcile.fluxcd.io/requestedAt` on every `OCIRepository` whose `spec.url` points at this
@@ -96,7 +97,7 @@ public struct ReceiverCaller: Sendable {
             request.headers.add(name: "User-Agent", value: "relay-agent")
             if let key = target.hmacKey {
                 let mac = HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Data(key.utf8)))
-                request.headers.add(name: "X-Signature", value: "sha256=" + mac.map { String(format: "%02x", $0) }.joined())
+                request.headers.add(name: "X-Signature", value: "sha256=" + SHA256Digest.lowercaseHex(mac))
             }
             request.body = .bytes(ByteBuffer(bytes: body))
             let response = try await http.execute(request, timeout: .seconds(10))

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 import NIOPosix
+import Provenance
 
 /// A stored artifact's bytes as one response body, checked against its digest on the way
 /// out: SHA-256 over exactly the bytes handed to the connection.
@@ -106,7 +107,7 @@ private final class ChunkHasher: @unchecked Sendable {
     func finish() -> (digest: String, file: VerifiedFileStream.FileIdentity) {
         var info = stat()
         _ = fstat(fd, &info)
-        let digest = "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let digest = SHA256Digest(hasher.finalize()).description
         return (digest, .init(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)))
     }
 }

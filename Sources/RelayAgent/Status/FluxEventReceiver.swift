@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import RelayShared
 import Wire
+import Provenance
 
 /// Takes notification-controller events at `POST /flux/events`: the payload of Flux's
 /// `generic` and `generic-hmac` providers (an `event.v1beta1.Event`). With a key configured
@@ -48,7 +49,7 @@ public struct FluxEventReceiver: Sendable {
         let data = Data(buffer: body)
         if let hmacKey {
             let mac = HMAC<SHA256>.authenticationCode(for: data, using: SymmetricKey(data: Data(hmacKey.utf8)))
-            let expected = "sha256=" + mac.map { String(format: "%02x", $0) }.joined()
+            let expected = "sha256=" + SHA256Digest.lowercaseHex(mac)
             guard let given = request.headers[HTTPField.Name("X-Signature")!],
                   Data(SHA256.hash(data: Data(given.utf8))) == Data(SHA256.hash(data: Data(expected.utf8))) else {
                 return Self.plain(.unauthorized, "missing or wrong X-Signature (generic-hmac provider: check the Provider's secret)\n")

@@ -191,7 +191,8 @@ public final class AgentRuntime: Sendable {
                 decide(self.outcome(ofEnd: state))
             }
         } catch {
-            // The connection failed before a session ran (transport, TLS): nothing to undo.
+            // The session's own error, rethrown (decided above), or a connection that failed
+            // before a session ran (transport, TLS).
             if let outcome = decided.withLock({ $0 }) { return outcome }
             return await outcome(of: error, state: state, target: target, tlsErrors: tlsErrors)
         }

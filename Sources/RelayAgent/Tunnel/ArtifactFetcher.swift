@@ -5,6 +5,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import Wire
+import Provenance
 
 /// Why a fetch did not end in a published artifact.
 enum FetchError: Error, CustomStringConvertible {
@@ -225,7 +226,7 @@ final class PartialFile: @unchecked Sendable {
     func sync() throws { try handle.synchronize() }
 
     func digest() -> String {
-        "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        SHA256Digest(hasher.finalize()).description
     }
 
     func close() {

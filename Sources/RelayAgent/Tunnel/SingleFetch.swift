@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Wire
+import Provenance
 
 /// The outcome of `relay-agent fetch`: one artifact fetched by digest, outside the store.
 public struct SingleFetchResult: Sendable, Codable {
@@ -78,6 +79,6 @@ final class ByteCounter: @unchecked Sendable {
     var value: UInt64 { lock.lock(); defer { lock.unlock() }; return total }
     var digest: String {
         lock.lock(); defer { lock.unlock() }
-        return "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return SHA256Digest(hasher.finalize()).description
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Synchronization
+import Provenance
 
 /// The SHA-256 of every `chunkSize`-aligned chunk of recently packaged artifacts, so a
 /// `Fetch` does not hash what it serves (hashing was the largest CPU cost of serving one).
@@ -63,7 +64,7 @@ public final class ChunkHashCache: Sendable {
             whole.update(data: data)
             hashes.append(contentsOf: SHA256.hash(data: data))
         }
-        let actual = "sha256:" + whole.finalize().map { String(format: "%02x", $0) }.joined()
+        let actual = SHA256Digest(whole.finalize()).description
         return actual == digest ? hashes : nil
     }
 }
