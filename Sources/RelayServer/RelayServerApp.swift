@@ -17,8 +17,8 @@ public enum RelayServerApp {
         let authFailures = AuthFailureLimiter(metricsPrefix: "relay", logger: logger)
         let data = config.dataDirectory
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
-        let registry = try Registry(path: data.appendingPathComponent("relay.sqlite"))
-        try registry.syncAgents(config.agents.map { ($0.name, $0.tokenSHA256, $0.sources) })
+        let registry = try await Registry.open(config, logger: logger)
+        try await registry.syncAgents(config.agents.map { ($0.name, $0.tokenSHA256, $0.sources) })
 
         let store = try ArtifactStore(root: data.appendingPathComponent("store"), retention: 10)
         // Before packaging starts: what a killed relay was writing (another process's live
@@ -54,7 +54,7 @@ public enum RelayServerApp {
         let certificateNames = ClientCertificateNames()
         let tunnelTLS = try TunnelListener.makeContext(certificateFile: config.certificateFile, keyFile: config.keyFile,
                                                        clientCAFile: config.clientCAFile, minimumVersion: config.tlsMinimumVersion)
-        let registryFailure = RegistryFailure(directory: data.path)
+        let registryFailure = RegistryFailure(directory: registry.location)
         // Created on first start (the default key under dataDir); agents with `trust` need its public key.
         let signer = try RelaySigner.load(config, logger: logger)
         let sessions = LiveSessions()
@@ -100,29 +100,51 @@ public enum RelayServerApp {
                                                     serverName: "relay-server"),
                                logger: logger)
 
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: TunnelServerService(server: grpc, hub: hub, drainRetryAfter: config.drainRetryAfter,
+                                               drainRedirect: config.drainRedirect?.description ?? "",
+                                               sessionsPerSecond: config.limits.sessionsPerSecond, logger: logger)),
+            .init(service: SessionWatchService(sessions: sessions, access: access, heartbeatInterval: config.limits.heartbeatInterval)),
+            .init(service: http),
+            .init(service: authFailures),
+            .init(service: SchedulerService(scheduler: scheduler)),
+            .init(service: StatusRetention(registry: registry, policy: config.statusRetention, logger: logger)),
+            .init(service: StatusFeedFollower(feed: statusFeed, registry: registry)),
+            .init(service: NotifierService(notifier: Notifier(
+                registry: registry, feed: statusFeed, sources: config.sources, notifications: config.notifications,
+                publicURL: config.publicURL, logger: logger))),
+        ]
+        if let postgres = registry.store as? PostgresStore {
+            // Replicas: offer what the others packaged, and hear of their work at once.
+            let follower = RevisionFollower(sources: config.sources, registry: registry, hub: hub, store: store, packer: packer,
+                                            logger: logger) { artifact in
+                await chunkHashes.prime(path: store.path(forDigest: artifact.digest).path, digest: artifact.digest, chunkSize: chunkSize)
+            }
+            services.append(.init(service: RevisionFollowerService(follower: follower)))
+            services.append(.init(service: ReplicaWakeups(store: postgres, handlers: [
+                ReplicaWakeups.revision: { follower.poke() },
+                ReplicaWakeups.status: { statusFeed.poke() },
+                ReplicaWakeups.access: { Task { _ = try? await access.current() } },
+            ], logger: logger)))
+        }
+
         logger.info("relay-server starting", metadata: [
             "tunnel": "\(config.listen)", "http": "\(config.http)", "sources": "\(config.sources.count)",
             "agents": "\(config.agents.count)", "dataDir": "\(data.path)", "signingKey": "\(signer.key.publicKey.id)",
+            "registry": "\(registry.location)",
         ])
         let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: TunnelServerService(server: grpc, hub: hub, drainRetryAfter: config.drainRetryAfter,
-                                                      drainRedirect: config.drainRedirect?.description ?? "",
-                                                      sessionsPerSecond: config.limits.sessionsPerSecond, logger: logger)),
-                .init(service: SessionWatchService(sessions: sessions, access: access, heartbeatInterval: config.limits.heartbeatInterval)),
-                .init(service: http),
-                .init(service: authFailures),
-                .init(service: SchedulerService(scheduler: scheduler)),
-                .init(service: StatusRetention(registry: registry, policy: config.statusRetention, logger: logger)),
-                .init(service: StatusFeedFollower(feed: statusFeed, registry: registry)),
-                .init(service: NotifierService(notifier: Notifier(
-                    registry: registry, feed: statusFeed, sources: config.sources, notifications: config.notifications,
-                    publicURL: config.publicURL, logger: logger))),
-            ],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await registry.store.close()
+            throw error
+        }
+        await registry.store.close()
     }
 
 }
@@ -170,6 +192,14 @@ struct SessionWatchService: Service {
                 group.addTask { await access.watch() }
             }
         }
+    }
+}
+
+struct RevisionFollowerService: Service {
+    let follower: RevisionFollower
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await follower.run() }
     }
 }
 

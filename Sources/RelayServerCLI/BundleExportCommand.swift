@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Provenance
 import RelayServer
 import RelayShared
@@ -65,7 +66,7 @@ struct BundleExport: AsyncParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         do {
-            let registry = try Registry(path: resolved.dataDirectory.appendingPathComponent("relay.sqlite"))
+            let registry = try await Registry.open(resolved, logger: Logger(label: "relay-server.registry"))
             let signer = try RelaySigner.load(resolved)
             let exporter = try BundleExporter(config: resolved, registry: registry, signer: signer) { line in
                 FileHandle.standardError.write(Data((line + "\n").utf8))

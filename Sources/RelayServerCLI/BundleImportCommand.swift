@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import RelayServer
 import RelayShared
 
@@ -27,7 +28,7 @@ struct BundleImport: AsyncParsableCommand {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        let registry = try Registry(path: resolved.dataDirectory.appendingPathComponent("relay.sqlite"))
+        let registry = try await Registry.open(resolved, logger: Logger(label: "relay-server.registry"))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         do {

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Synchronization
 import Testing
 @testable import RelayServer
@@ -180,28 +179,6 @@ import Testing
         var wakes = 0
         for await event in live.events { if case .hub = event { wakes += 1 } }
         #expect(wakes == 1)
-    }
-
-    @Test func theGroupCommitKeepsOrderAndFailsOnlyTheWriteThatFailed() async throws {
-        let dir = try TemporaryDirectory(prefix: "group-commit")
-        defer { dir.remove() }
-        let registry = try Registry(path: dir.appending("relay.sqlite"))
-        try registry.syncAgents([("a", String(repeating: "a", count: 64), [])])
-        let commits = GroupCommit(registry: registry)
-        // Queued in order, committed in order (the last word is the last queued).
-        let queued = (1...200).map { version in
-            commits.queue { db in try db.execute(sql: "UPDATE agent SET version = ? WHERE name = 'a'", arguments: ["\(version)"]) }
-        }
-        for commit in queued { try await commit.committed() }
-        let last = try await registry.database.read { db in try String.fetchOne(db, sql: "SELECT version FROM agent WHERE name = 'a'") }
-        #expect(last == "200")
-        // One write that fails (a table that does not exist) among good ones.
-        let bad = commits.queue { db in try db.execute(sql: "UPDATE no_such_table SET x = 1") }
-        let good = commits.queue { db in try db.execute(sql: "UPDATE agent SET version = 'last' WHERE name = 'a'") }
-        await #expect(throws: (any Error).self) { try await bad.committed() }
-        try await good.committed()
-        let version = try await registry.database.read { db in try String.fetchOne(db, sql: "SELECT version FROM agent WHERE name = 'a'") }
-        #expect(version == "last")
     }
 
     @Test func fetchBodiesWaitForRoomUnderTheBytesInFlightCeiling() async throws {

@@ -242,7 +242,7 @@ import Wire
         let registry = try Registry(path: dir.appending("relay-data/relay.sqlite"))
         try await Self.seed(registry, agent: "edge", count: 3000)
         for index in 0..<300 {
-            try registry.record(PackagedArtifact(
+            try await registry.record(PackagedArtifact(
                 source: "podinfo", revision: "main@sha1:\(index)", digest: "sha256:" + String(format: "%064x", index), size: 1,
                 commit: "\(index)", origin: "seeded", createdAt: Date(timeIntervalSince1970: 1_700_000_000 + Double(index))))
         }

@@ -351,7 +351,7 @@ extension StatusBundleTests {
         #expect(try await registry.statusAcknowledgement(agent: "edge") == StatusAcknowledgement(journalID: "j1", upTo: 3))
         // The same bundle again: nothing stored, nothing in the feed's table.
         #expect(try await registry.storeStatus(agent: "edge", journal: "j1", entries: entries).isEmpty)
-        #expect(try registry.timeline(.init(agent: "edge", limit: 100)).isEmpty)
+        #expect(try await registry.timeline(.init(agent: "edge", limit: 100)).isEmpty)
         // What is new in that journal is stored, and acknowledged.
         let next: Relay_V1_StatusEntry = .with { $0.sequence = 4; $0.event = .with { $0.message = "m4" } }
         #expect(try await registry.storeStatus(agent: "edge", journal: "j1", entries: entries + [next]).map(\.id) == [4])

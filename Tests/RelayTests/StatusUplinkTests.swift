@@ -19,7 +19,7 @@ import Testing
                                      headers: ["Content-Type: application/json", "X-Signature: \(signature)"], body: body).status
     }
 
-    @Test func eventsMadeWhileTheRelayIsAwayArriveOnceInOrderAfterAKillAndRestart() throws {
+    @Test func eventsMadeWhileTheRelayIsAwayArriveOnceInOrderAfterAKillAndRestart() async throws {
         let (dir, _, harness) = try RelayHarness.single("uplink")
         defer { harness.shutdown(); dir.remove() }
         try Data("event-key\n".utf8).write(to: dir.appending("events.key"))
@@ -28,7 +28,7 @@ import Testing
         try harness.startAgent("edge")
         try harness.waitUntil("agent endpoint") { try HTTPProbe.request("http://127.0.0.1:\(port)/readyz").status == 200 }
         let registry = try Registry(path: dir.appending("relay-data/relay.sqlite"))
-        func stored() throws -> [StatusRecord] { try registry.timeline(.init(agent: "edge", limit: 10_000)) }
+        func stored() async throws -> [StatusRecord] { try await registry.timeline(.init(agent: "edge", limit: 10_000)) }
 
         var sent: [String] = []
         func post(_ count: Int) throws {
@@ -40,7 +40,7 @@ import Testing
         }
         // Connected: events arrive at once.
         try post(5)
-        try harness.waitUntil("first events at the relay") { try stored().count == 5 }
+        try await harness.waitUntil("first events at the relay") { try await stored().count == 5 }
         // A wrong signature is refused and journals nothing.
         #expect(try Self.postEvent(port: port, key: "wrong", message: "forged") == 401)
 
@@ -56,8 +56,8 @@ import Testing
         try harness.waitUntil("agent endpoint after the second restart") { try HTTPProbe.request("http://127.0.0.1:\(port)/readyz").status == 200 }
         try post(15)
         try harness.startRelay()
-        try harness.waitUntil("every event at the relay", timeout: 30) { try stored().count >= sent.count }
-        let records = try stored()
+        try await harness.waitUntil("every event at the relay", timeout: 30) { try await stored().count >= sent.count }
+        let records = try await stored()
         // Complete, gap-free, duplicate-free, in order.
         #expect(records.count == sent.count)
         #expect(records.map(\.type).allSatisfy { $0 == "event" })

@@ -137,8 +137,8 @@ public struct StatusBundleImport: Sendable {
         let granted = Set(try await registry.agentSummaries().first { $0.name == agent }?.sources ?? [])
         var count = 0
         for held in inventory where granted.contains(held.source) {
-            guard let packaged = try registry.digestBelongs(held.digest.description, toAnyOf: [held.source]) else { continue }
-            try registry.recordDelivery(agent: agent, source: held.source, revision: packaged.revision, digest: packaged.digest)
+            guard let packaged = try await registry.digestBelongs(held.digest.description, toAnyOf: [held.source]) else { continue }
+            try await registry.recordDelivery(agent: agent, source: held.source, revision: packaged.revision, digest: packaged.digest)
             count += 1
         }
         return count

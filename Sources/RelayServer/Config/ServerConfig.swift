@@ -112,6 +112,8 @@ public struct ServerConfig: Sendable, Decodable {
     public var status: StatusSettings?
     /// The key that signs every artifact's manifest and every bundle (`signing.keyFile`).
     public var signing: SigningSettings?
+    /// Where the registry lives (default: SQLite under dataDir; `postgres:` for replicas).
+    public var database: DatabaseSettings?
 
     public struct SigningSettings: Sendable, Decodable {
         /// PEM ECDSA P-256 private key; default `<dataDir>/signing/relay.key`, created on first start.
@@ -192,6 +194,8 @@ public struct ResolvedServerConfig: Sendable {
     public var signingKeyIsDefault = true
     /// Retired keys' public halves (`signing.previousPublicKeys`).
     public var previousSigningKeys: [TrustedKey] = []
+    /// `database.postgres`; nil: SQLite in `<dataDir>/relay.sqlite`.
+    public var postgres: PostgresStore.Settings?
 }
 
 /// The tunnel's explicit limits (all configurable under `limits:`).
@@ -442,7 +446,8 @@ extension ServerConfig: ConfigFile {
             statusRetention: try StatusRetention.Policy.resolve(status?.retention, fail: fail),
             signingKeyFile: signing?.keyFile.map(absolute) ?? URL(fileURLWithPath: absolute(dataDir)).appendingPathComponent("signing/relay.key").path,
             signingKeyIsDefault: signing?.keyFile == nil,
-            previousSigningKeys: try previousKeys())
+            previousSigningKeys: try previousKeys(),
+            postgres: try (database ?? DatabaseSettings()).resolve(fail: fail, secret: secret, readable: readable))
     }
 
     static func isValidName(_ name: String) -> Bool {

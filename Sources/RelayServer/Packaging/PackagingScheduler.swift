@@ -71,8 +71,19 @@ public final class PackagingScheduler: Sendable {
 
     /// Packs one source now and publishes the result. Errors are logged and retried at the
     /// next interval or trigger.
+    /// Replicas sharing a PostgreSQL take turns per source (`Registry.asOnlyPackager`), and a
+    /// commit another replica recorded must package to the digest it recorded.
     @discardableResult
     public func packOnce(_ source: ResolvedServerConfig.Source) async -> PackagedArtifact? {
+        do {
+            return try await registry.asOnlyPackager(of: source.name) { await self.packHoldingTheLock(source) }
+        } catch {
+            logger.error("packaging failed", metadata: ["source": "\(source.name)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func packHoldingTheLock(_ source: ResolvedServerConfig.Source) async -> PackagedArtifact? {
         let started = ContinuousClock.now
         do {
             let result = try await packer.pack(PackRequest(remote: source.remote, reference: source.reference,
@@ -80,6 +91,11 @@ public final class PackagingScheduler: Sendable {
             let artifact = PackagedArtifact(source: source.name, revision: result.revision, digest: result.digest,
                                             size: result.size, commit: result.commit, origin: source.remote.identity,
                                             createdAt: Date())
+            if registry.dialect == .postgres, let recorded = try await registry.recordedDigest(source: source.name, commit: result.commit),
+               recorded != result.digest {
+                RevisionFollower.mismatch(source: source.name, logger: logger, commit: result.commit, recorded: recorded, packaged: result.digest)
+                return nil
+            }
             guard result.size <= maxArtifactBytes else {
                 logger.error("artifact exceeds limits.maxArtifactBytes; not offered to agents", metadata: [
                     "source": "\(source.name)", "revision": "\(result.revision)", "size": "\(result.size)",
@@ -89,7 +105,7 @@ public final class PackagingScheduler: Sendable {
             let current = await hub.artifact(forSource: source.name)
             if current?.digest != artifact.digest || current?.revision != artifact.revision {
                 await beforePublish?(artifact)
-                try registry.record(artifact)
+                try await registry.record(artifact)
                 await hub.publish(artifact)
                 RelayMetrics.packaged(source: source.name, duration: ContinuousClock.now - started)
                 logger.info("packaged", metadata: [

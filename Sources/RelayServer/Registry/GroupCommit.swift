@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Synchronization
 
 /// Small registry writes from many connections, committed together: every write queued while
@@ -9,9 +8,9 @@ import Synchronization
 ///
 /// Writes keep their order (FIFO), each runs in its own savepoint (one that fails is rolled
 /// back and reported to its caller alone), and a caller that awaits `write` learns whether its
-/// write is durable. The transaction runs on GRDB's writer queue, never on the cooperative pool.
+/// write is durable. The transaction runs on the store's own threads, never on the cooperative pool.
 final class GroupCommit: Sendable {
-    typealias Write = @Sendable (Database) throws -> Void
+    typealias Write = @Sendable (any SQLConnection) throws -> Void
 
     private struct Queued {
         var write: Write
@@ -22,10 +21,10 @@ final class GroupCommit: Sendable {
         var committing = false
     }
 
-    private let database: DatabasePool
+    private let store: any SQLStore
     private let state = Mutex(State())
 
-    init(registry: Registry) { database = registry.database }
+    init(registry: Registry) { store = registry.store }
 
     /// Queues `write` and waits until its transaction committed (or throws its error).
     func write(_ write: @escaping Write) async throws {
@@ -68,14 +67,11 @@ final class GroupCommit: Sendable {
             RelayMetrics.registryBatchSize.record(batch.count)
             let writes = batch.map(\.write)
             do {
-                let failures = try await database.write { db -> [Int: any Error] in
+                let failures = try await store.write { db -> [Int: any Error] in
                     var failures: [Int: any Error] = [:]
                     for (index, write) in writes.enumerated() {
                         do {
-                            try db.inSavepoint {
-                                try write(db)
-                                return .commit
-                            }
+                            try db.inSavepoint { try write(db) }
                         } catch {
                             failures[index] = error
                         }

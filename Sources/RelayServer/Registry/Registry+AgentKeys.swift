@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import GRDB
 import Provenance
 
 /// What `relay-server agents trust` manages: the public keys whose signatures the relay
@@ -58,53 +57,21 @@ public struct OfflineTransfer: Sendable, Codable, Equatable {
 }
 
 extension Registry {
-    static func registerAgentKeyMigration(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v6-agent-keys") { db in
-            try db.execute(sql: """
-                -- Public keys that sign an agent's status bundles (relay-server agents trust).
-                CREATE TABLE agent_key (
-                    agent TEXT NOT NULL REFERENCES agent(name) ON DELETE CASCADE,
-                    key_id TEXT NOT NULL,
-                    der BLOB NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    PRIMARY KEY (agent, key_id)
-                );
-                -- Every status bundle imported (relay-server bundle import).
-                CREATE TABLE status_bundle_import (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    agent TEXT NOT NULL,
-                    journal TEXT NOT NULL,
-                    key_id TEXT NOT NULL,
-                    statement_sha256 TEXT NOT NULL,
-                    imported_ms INTEGER NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    entries INTEGER NOT NULL,
-                    stored INTEGER NOT NULL,
-                    up_to INTEGER NOT NULL,
-                    newest_observed_ms INTEGER,
-                    last_bundle_sequence INTEGER NOT NULL,
-                    inventory TEXT NOT NULL
-                );
-                CREATE INDEX status_bundle_import_by_agent ON status_bundle_import(agent, id);
-                CREATE INDEX status_bundle_import_by_statement ON status_bundle_import(statement_sha256);
-                """)
-        }
-    }
 
     /// The keys whose signatures count as `agent`'s.
     public func agentPublicKeys(_ agent: String) async throws -> [TrustedKey] {
-        try await database.read { db in try Self.agentKeys(db, agent: agent).map(\.1) }
+        try await store.read { db in try Self.agentKeys(db, agent: agent).map(\.1) }
     }
 
     /// Every trusted key of every agent (to name the agent a wrongly signed bundle came from).
     public func allAgentPublicKeys() async throws -> [(agent: String, key: TrustedKey)] {
-        try await database.read { db in try Self.agentKeys(db, agent: nil) }
+        try await store.read { db in try Self.agentKeys(db, agent: nil) }
     }
 
-    private static func agentKeys(_ db: Database, agent: String?) throws -> [(agent: String, key: TrustedKey)] {
+    private static func agentKeys(_ db: any SQLConnection, agent: String?) throws -> [(agent: String, key: TrustedKey)] {
         let rows = agent == nil
-            ? try Row.fetchAll(db, sql: "SELECT agent, der FROM agent_key ORDER BY agent, created_ms")
-            : try Row.fetchAll(db, sql: "SELECT agent, der FROM agent_key WHERE agent = ? ORDER BY created_ms", arguments: [agent])
+            ? try SQLRow.fetchAll(db, sql: "SELECT agent, der FROM agent_key ORDER BY agent, created_ms")
+            : try SQLRow.fetchAll(db, sql: "SELECT agent, der FROM agent_key WHERE agent = ? ORDER BY created_ms", arguments: [agent])
         return rows.compactMap { row in
             guard let key = try? TrustedKey.parse(der: row["der"]) else { return nil }
             return (row["agent"], key)
@@ -113,32 +80,32 @@ extension Registry {
 
     /// `relay-server agents trust NAME FILE`: adds the keys (already trusted ones are kept as
     /// they are); returns the ids added.
-    public func trustAgentKeys(agent: String, keys: [TrustedKey]) throws -> [String] {
-        try database.write { db in
+    public func trustAgentKeys(agent: String, keys: [TrustedKey]) async throws -> [String] {
+        try await store.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM agent WHERE name = ?)", arguments: [agent]) == true else {
                 throw AgentAdminError.unknown(agent)
             }
             var added: [String] = []
             for key in keys {
-                try db.execute(sql: "INSERT INTO agent_key(agent, key_id, der, created_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                               arguments: [agent, key.id, key.der, Self.milliseconds(Date())])
-                if db.changesCount > 0 { added.append(key.id) }
+                let inserted = try db.execute(sql: "INSERT INTO agent_key(agent, key_id, der, created_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                              arguments: [agent, key.id, key.der, Self.milliseconds(Date())])
+                if inserted > 0 { added.append(key.id) }
             }
             return added
         }
     }
 
     /// `relay-server agents trust NAME --remove KEYID`.
-    public func removeAgentKey(agent: String, keyID: String) throws {
-        try database.write { db in
-            try db.execute(sql: "DELETE FROM agent_key WHERE agent = ? AND key_id = ?", arguments: [agent, keyID])
-            guard db.changesCount > 0 else { throw AgentKeyError.noSuchKey(agent: agent, keyID: keyID) }
+    public func removeAgentKey(agent: String, keyID: String) async throws {
+        try await store.write { db in
+            let removed = try db.execute(sql: "DELETE FROM agent_key WHERE agent = ? AND key_id = ?", arguments: [agent, keyID])
+            guard removed > 0 else { throw AgentKeyError.noSuchKey(agent: agent, keyID: keyID) }
         }
     }
 
-    public func agentKeyList(_ agent: String) throws -> [AgentPublicKey] {
-        try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM agent_key WHERE agent = ? ORDER BY created_ms", arguments: [agent]).compactMap { row in
+    public func agentKeyList(_ agent: String) async throws -> [AgentPublicKey] {
+        try await store.read { db in
+            try SQLRow.fetchAll(db, sql: "SELECT * FROM agent_key WHERE agent = ? ORDER BY created_ms", arguments: [agent]).compactMap { row in
                 guard let key = try? TrustedKey.parse(der: row["der"]) else { return nil }
                 return AgentPublicKey(agent: row["agent"], keyID: row["key_id"], pem: key.pem,
                                       addedAt: Date(timeIntervalSince1970: Double(row["created_ms"] as Int64) / 1000))
@@ -147,14 +114,14 @@ extension Registry {
     }
 
     public func agentExists(_ agent: String) async throws -> Bool {
-        try await database.read { db in
+        try await store.read { db in
             try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM agent WHERE name = ?)", arguments: [agent]) ?? false
         }
     }
 
     public func recordStatusBundleImport(_ record: StatusBundleImportRecord) async throws {
         let inventory = String(decoding: try JSONEncoder().encode(record.inventory), as: UTF8.self)
-        try await database.write { db in
+        try await store.write { db in
             try db.execute(sql: """
                 INSERT INTO status_bundle_import(agent, journal, key_id, statement_sha256, imported_ms, created_ms, entries, stored,
                                                  up_to, newest_observed_ms, last_bundle_sequence, inventory)
@@ -167,16 +134,16 @@ extension Registry {
 
     /// The newest status bundle imported from `agent`, or the one whose statement has this digest.
     public func lastStatusBundleImport(agent: String, statementDigest: String? = nil) async throws -> StatusBundleImportRecord? {
-        try await database.read { db in
+        try await store.read { db in
             var sql = "SELECT * FROM status_bundle_import WHERE agent = ?"
-            var arguments: [any DatabaseValueConvertible] = [agent]
+            var arguments: [(any SQLBindable)?] = [agent]
             if let statementDigest { sql += " AND statement_sha256 = ?"; arguments.append(statementDigest) }
             sql += " ORDER BY id DESC LIMIT 1"
-            return try Row.fetchOne(db, sql: sql, arguments: StatementArguments(arguments)).map(Self.statusImport)
+            return try SQLRow.fetchOne(db, sql: sql, arguments: SQLArguments(arguments)).map(Self.statusImport)
         }
     }
 
-    static func statusImport(_ row: Row) -> StatusBundleImportRecord {
+    static func statusImport(_ row: SQLRow) -> StatusBundleImportRecord {
         func date(_ ms: Int64) -> Date { Date(timeIntervalSince1970: Double(ms) / 1000) }
         let inventory = (try? JSONDecoder().decode([HeldArtifact].self, from: Data((row["inventory"] as String).utf8))) ?? []
         return StatusBundleImportRecord(agent: row["agent"], journal: row["journal"], keyID: row["key_id"],
@@ -188,10 +155,10 @@ extension Registry {
 
     /// Per agent: the last status bundle imported and the newest status observed (either path).
     /// The last relay bundle exported is filled in by `agentSummaries` (`lastBundleExport(agent:)`).
-    func offlineTransfers(_ db: Database) throws -> [String: OfflineTransfer] {
+    func offlineTransfers(_ db: any SQLConnection) throws -> [String: OfflineTransfer] {
         var result: [String: OfflineTransfer] = [:]
         func date(_ ms: Int64) -> Date { Date(timeIntervalSince1970: Double(ms) / 1000) }
-        let imports = try Row.fetchAll(db, sql: """
+        let imports = try SQLRow.fetchAll(db, sql: """
             SELECT i.* FROM status_bundle_import i
             JOIN (SELECT agent, MAX(id) AS newest FROM status_bundle_import GROUP BY agent) n ON i.id = n.newest
             """)

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Provenance
 
 /// One relay bundle written for an agent (`relay-server bundle export`).
@@ -15,45 +14,10 @@ public struct BundleExportRecord: Sendable, Codable, Equatable {
 }
 
 extension Registry {
-    static func registerBundleExportMigration(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v7-bundle-exports") { db in
-            try db.execute(sql: """
-                -- Relay bundles exported per agent. A sequence is reserved (completed = 0) before the
-                -- bundle is written, so two exports never share one; a failed export leaves a gap.
-                CREATE TABLE bundle_export (
-                    agent TEXT NOT NULL,
-                    sequence INTEGER NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    expires_ms INTEGER,
-                    kind TEXT NOT NULL,
-                    bytes INTEGER NOT NULL DEFAULT 0,
-                    parts INTEGER NOT NULL DEFAULT 1,
-                    completed INTEGER NOT NULL DEFAULT 0,
-                    PRIMARY KEY (agent, sequence)
-                );
-                """)
-        }
-        migrator.registerMigration("v8-status-journal-marks") { db in
-            try db.execute(sql: """
-                -- The highest sequence received per agent journal (tunnel or status bundle). Status
-                -- retention never deletes it: acknowledgements survive it, and entries at or below
-                -- it are not stored again (a status bundle re-imported after retention).
-                CREATE TABLE status_journal_mark (
-                    agent TEXT NOT NULL,
-                    journal TEXT NOT NULL,
-                    up_to INTEGER NOT NULL,
-                    updated_ms INTEGER NOT NULL,
-                    PRIMARY KEY (agent, journal)
-                );
-                INSERT INTO status_journal_mark(agent, journal, up_to, updated_ms)
-                  SELECT agent, journal, MAX(sequence), MAX(received_ms) FROM status_entry GROUP BY agent, journal;
-                """)
-        }
-    }
 
     /// Reserves the next bundle sequence of `agent` (one more than any reserved before).
     public func reserveBundleSequence(agent: String, createdAt: Date, expiresAt: Date?, kind: String) async throws -> UInt64 {
-        try await database.write { db in
+        try await store.write { db in
             let last = try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM bundle_export WHERE agent = ?", arguments: [agent]) ?? 0
             let next = last + 1
             try db.execute(sql: "INSERT INTO bundle_export(agent, sequence, created_ms, expires_ms, kind) VALUES (?, ?, ?, ?, ?)",
@@ -64,7 +28,7 @@ extension Registry {
 
     /// Marks an export written (its size and parts).
     public func completeBundleExport(agent: String, sequence: UInt64, bytes: UInt64, parts: Int) async throws {
-        try await database.write { db in
+        try await store.write { db in
             try db.execute(sql: "UPDATE bundle_export SET completed = 1, bytes = ?, parts = ? WHERE agent = ? AND sequence = ?",
                            arguments: [Int64(bytes), parts, agent, Int64(sequence)])
         }
@@ -76,8 +40,8 @@ extension Registry {
     }
 
     public func lastBundleExportRecord(agent: String) async throws -> BundleExportRecord? {
-        try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM bundle_export WHERE agent = ? AND completed = 1 ORDER BY sequence DESC LIMIT 1",
+        try await store.read { db in
+            try SQLRow.fetchOne(db, sql: "SELECT * FROM bundle_export WHERE agent = ? AND completed = 1 ORDER BY sequence DESC LIMIT 1",
                              arguments: [agent]).map { row in
                 BundleExportRecord(agent: row["agent"], sequence: UInt64(row["sequence"] as Int64),
                                    createdAt: Date(timeIntervalSince1970: Double(row["created_ms"] as Int64) / 1000),
@@ -90,9 +54,9 @@ extension Registry {
     /// What the relay holds of `agent`'s status: its newest journal (the one it stored last)
     /// and the highest sequence stored from it. Carried back to the agent in the next bundle.
     public func statusAcknowledgement(agent: String) async throws -> StatusAcknowledgement? {
-        try await database.read { db in
+        try await store.read { db in
             // The journal heard from last, and everything received from it (the tunnel's ack too).
-            guard let row = try Row.fetchOne(db, sql: """
+            guard let row = try SQLRow.fetchOne(db, sql: """
                     SELECT journal, up_to FROM status_journal_mark WHERE agent = ? ORDER BY updated_ms DESC, rowid DESC LIMIT 1
                     """, arguments: [agent]) else { return nil }
             return StatusAcknowledgement(journalID: row["journal"], upTo: UInt64(row["up_to"] as Int64))
@@ -101,7 +65,7 @@ extension Registry {
 
     /// The sources granted to `agent` in the registry (agents made with `relay-server agents`).
     public func grantedSources(agent: String) async throws -> [String] {
-        try await database.read { db in
+        try await store.read { db in
             try String.fetchAll(db, sql: "SELECT source FROM grant_ WHERE agent = ? ORDER BY source", arguments: [agent])
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import RelayShared
 import Wire
 
@@ -161,8 +160,9 @@ extension Registry {
     /// after a reconnect) are skipped. Returns the newly stored records, in order.
     public func storeStatus(agent: String, journal: String, entries: [Relay_V1_StatusEntry],
                             receivedAt: Date = Date()) async throws -> [StatusRecord] {
-        try await database.write { db in
+        try await store.write { db in
             var stored: [StatusRecord] = []
+            try Self.lockFeed(db)
             // Entries at or below the journal's mark were received before (kept, or since
             // removed by retention): never stored twice.
             let mark = try Int64.fetchOne(db, sql: "SELECT up_to FROM status_journal_mark WHERE agent = ? AND journal = ?",
@@ -170,25 +170,26 @@ extension Registry {
             if let highest = entries.map(\.sequence).max() {
                 try db.execute(sql: """
                     INSERT INTO status_journal_mark(agent, journal, up_to, updated_ms) VALUES (?, ?, ?, ?)
-                    ON CONFLICT(agent, journal) DO UPDATE SET up_to = MAX(up_to, excluded.up_to), updated_ms = excluded.updated_ms
+                    ON CONFLICT(agent, journal) DO UPDATE SET up_to = \(db.greatest("status_journal_mark.up_to", "excluded.up_to")), updated_ms = excluded.updated_ms
                     """, arguments: [agent, journal, Int64(clamping: highest), Self.milliseconds(receivedAt)])
             }
             for entry in entries where Int64(clamping: entry.sequence) > mark {
                 guard var record = StatusRecord(agent: agent, journal: journal, entry: entry, receivedAt: receivedAt) else { continue }
                 let encoded = try StatusRecord.encoder.encode(record)
                 let payload = String(decoding: encoded, as: UTF8.self)
-                try db.execute(sql: """
+                let inserted = try Int64.fetchOne(db, sql: """
                     INSERT INTO status_entry(agent, journal, sequence, observed_ms, received_ms, type, kind, namespace, name,
                                              state, revision, source, payload)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(agent, journal, sequence) DO NOTHING
+                    RETURNING id
                     """, arguments: [agent, journal, Int64(entry.sequence), Self.milliseconds(record.observedAt),
                                      Self.milliseconds(receivedAt), record.type,
                                      record.object?.kind ?? record.event?.kind, record.object?.namespace ?? record.event?.namespace,
                                      record.object?.name ?? record.event?.name, record.object?.state ?? record.event?.severity,
                                      record.object?.revisionApplied ?? record.event?.revision, record.object?.source, payload])
-                guard db.changesCount > 0 else { continue }
-                record.id = db.lastInsertedRowID
+                guard let inserted else { continue }
+                record.id = inserted
                 record.payload = encoded
                 if let object = record.object {
                     try db.execute(sql: """
@@ -210,23 +211,37 @@ extension Registry {
                 }
                 stored.append(record)
             }
+            if db.dialect == .postgres, !stored.isEmpty {
+                // Replicas' live feeds read the new rows now rather than at their next poll.
+                try db.execute(sql: "SELECT pg_notify(?, '')", arguments: [ReplicaWakeups.status])
+            }
             return stored
         }
+    }
+
+    /// Feed ids must become visible in order: a reader that saw id N never later meets a
+    /// smaller one. SQLite has one writer, so that holds. PostgreSQL hands out sequence values
+    /// to concurrent transactions that may commit in another order; writers of status take
+    /// this transaction-scoped lock first, so ids are allocated and committed one writer at a
+    /// time, across every replica.
+    static func lockFeed(_ db: any SQLConnection) throws {
+        guard db.dialect == .postgres else { return }
+        try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.feedLock))")
     }
 
     /// Entries after `since`, oldest first, as stored JSON (no decoding: for the stream and the
     /// API): at most `query.limit`, and no more rows once `maxBytes` of payload are read (at
     /// least one), so a page of large entries stays small in memory.
     public func timelinePage(_ query: TimelineQuery, maxBytes: Int = TimelineQuery.pageBytes) async throws -> [(id: Int64, payload: Data)] {
-        try await database.read { db in
+        try await store.read { db in
             let (sql, arguments) = Self.timelineSQL(query)
             var rows: [(id: Int64, payload: Data)] = []
             var bytes = 0
-            let cursor = try Row.fetchCursor(db, sql: sql, arguments: arguments)
-            while bytes < maxBytes, let row = try cursor.next() {
+            try db.forEachRow(sql: sql, arguments: arguments) { row in
                 let payload: Data = row["payload"]
                 bytes += payload.count
                 rows.append((row["id"], payload))
+                return bytes < maxBytes
             }
             return rows
         }
@@ -239,37 +254,39 @@ extension Registry {
         return try await !timelinePage(probe, maxBytes: 1).isEmpty
     }
 
-    static func timelineSQL(_ query: TimelineQuery) -> (String, StatementArguments) {
+    static func timelineSQL(_ query: TimelineQuery) -> (String, SQLArguments) {
         var sql = "SELECT id, payload FROM status_entry WHERE id > ?"
-        var arguments: [any DatabaseValueConvertible] = [query.since]
+        var arguments: [(any SQLBindable)?] = [query.since]
         if let agent = query.agent { sql += " AND agent = ?"; arguments.append(agent) }
         if let source = query.source { sql += " AND source = ?"; arguments.append(source) }
         sql += " ORDER BY id LIMIT ?"
         arguments.append(max(1, min(query.limit, TimelineQuery.maxLimit)))
-        return (sql, StatementArguments(arguments))
+        return (sql, SQLArguments(arguments))
     }
 
     /// Entries after `since`, oldest first.
-    public func timeline(_ query: TimelineQuery) throws -> [StatusRecord] {
-        try database.read { db in
-            let (sql, arguments) = Self.timelineSQL(query)
-            return try Row.fetchAll(db, sql: sql, arguments: arguments).compactMap { row in
-                var record = try? StatusRecord.decoder.decode(StatusRecord.self, from: Data((row["payload"] as String).utf8))
-                record?.id = row["id"]
-                return record
-            }
+    public func timeline(_ query: TimelineQuery) async throws -> [StatusRecord] {
+        try await store.read { db in try Self.timeline(db, query) }
+    }
+
+    static func timeline(_ db: any SQLConnection, _ query: TimelineQuery) throws -> [StatusRecord] {
+        let (sql, arguments) = timelineSQL(query)
+        return try SQLRow.fetchAll(db, sql: sql, arguments: arguments).compactMap { row in
+            var record = try? StatusRecord.decoder.decode(StatusRecord.self, from: row["payload"] as Data)
+            record?.id = row["id"]
+            return record
         }
     }
 
     /// The latest state of the Flux objects, of one agent or consuming one source when given.
     public func fluxObjects(agent: String? = nil, source: String? = nil) async throws -> [FluxObjectState] {
-        try await database.read { db in
-            var sql = "SELECT * FROM flux_object WHERE 1"
-            var arguments: [any DatabaseValueConvertible] = []
+        try await store.read { db in
+            var sql = "SELECT * FROM flux_object WHERE 1 = 1"
+            var arguments: [(any SQLBindable)?] = []
             if let agent { sql += " AND agent = ?"; arguments.append(agent) }
             if let source { sql += " AND source = ?"; arguments.append(source) }
             sql += " ORDER BY agent, kind, namespace, name"
-            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
+            return try SQLRow.fetchAll(db, sql: sql, arguments: SQLArguments(arguments)).map { row in
                 let transition: Int64 = row["last_transition_ms"]
                 return FluxObjectState(agent: row["agent"], kind: row["kind"], namespace: row["namespace"], name: row["name"],
                                        state: row["state"], reason: row["reason"], message: row["message"],
@@ -283,7 +300,7 @@ extension Registry {
 
     /// The newest feed position.
     public func latestStatusID() async throws -> Int64 {
-        try await database.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM status_entry") ?? 0 }
+        try await store.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM status_entry") ?? 0 }
     }
 }
 
@@ -303,13 +320,13 @@ public struct AgentSummary: Sendable, Codable, Equatable {
 
 extension Registry {
     public func agentSummaries() async throws -> [AgentSummary] {
-        var summaries = try await database.read { db in
-            let grants = try Row.fetchAll(db, sql: "SELECT agent, source FROM grant_ ORDER BY source")
+        var summaries = try await store.read { db in
+            let grants = try SQLRow.fetchAll(db, sql: "SELECT agent, source FROM grant_ ORDER BY source")
             var sources: [String: [String]] = [:]
             for row in grants { sources[row["agent"], default: []].append(row["source"]) }
-            let transfers = try offlineTransfers(db)
+            let transfers = try self.offlineTransfers(db)
             let now = Date()
-            return try Row.fetchAll(db, sql: "SELECT * FROM agent ORDER BY name").map { row in
+            return try SQLRow.fetchAll(db, sql: "SELECT * FROM agent ORDER BY name").map { row in
                 let seen: Int64? = row["last_seen_ms"]
                 let transfer = transfers[row["name"]]
                 return AgentSummary(name: row["name"], connected: (row["connected"] as Int64) != 0,
@@ -328,8 +345,8 @@ extension Registry {
 
     /// The newest delivery per agent and source.
     public func latestDeliveries() async throws -> [Delivery] {
-        try await database.read { db in
-            try Row.fetchAll(db, sql: """
+        try await store.read { db in
+            try SQLRow.fetchAll(db, sql: """
                 SELECT d.* FROM delivery d
                 JOIN (SELECT agent, source, MAX(delivered_ms) AS newest FROM delivery GROUP BY agent, source) n
                   ON d.agent = n.agent AND d.source = n.source AND d.delivered_ms = n.newest
@@ -341,14 +358,14 @@ extension Registry {
     /// Deliveries of these digests of `source`.
     public func deliveries(source: String, digests: [String]) async throws -> [Delivery] {
         guard !digests.isEmpty else { return [] }
-        return try await database.read { db in
-            try Row.fetchAll(db, sql: """
+        return try await store.read { db in
+            try SQLRow.fetchAll(db, sql: """
                 SELECT * FROM delivery WHERE source = ? AND digest IN (\(digests.map { _ in "?" }.joined(separator: ",")))
-                """, arguments: StatementArguments([source] + digests)).map(Self.delivery)
+                """, arguments: SQLArguments([source] + digests)).map(Self.delivery)
         }
     }
 
-    static func delivery(_ row: Row) -> Delivery {
+    static func delivery(_ row: SQLRow) -> Delivery {
         Delivery(agent: row["agent"], source: row["source"], revision: row["revision"], digest: row["digest"],
                  deliveredAt: Date(timeIntervalSince1970: Double(row["delivered_ms"] as Int64) / 1000))
     }
@@ -360,7 +377,7 @@ extension Registry {
     /// skips: ids grow with the time entries are received.
     public func statusRetentionCutoff(maxAge: Duration?, maxEntries: Int?, now: Date = Date()) async throws -> Int64 {
         let oldest = maxAge.map { Self.milliseconds(now) - Int64($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) }
-        return try await database.read { db in
+        return try await store.read { db in
             var cutoff: Int64 = 0
             if let oldest {
                 let first = try Int64.fetchOne(db, sql: "SELECT id FROM status_entry WHERE received_ms >= ? ORDER BY id LIMIT 1",
@@ -380,18 +397,17 @@ extension Registry {
     /// Deletes up to `batch` of the oldest entries below `cutoff` in one short transaction;
     /// returns how many went. The Flux objects' latest state (`flux_object`) is kept.
     public func deleteStatus(below cutoff: Int64, batch: Int) async throws -> Int {
-        try await database.write { db in
-            try db.execute(sql: "DELETE FROM status_entry WHERE id IN (SELECT id FROM status_entry WHERE id < ? ORDER BY id LIMIT ?)",
+        try await store.write { db in
+            return try db.execute(sql: "DELETE FROM status_entry WHERE id IN (SELECT id FROM status_entry WHERE id < ? ORDER BY id LIMIT ?)",
                            arguments: [cutoff, batch])
-            return db.changesCount
         }
     }
 
     /// Packaged revisions of `source`, newest first: at most `limit`, packaged before `before`
     /// (Unix milliseconds) when given.
     public func revisions(source: String, limit: Int, before: Int64?) async throws -> [PackagedArtifact] {
-        try await database.read { db in
-            try Row.fetchAll(db, sql: """
+        try await store.read { db in
+            try SQLRow.fetchAll(db, sql: """
                 SELECT * FROM revision WHERE source = ? AND created_ms < ? ORDER BY created_ms DESC LIMIT ?
                 """, arguments: [source, before ?? Int64.max, limit]).map(Self.artifact)
         }

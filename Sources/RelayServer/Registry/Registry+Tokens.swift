@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import RelayShared
 
 /// An agent's tokens as `relay-server agents list` shows them (hashes only: the relay never
@@ -28,29 +27,11 @@ public enum AgentAdminError: Error, CustomStringConvertible {
 }
 
 extension Registry {
-    static func registerTokenMigration(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v4-agent-tokens") { db in
-            try db.execute(sql: """
-                ALTER TABLE agent ADD COLUMN managed_by TEXT NOT NULL DEFAULT 'config';
-                -- Every valid token of every agent (SHA-256 only); two during a rotation.
-                CREATE TABLE agent_token (
-                    token_sha256 TEXT PRIMARY KEY,
-                    agent TEXT NOT NULL REFERENCES agent(name) ON DELETE CASCADE,
-                    created_ms INTEGER NOT NULL
-                );
-                INSERT INTO agent_token(token_sha256, agent, created_ms) SELECT token_sha256, name, 0 FROM agent;
-                """)
-        }
-        migrator.registerMigration("v5-tokens-only-in-agent_token") { db in
-            // agent.token_sha256 became a copy of agent_token: drop it (SQLite ≥ 3.35).
-            try db.execute(sql: "ALTER TABLE agent DROP COLUMN token_sha256")
-        }
-    }
 
     /// A new agent managed from the CLI; returns its first token (shown once, stored hashed).
-    public func createAgent(_ name: String, sources: [String]) throws -> String {
+    public func createAgent(_ name: String, sources: [String]) async throws -> String {
         let token = TokenHash.generate()
-        try database.write { db in
+        try await store.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT COUNT(*) > 0 FROM agent WHERE name = ?", arguments: [name]) == false else {
                 throw AgentAdminError.exists(name)
             }
@@ -63,9 +44,9 @@ extension Registry {
     }
 
     /// Adds a token; the existing ones stay valid until revoked. Returns the new token.
-    public func rotateToken(agent name: String) throws -> String {
+    public func rotateToken(agent name: String) async throws -> String {
         let token = TokenHash.generate()
-        try database.write { db in
+        try await store.write { db in
             try Self.requireCLIManaged(db, name)
             try db.execute(sql: "INSERT INTO agent_token(token_sha256, agent, created_ms) VALUES (?, ?, ?)",
                            arguments: [TokenHash.sha256Hex(token), name, Self.milliseconds(Date())])
@@ -76,10 +57,10 @@ extension Registry {
     /// Revokes every token but the newest (after a rotation), or the one whose hash starts
     /// with `sha256Prefix`. Returns how many were revoked.
     @discardableResult
-    public func revokeTokens(agent name: String, sha256Prefix: String? = nil) throws -> Int {
-        try database.write { db in
+    public func revokeTokens(agent name: String, sha256Prefix: String? = nil) async throws -> Int {
+        try await store.write { db in
             try Self.requireCLIManaged(db, name)
-            let tokens = try Row.fetchAll(db, sql: "SELECT token_sha256 FROM agent_token WHERE agent = ? ORDER BY created_ms DESC, rowid DESC",
+            let tokens = try SQLRow.fetchAll(db, sql: "SELECT token_sha256 FROM agent_token WHERE agent = ? ORDER BY created_ms DESC, rowid DESC",
                                           arguments: [name]).map { $0["token_sha256"] as String }
             let doomed: [String]
             if let prefix = sha256Prefix?.lowercased() {
@@ -96,8 +77,8 @@ extension Registry {
     }
 
     /// Removes a CLI-managed agent and all its tokens (its delivery and status history stays).
-    public func deleteAgent(_ name: String) throws {
-        try database.write { db in
+    public func deleteAgent(_ name: String) async throws {
+        try await store.write { db in
             try Self.requireCLIManaged(db, name)
             try db.execute(sql: "DELETE FROM agent_token WHERE agent = ?", arguments: [name])
             try db.execute(sql: "DELETE FROM grant_ WHERE agent = ?", arguments: [name])
@@ -105,12 +86,12 @@ extension Registry {
         }
     }
 
-    public func agentTokens() throws -> [AgentTokens] {
-        try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, managed_by FROM agent ORDER BY name").map { row in
+    public func agentTokens() async throws -> [AgentTokens] {
+        try await store.read { db in
+            try SQLRow.fetchAll(db, sql: "SELECT name, managed_by FROM agent ORDER BY name").map { row in
                 let name: String = row["name"]
                 let sources = try String.fetchAll(db, sql: "SELECT source FROM grant_ WHERE agent = ? ORDER BY source", arguments: [name])
-                let tokens = try Row.fetchAll(db, sql: "SELECT token_sha256, created_ms FROM agent_token WHERE agent = ? ORDER BY created_ms",
+                let tokens = try SQLRow.fetchAll(db, sql: "SELECT token_sha256, created_ms FROM agent_token WHERE agent = ? ORDER BY created_ms",
                                               arguments: [name]).map { token -> AgentTokens.Token in
                     let created: Int64 = token["created_ms"]
                     return .init(sha256Prefix: String((token["token_sha256"] as String).prefix(12)),
@@ -121,7 +102,7 @@ extension Registry {
         }
     }
 
-    private static func requireCLIManaged(_ db: Database, _ name: String) throws {
+    private static func requireCLIManaged(_ db: any SQLConnection, _ name: String) throws {
         guard let managed = try String.fetchOne(db, sql: "SELECT managed_by FROM agent WHERE name = ?", arguments: [name]) else {
             throw AgentAdminError.unknown(name)
         }

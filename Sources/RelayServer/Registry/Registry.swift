@@ -1,5 +1,5 @@
 import Foundation
-import GRDB
+import Logging
 
 /// One packaged revision of a source, as the relay offers it to agents.
 public struct PackagedArtifact: Sendable, Hashable, Codable {
@@ -32,142 +32,56 @@ public struct Delivery: Sendable, Hashable, Codable {
     public var deliveredAt: Date
 }
 
-/// The relay's durable record in SQLite (`<dataDir>/relay.sqlite`): agents and their token
-/// hashes, grants, every packaged revision, and deliveries. A restart forgets nothing.
+/// The relay's durable record: agents and their token hashes, grants, every packaged
+/// revision, deliveries, status and notifications. A restart forgets nothing.
+///
+/// One implementation over two stores (`SQLStore`): SQLite in `<dataDir>/relay.sqlite` for one
+/// relay (the default), or one PostgreSQL shared by several relay replicas. The statements are
+/// the same on both but for a handful of marked dialect differences, so both stores run the
+/// same registry code and the same tests.
 public final class Registry: Sendable {
-    /// WAL: readers (API, stream) run beside the writer instead of waiting for it.
-    let database: DatabasePool
+    let store: any SQLStore
 
-    public init(path: URL) throws {
-        try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(10)
-        // WAL (a DatabasePool sets it): one fsync per transaction (status batches arrive many
-        // times a second), and readers never wait for the writer.
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        database = try DatabasePool(path: path.path, configuration: configuration)
-        try Self.migrator.migrate(database)
+    public init(store: any SQLStore) {
+        self.store = store
     }
 
-    private static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE agent (
-                    name TEXT PRIMARY KEY,
-                    token_sha256 TEXT NOT NULL,
-                    version TEXT,
-                    last_seen_ms INTEGER,
-                    connected INTEGER NOT NULL DEFAULT 0
-                );
-                CREATE TABLE grant_ (
-                    agent TEXT NOT NULL REFERENCES agent(name) ON DELETE CASCADE,
-                    source TEXT NOT NULL,
-                    PRIMARY KEY (agent, source)
-                );
-                CREATE TABLE revision (
-                    source TEXT NOT NULL,
-                    revision TEXT NOT NULL,
-                    digest TEXT NOT NULL,
-                    size INTEGER NOT NULL,
-                    commit_ TEXT NOT NULL,
-                    origin TEXT NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    PRIMARY KEY (source, digest)
-                );
-                CREATE INDEX revision_by_time ON revision(source, created_ms);
-                CREATE TABLE delivery (
-                    agent TEXT NOT NULL,
-                    source TEXT NOT NULL,
-                    revision TEXT NOT NULL,
-                    digest TEXT NOT NULL,
-                    delivered_ms INTEGER NOT NULL,
-                    PRIMARY KEY (agent, digest)
-                );
-                """)
-        }
-        migrator.registerMigration("v2-status") { db in
-            // Every status entry agents sent, once: `id` is the relay-wide feed position.
-            try db.execute(sql: """
-                CREATE TABLE status_entry (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    agent TEXT NOT NULL,
-                    journal TEXT NOT NULL,
-                    sequence INTEGER NOT NULL,
-                    observed_ms INTEGER NOT NULL,
-                    received_ms INTEGER NOT NULL,
-                    type TEXT NOT NULL,
-                    kind TEXT, namespace TEXT, name TEXT,
-                    state TEXT, revision TEXT, source TEXT,
-                    payload TEXT NOT NULL,
-                    UNIQUE (agent, journal, sequence)
-                );
-                CREATE INDEX status_entry_by_agent ON status_entry(agent, id);
-                CREATE INDEX status_entry_by_source ON status_entry(source, id);
-                -- The latest state of each Flux object on each agent.
-                CREATE TABLE flux_object (
-                    agent TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-                    state TEXT NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL,
-                    revision_applied TEXT NOT NULL, revision_attempted TEXT NOT NULL, source TEXT NOT NULL,
-                    last_transition_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, entry_id INTEGER NOT NULL,
-                    PRIMARY KEY (agent, kind, namespace, name)
-                );
-                """)
-        }
-        migrator.registerMigration("v3-notifications") { db in
-            try db.execute(sql: """
-                -- How far each notifier has read the status feed.
-                CREATE TABLE notifier_cursor (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
-                -- Notifications waiting to be sent (or retried), oldest first per target.
-                CREATE TABLE outbox (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    target TEXT NOT NULL,
-                    url TEXT NOT NULL,
-                    body TEXT NOT NULL,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    next_attempt_ms INTEGER NOT NULL,
-                    last_error TEXT,
-                    created_ms INTEGER NOT NULL
-                );
-                CREATE INDEX outbox_by_target ON outbox(target, id);
-                -- What was last reported per Flux object: its health, and the commit status.
-                CREATE TABLE notify_state (
-                    agent TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-                    health TEXT NOT NULL DEFAULT '', gitlab_state TEXT NOT NULL DEFAULT '', gitlab_sha TEXT NOT NULL DEFAULT '',
-                    PRIMARY KEY (agent, kind, namespace, name)
-                );
-                """)
-        }
-        registerTokenMigration(&migrator)
-        registerAgentKeyMigration(&migrator)
-        registerBundleExportMigration(&migrator)
-        registerAccessMigration(&migrator)
-        migrator.registerMigration("v10-agent-token-by-agent") { db in
-            // Tokens are looked up, replaced and removed by agent (rotation, revocation, sync).
-            try db.execute(sql: "CREATE INDEX agent_token_by_agent ON agent_token(agent)")
-        }
-        return migrator
+    /// The embedded default: SQLite at `path`, migrated to the current schema.
+    public convenience init(path: URL) throws {
+        self.init(store: try SQLiteStore(path: path, migrator: Self.sqliteMigrator))
     }
+
+    public var dialect: SQLDialect { store.dialect }
+
+    /// The registry relay.yaml names: PostgreSQL (`database.postgres`, migrated on open) or
+    /// SQLite in `<dataDir>/relay.sqlite`.
+    public static func open(_ config: ResolvedServerConfig, logger: Logger) async throws -> Registry {
+        if let postgres = config.postgres {
+            return Registry(store: try await PostgresStore.open(postgres, logger: logger))
+        }
+        return try Registry(path: config.dataDirectory.appendingPathComponent("relay.sqlite"))
+    }
+
+    /// Where the records are, for messages: "relay.sqlite in /data", "PostgreSQL relay@db:5432/relay".
+    public var location: String { store.location }
 
     /// Makes the config-managed agents, their grants and tokens match relay.yaml (agents no
     /// longer configured are removed with their grants and tokens; their delivery history
     /// stays). Agents created with `relay-server agents` are left alone.
-    public func syncAgents(_ agents: [(name: String, tokenSHA256: String, sources: [String])]) throws {
+    public func syncAgents(_ agents: [(name: String, tokenSHA256: String, sources: [String])]) async throws {
         // Writes only what differs: a restart with an unchanged relay.yaml writes nothing here
         // but the connected flags. (Rewriting every agent, grant and token, each a statement
         // with its access trigger, took ~4 s of a 10,000-agent relay's start, while the fleet
         // waited to reconnect: Benchmarks/fleet_bench.py phase d, perf.)
-        try database.write { db in
+        try await store.write { db in
             var managedBy: [String: String] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT name, managed_by FROM agent") { managedBy[row["name"]] = row["managed_by"] as String }
+            for row in try SQLRow.fetchAll(db, sql: "SELECT name, managed_by FROM agent") { managedBy[row["name"]] = row["managed_by"] as String }
             var tokens: [String: Set<String>] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT agent, token_sha256 FROM agent_token") {
+            for row in try SQLRow.fetchAll(db, sql: "SELECT agent, token_sha256 FROM agent_token") {
                 tokens[row["agent"] as String, default: []].insert(row["token_sha256"])
             }
             var grants: [String: Set<String>] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT agent, source FROM grant_") { grants[row["agent"] as String, default: []].insert(row["source"]) }
+            for row in try SQLRow.fetchAll(db, sql: "SELECT agent, source FROM grant_") { grants[row["agent"] as String, default: []].insert(row["source"]) }
 
             let configured = Set(agents.map(\.name))
             for (name, manager) in managedBy where manager == "config" && !configured.contains(name) {
@@ -177,42 +91,66 @@ public final class Registry: Sendable {
             }
             for agent in agents {
                 if managedBy[agent.name] != "config" {
-                    try db.cachedStatement(sql: """
+                    try db.execute(sql: """
                         INSERT INTO agent(name, managed_by) VALUES (?, 'config')
                         ON CONFLICT(name) DO UPDATE SET managed_by = 'config'
-                        """).execute(arguments: [agent.name])
+                        """, arguments: [agent.name])
                 }
                 if grants[agent.name] ?? [] != Set(agent.sources) {
-                    try db.cachedStatement(sql: "DELETE FROM grant_ WHERE agent = ?").execute(arguments: [agent.name])
+                    try db.execute(sql: "DELETE FROM grant_ WHERE agent = ?", arguments: [agent.name])
                     for source in Set(agent.sources) {
-                        try db.cachedStatement(sql: "INSERT INTO grant_(agent, source) VALUES (?, ?)").execute(arguments: [agent.name, source])
+                        try db.execute(sql: "INSERT INTO grant_(agent, source) VALUES (?, ?)", arguments: [agent.name, source])
                     }
                 }
                 if tokens[agent.name] ?? [] != [agent.tokenSHA256] {
-                    try db.cachedStatement(sql: "DELETE FROM agent_token WHERE agent = ?").execute(arguments: [agent.name])
-                    try db.cachedStatement(sql: "INSERT INTO agent_token(token_sha256, agent, created_ms) VALUES (?, ?, 0)")
-                        .execute(arguments: [agent.tokenSHA256, agent.name])
+                    try db.execute(sql: "DELETE FROM agent_token WHERE agent = ?", arguments: [agent.name])
+                    try db.execute(sql: "INSERT INTO agent_token(token_sha256, agent, created_ms) VALUES (?, ?, 0)", arguments: [agent.tokenSHA256, agent.name])
                 }
             }
-            try db.execute(sql: "UPDATE agent SET connected = 0 WHERE connected != 0")
+            // Nobody is connected to a relay that starts, unless other replicas share the
+            // registry: their agents are connected, and their sessions keep the flags.
+            if db.dialect == .sqlite {
+                try db.execute(sql: "UPDATE agent SET connected = 0 WHERE connected != 0")
+            }
         }
     }
 
     /// Records a packaged revision (idempotent).
-    public func record(_ artifact: PackagedArtifact) throws {
-        try database.write { db in
+    public func record(_ artifact: PackagedArtifact) async throws {
+        try await store.write { db in
             try db.execute(sql: """
                 INSERT INTO revision(source, revision, digest, size, commit_, origin, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(source, digest) DO UPDATE SET revision = excluded.revision, created_ms = excluded.created_ms
                 """, arguments: [artifact.source, artifact.revision, artifact.digest, Int64(artifact.size), artifact.commit,
                                  artifact.origin, Self.milliseconds(artifact.createdAt)])
+            if db.dialect == .postgres {
+                // Other replicas offer it too (RevisionFollower); sent when this commits.
+                try db.execute(sql: "SELECT pg_notify(?, ?)", arguments: [ReplicaWakeups.revision, artifact.source])
+            }
+        }
+    }
+
+    /// Runs `body` as the only packager of `source` among the replicas sharing a PostgreSQL
+    /// (an advisory lock per source, released when its session ends, also by a crash).
+    /// SQLite: one relay, no lock needed.
+    public func asOnlyPackager<T: Sendable>(of source: String, _ body: () async throws -> T) async throws -> T {
+        guard let postgres = store as? PostgresStore else { return try await body() }
+        return try await postgres.withSessionLock(PostgresSchema.packagingLock(source), body)
+    }
+
+    /// The digest the first replica recorded for `commit` of `source`, if any: packaging the
+    /// same commit again must give it.
+    public func recordedDigest(source: String, commit: String) async throws -> String? {
+        try await store.read { db in
+            try String.fetchOne(db, sql: "SELECT digest FROM revision WHERE source = ? AND commit_ = ? ORDER BY created_ms LIMIT 1",
+                                arguments: [source, commit])
         }
     }
 
     /// The newest packaged artifact of every source.
     public func latestArtifacts() async throws -> [String: PackagedArtifact] {
-        try await database.read { db in
-            let rows = try Row.fetchAll(db, sql: """
+        try await store.read { db in
+            let rows = try SQLRow.fetchAll(db, sql: """
                 SELECT r.* FROM revision r
                 JOIN (SELECT source, MAX(created_ms) AS newest FROM revision GROUP BY source) n
                   ON r.source = n.source AND r.created_ms = n.newest
@@ -227,33 +165,34 @@ public final class Registry: Sendable {
     }
 
     /// Every revision ever packaged for a source, newest first.
-    public func revisions(source: String) throws -> [PackagedArtifact] {
-        try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM revision WHERE source = ? ORDER BY created_ms DESC", arguments: [source])
+    public func revisions(source: String) async throws -> [PackagedArtifact] {
+        try await store.read { db in
+            try SQLRow.fetchAll(db, sql: "SELECT * FROM revision WHERE source = ? ORDER BY created_ms DESC", arguments: [source])
                 .map(Self.artifact)
         }
     }
 
     /// Whether any revision with this digest is recorded for one of `sources` (the newest).
-    public func digestBelongs(_ digest: String, toAnyOf sources: [String]) throws -> PackagedArtifact? {
-        try database.read { db in try Self.newestRevision(db, digest: digest, sources: sources) }
+    public func digestBelongs(_ digest: String, toAnyOf sources: [String]) async throws -> PackagedArtifact? {
+        try await store.read { db in try Self.newestRevision(db, digest: digest, sources: sources) }
     }
 
     /// `digestBelongs`, read off the cooperative pool (the tunnel's calls).
     public func artifact(digest: String, amongSources sources: [String]) async throws -> PackagedArtifact? {
-        try await database.read { db in try Self.newestRevision(db, digest: digest, sources: sources) }
+        try await store.read { db in try Self.newestRevision(db, digest: digest, sources: sources) }
     }
 
-    private static func newestRevision(_ db: Database, digest: String, sources: [String]) throws -> PackagedArtifact? {
+    private static func newestRevision(_ db: any SQLConnection, digest: String, sources: [String]) throws -> PackagedArtifact? {
         guard !sources.isEmpty else { return nil }
-        return try Row.fetchOne(db, sql: """
+        return try SQLRow.fetchOne(db, sql: """
             SELECT * FROM revision WHERE digest = ? AND source IN (\(sources.map { _ in "?" }.joined(separator: ",")))
             ORDER BY created_ms DESC LIMIT 1
-            """, arguments: StatementArguments([digest] + sources)).map(artifact)
+            """, arguments: SQLArguments([digest] + sources)).map(artifact)
     }
 
-    public func recordDelivery(agent: String, source: String, revision: String, digest: String) throws {
-        try database.write { db in
+    public func recordDelivery(agent: String, source: String, revision: String, digest: String) async throws {
+        try await store.write { db in
+            try Self.lockDeliveries(db)
             try db.execute(sql: """
                 INSERT INTO delivery(agent, source, revision, digest, delivered_ms) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(agent, digest) DO NOTHING
@@ -261,16 +200,23 @@ public final class Registry: Sendable {
         }
     }
 
-    public func deliveries(agent: String) throws -> [Delivery] {
-        try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE agent = ? ORDER BY delivered_ms", arguments: [agent]).map {
+    public func deliveries(agent: String) async throws -> [Delivery] {
+        try await store.read { db in
+            try SQLRow.fetchAll(db, sql: "SELECT * FROM delivery WHERE agent = ? ORDER BY delivered_ms", arguments: [agent]).map {
                 Delivery(agent: $0["agent"], source: $0["source"], revision: $0["revision"], digest: $0["digest"],
                          deliveredAt: Date(timeIntervalSince1970: Double($0["delivered_ms"] as Int64) / 1000))
             }
         }
     }
 
-    static func artifact(_ row: Row) -> PackagedArtifact {
+    /// Deliveries are read in `rowid` order by the notifier: replicas on PostgreSQL insert them
+    /// one transaction at a time, so that order is also the order they became visible.
+    static func lockDeliveries(_ db: any SQLConnection) throws {
+        guard db.dialect == .postgres else { return }
+        try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.deliveryLock))")
+    }
+
+    static func artifact(_ row: SQLRow) -> PackagedArtifact {
         PackagedArtifact(source: row["source"], revision: row["revision"], digest: row["digest"],
                          size: UInt64(row["size"] as Int64), commit: row["commit_"], origin: row["origin"],
                          createdAt: Date(timeIntervalSince1970: Double(row["created_ms"] as Int64) / 1000))

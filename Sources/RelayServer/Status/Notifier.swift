@@ -1,6 +1,5 @@
 import AsyncHTTPClient
 import Foundation
-import GRDB
 import Logging
 import NIOCore
 
@@ -23,6 +22,8 @@ public final class Notifier: Sendable {
     let logger: Logger
     let retryInitial: Duration
     let retryMax: Duration
+    /// Who claims outbox items (this process; several replicas may share the outbox).
+    let replica = "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)"
 
     public init(registry: Registry, feed: StatusFeed, sources: [ResolvedServerConfig.Source],
                 notifications: ResolvedServerConfig.Notifications, publicURL: String?, logger: Logger,
@@ -49,6 +50,10 @@ public final class Notifier: Sendable {
             try? await http.shutdown()
             return
         }
+        if registry.dialect == .sqlite {
+            // One process owns a SQLite outbox: claims left by a crash of this relay are void.
+            try? await registry.store.write { db in try db.execute(sql: "UPDATE outbox SET claimed_until_ms = 0 WHERE claimed_until_ms > 0") }
+        }
         let (wake, poke) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         await withDiscardingTaskGroup { group in
             group.addTask {
@@ -68,7 +73,7 @@ public final class Notifier: Sendable {
             group.addTask {
                 for await _ in wake {
                     do {
-                        while try self.derive() > 0 {}
+                        while try await self.derive() > 0 {}
                         try await self.deliverDue()
                     } catch {
                         self.logger.error("notifier failed; will retry", metadata: ["error": "\(error)"])
@@ -84,22 +89,25 @@ public final class Notifier: Sendable {
     struct Item { var target: String; var url: String; var body: Data }
 
     /// Queues what new deliveries and status entries call for; returns how many it read.
-    func derive() throws -> Int {
-        try derivePending() + deriveFromStatus()
+    func derive() async throws -> Int {
+        try await derivePending() + deriveFromStatus()
     }
 
     /// A revision delivered to an agent but not yet picked up by Flux: `pending` for every
     /// Kustomization/HelmRelease there that consumes the source, unless something was
     /// already posted for that commit (a status never goes back to pending).
-    func derivePending() throws -> Int {
-        let cursor = try registry.notifierCursor("deliveries")
-        let deliveries = try registry.deliveries(afterRow: cursor, limit: 500)
-        guard let last = deliveries.last else { return 0 }
-        try registry.database.write { db in
+    func derivePending() async throws -> Int {
+        // Cursor, reads and queued items in one transaction that holds the notifier lock:
+        // replicas sharing a PostgreSQL take turns, and each delivery is derived once.
+        try await registry.store.write { [self] db in
+            try Registry.lockNotifier(db)
+            let cursor = try Registry.notifierCursor(db, "deliveries")
+            let deliveries = try Registry.deliveries(db, afterRow: cursor, limit: 500)
+            guard let last = deliveries.last else { return 0 }
             for (_, delivery) in deliveries {
                 guard let gitlab = sources.first(where: { $0.name == delivery.source })?.gitlab,
                       let sha = Self.commit(of: delivery.revision) else { continue }
-                let consumers = try Row.fetchAll(db, sql: """
+                let consumers = try SQLRow.fetchAll(db, sql: """
                     SELECT f.kind, f.namespace, f.name, n.gitlab_sha FROM flux_object f
                     LEFT JOIN notify_state n ON n.agent = f.agent AND n.kind = f.kind AND n.namespace = f.namespace AND n.name = f.name
                     WHERE f.agent = ? AND f.source = ? AND f.kind IN ('Kustomization', 'HelmRelease')
@@ -120,17 +128,17 @@ public final class Notifier: Sendable {
                 }
             }
             try setCursor(db, "deliveries", last.0)
+            return deliveries.count
         }
-        return deliveries.count
     }
 
-    private func enqueue(_ db: Database, _ item: Item) throws {
+    private func enqueue(_ db: any SQLConnection, _ item: Item) throws {
         try db.execute(sql: "INSERT INTO outbox(target, url, body, next_attempt_ms, created_ms) VALUES (?, ?, ?, ?, ?)",
                        arguments: [item.target, item.url, String(decoding: item.body, as: UTF8.self),
                                    Registry.milliseconds(Date()), Registry.milliseconds(Date())])
     }
 
-    private func setCursor(_ db: Database, _ name: String, _ position: Int64) throws {
+    private func setCursor(_ db: any SQLConnection, _ name: String, _ position: Int64) throws {
         try db.execute(sql: """
             INSERT INTO notifier_cursor(name, position) VALUES (?, ?)
             ON CONFLICT(name) DO UPDATE SET position = excluded.position
@@ -138,13 +146,14 @@ public final class Notifier: Sendable {
     }
 
     /// Reads up to 500 feed entries after the cursor and queues their notifications.
-    func deriveFromStatus() throws -> Int {
-        let entries = try registry.timeline(.init(since: try registry.notifierCursor("notifier"), limit: 500))
-        guard let last = entries.last else { return 0 }
-        try registry.database.write { db in
+    func deriveFromStatus() async throws -> Int {
+        try await registry.store.write { [self] db in
+            try Registry.lockNotifier(db)
+            let entries = try Registry.timeline(db, .init(since: try Registry.notifierCursor(db, "notifier"), limit: 500))
+            guard let last = entries.last else { return 0 }
             for record in entries {
                 guard let object = record.object, object.kind == "Kustomization" || object.kind == "HelmRelease" else { continue }
-                let previous = try Row.fetchOne(db, sql: """
+                let previous = try SQLRow.fetchOne(db, sql: """
                     SELECT health, gitlab_state, gitlab_sha FROM notify_state WHERE agent = ? AND kind = ? AND namespace = ? AND name = ?
                     """, arguments: [record.agent, object.kind, object.namespace, object.name])
                 var health: String = previous?["health"] ?? ""
@@ -180,8 +189,8 @@ public final class Notifier: Sendable {
                 }
             }
             try setCursor(db, "notifier", last.id)
+            return entries.count
         }
-        return entries.count
     }
 
     /// GitLab's state and the commit for a Flux object state: ready → success (the applied
@@ -241,23 +250,22 @@ public final class Notifier: Sendable {
 
     struct Pending { var id: Int64; var target: String; var url: String; var body: String; var attempts: Int; var due: Int64 }
 
-    /// Sends the head item of every target whose head is due, until nothing is due.
+    /// Sends the head item of every target whose head is due, until nothing is due. Each head
+    /// is claimed first (a lease in the outbox row): of several replicas, one sends it.
     func deliverDue() async throws {
         while true {
-            let now = Registry.milliseconds(Date())
-            let heads = try await registry.database.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT o.* FROM outbox o JOIN (SELECT target, MIN(id) AS head FROM outbox GROUP BY target) h ON o.id = h.head
-                    """).map { Pending(id: $0["id"], target: $0["target"], url: $0["url"], body: $0["body"], attempts: $0["attempts"], due: $0["next_attempt_ms"]) }
-            }
-            let due = heads.filter { $0.due <= now }
-            RelayMetrics.notificationsPending.record(try registry.outboxSize())
+            let due = try await registry.claimDueNotifications(owner: replica, lease: Self.sendLease)
+            RelayMetrics.notificationsPending.record(try await registry.outboxSize())
             if due.isEmpty { return }
             await withTaskGroup(of: Void.self) { group in
                 for item in due { group.addTask { await self.send(item) } }
             }
         }
     }
+
+    /// How long a claim on a notification lasts: longer than a send (20 s timeout). A replica
+    /// that dies holding one delays that target by this much; another replica then sends it.
+    static let sendLease: Duration = .seconds(60)
 
     func send(_ item: Pending) async {
         var request = HTTPClientRequest(url: item.url)
@@ -285,7 +293,7 @@ public final class Notifier: Sendable {
             outcome = (false, "\(error)")
         }
         do {
-            try await registry.database.write { db in
+            try await registry.store.write { [self] db in
                 if outcome.done {
                     try db.execute(sql: "DELETE FROM outbox WHERE id = ?", arguments: [item.id])
                     RelayMetrics.notificationsSent.increment()
@@ -294,7 +302,7 @@ public final class Notifier: Sendable {
                     let attempts = item.attempts + 1
                     let delay = min(retryMax, retryInitial * Double(1 << min(attempts - 1, 16)))
                     let next = Registry.milliseconds(Date()) + delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000
-                    try db.execute(sql: "UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ? WHERE id = ?",
+                    try db.execute(sql: "UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ?, claimed_until_ms = 0 WHERE id = ?",
                                    arguments: [attempts, next, outcome.error, item.id])
                     if attempts == 1 || attempts % 10 == 0 {
                         logger.warning("notification not delivered; retrying", metadata: [
@@ -310,21 +318,47 @@ public final class Notifier: Sendable {
 
 extension Registry {
     /// Deliveries recorded after a row id, oldest first.
-    func deliveries(afterRow row: Int64, limit: Int) throws -> [(Int64, Delivery)] {
-        try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT rowid AS row_, * FROM delivery WHERE rowid > ? ORDER BY rowid LIMIT ?", arguments: [row, limit]).map {
-                ($0["row_"], Delivery(agent: $0["agent"], source: $0["source"], revision: $0["revision"], digest: $0["digest"],
-                                       deliveredAt: Date(timeIntervalSince1970: Double($0["delivered_ms"] as Int64) / 1000)))
-            }
+    static func deliveries(_ db: any SQLConnection, afterRow row: Int64, limit: Int) throws -> [(Int64, Delivery)] {
+        try SQLRow.fetchAll(db, sql: "SELECT rowid AS row_, * FROM delivery WHERE rowid > ? ORDER BY rowid LIMIT ?", arguments: [row, limit]).map {
+            ($0["row_"], delivery($0))
         }
     }
 
-    func notifierCursor(_ name: String) throws -> Int64 {
-        try database.read { db in try Int64.fetchOne(db, sql: "SELECT position FROM notifier_cursor WHERE name = ?", arguments: [name]) ?? 0 }
+    static func notifierCursor(_ db: any SQLConnection, _ name: String) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT position FROM notifier_cursor WHERE name = ?", arguments: [name]) ?? 0
+    }
+
+    /// Replicas derive notifications one at a time (PostgreSQL; SQLite has one writer).
+    static func lockNotifier(_ db: any SQLConnection) throws {
+        guard db.dialect == .postgres else { return }
+        try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.notifierLock))")
+    }
+
+    /// Claims the head notification of every target that is due and not claimed by another
+    /// sender, for `lease`. A target's later items wait behind its head, claimed or not.
+    func claimDueNotifications(owner: String, lease: Duration) async throws -> [Notifier.Pending] {
+        let now = Self.milliseconds(Date())
+        let until = now + lease.components.seconds * 1000
+        return try await store.write { db in
+            let heads = try SQLRow.fetchAll(db, sql: """
+                SELECT o.* FROM outbox o JOIN (SELECT target, MIN(id) AS head FROM outbox GROUP BY target) h ON o.id = h.head
+                WHERE o.next_attempt_ms <= ? AND o.claimed_until_ms <= ?
+                """, arguments: [now, now])
+            var claimed: [Notifier.Pending] = []
+            for row in heads {
+                // Another replica may have claimed it since the read: only one UPDATE matches.
+                let won = try db.execute(sql: "UPDATE outbox SET claimed_until_ms = ?, claimed_by = ? WHERE id = ? AND claimed_until_ms <= ?",
+                                         arguments: [until, owner, row["id"] as Int64, now])
+                guard won > 0 else { continue }
+                claimed.append(Notifier.Pending(id: row["id"], target: row["target"], url: row["url"], body: row["body"],
+                                                attempts: row["attempts"], due: row["next_attempt_ms"]))
+            }
+            return claimed
+        }
     }
 
     /// Notifications waiting (for metrics and diagnostics).
-    public func outboxSize() throws -> Int {
-        try database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox") ?? 0 }
+    public func outboxSize() async throws -> Int {
+        try await store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox") ?? 0 }
     }
 }

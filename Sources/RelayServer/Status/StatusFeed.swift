@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ServiceLifecycle
 import Synchronization
 
@@ -72,6 +71,9 @@ public final class StatusFeed: Sendable {
         if gap { _ = catchUp.withLock { $0?.yield() } }
     }
 
+    /// Makes `follow(_:)` read the database now (another replica stored status).
+    public func poke() { _ = catchUp.withLock { $0?.yield() } }
+
     /// Whether `follow(_:)` runs.
     var isFollowing: Bool { catchUp.withLock { $0 != nil } }
 
@@ -130,15 +132,15 @@ extension Registry {
     /// Stored rows after feed id `after`, oldest first, as the feed hands them out (at most
     /// `limit`, and about 1 MiB of payload).
     func feedEntries(after: Int64, limit: Int) async throws -> [FeedEntry] {
-        try await database.read { db in
+        try await store.read { db in
             var entries: [FeedEntry] = []
             var bytes = 0
-            let cursor = try Row.fetchCursor(db, sql: "SELECT id, agent, source, payload FROM status_entry WHERE id > ? ORDER BY id LIMIT ?",
-                                             arguments: [after, limit])
-            while bytes < TimelineQuery.pageBytes, let row = try cursor.next() {
+            try db.forEachRow(sql: "SELECT id, agent, source, payload FROM status_entry WHERE id > ? ORDER BY id LIMIT ?",
+                              arguments: [after, limit]) { row in
                 let payload: Data = row["payload"]
                 bytes += payload.count
                 entries.append(FeedEntry(id: row["id"], agent: row["agent"], source: row["source"], payload: payload))
+                return bytes < TimelineQuery.pageBytes
             }
             return entries
         }

@@ -43,7 +43,7 @@ final class AccessDirectory: Sendable {
     }
 
     /// The snapshot at the registry's current access version.
-    private func current() async throws -> AccessSnapshot {
+    func current() async throws -> AccessSnapshot {
         let version = try await registry.accessVersion()
         let known = state.withLock { $0.snapshot }
         if known.version == version { return known }

@@ -6,7 +6,7 @@ import GRPCCore
 /// UNAVAILABLE (agents retry with backoff) with a message that names the cause and the fix,
 /// and trailing metadata `relay-error: registry` so an agent can tell it from a network failure.
 struct RegistryFailure {
-    /// `<dataDir>` (where relay.sqlite lives).
+    /// The registry's location (`Registry.location`): "relay.sqlite in <dataDir>", or the PostgreSQL.
     let directory: String
 
     func rpcError(_ error: any Error, while doing: String) -> RPCError {
@@ -24,10 +24,15 @@ struct RegistryFailure {
             cause = "the database is locked — is a second relay-server using this dataDir?"
         } else if isOne(of: .SQLITE_CORRUPT, .SQLITE_NOTADB) {
             cause = "relay.sqlite is damaged — restore it from a backup (README, Operations)"
+        } else if let postgres = error as? PostgresStoreError {
+            cause = postgres.description
+        } else if code == nil, !(error is AgentAdminError) {
+            // PostgreSQL: the server's own message (String(reflecting:) has its SQLSTATE).
+            cause = "\(String(reflecting: error))"
         } else {
             cause = "\(error)"
         }
-        return RPCError(code: .unavailable, message: "relay cannot \(doing) in its registry in \(directory): \(cause); the agent retries",
+        return RPCError(code: .unavailable, message: "relay cannot \(doing) in its registry (\(directory)): \(cause); the agent retries",
                         metadata: ["relay-error": "registry"])
     }
 

@@ -201,6 +201,7 @@ struct TunnelSession: Sendable {
         let name = agent.name, now = Registry.milliseconds(Date())
         do {
             try await service.commits.write { db in
+                try Registry.lockDeliveries(db)
                 try db.execute(sql: """
                     INSERT INTO delivery(agent, source, revision, digest, delivered_ms) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT(agent, digest) DO NOTHING

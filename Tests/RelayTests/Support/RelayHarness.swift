@@ -218,6 +218,17 @@ final class RelayHarness: @unchecked Sendable {
         throw HarnessError.timedOut(what, relayLog: currentRelayLog, agentLogs: agents.map { "\($0.name):\n\(agentLog($0.name))" })
     }
 
+    /// `waitUntil` for a condition that awaits (registry reads).
+    @discardableResult
+    func waitUntil(_ what: String, timeout: Double = 20, _ condition: () async throws -> Bool) async throws -> Double {
+        let start = Date()
+        while Date().timeIntervalSince(start) < timeout {
+            if (try? await condition()) == true { return Date().timeIntervalSince(start) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw HarnessError.timedOut(what, relayLog: currentRelayLog, agentLogs: agents.map { "\($0.name):\n\(agentLog($0.name))" })
+    }
+
     /// POSTs a GitLab push event for `source` to the relay's webhook.
     @discardableResult
     func pushWebhook(source: Source, token: String? = nil) throws -> ProcessOutput {
