@@ -18,7 +18,7 @@ public enum RelayServerApp {
         let data = config.dataDirectory
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         let registry = try await Registry.open(config, logger: logger)
-        try await registry.syncAgents(config.agents.map { ($0.name, $0.tokenSHA256, $0.sources) })
+        try await registry.syncAgents(config.agents.map { ($0.name, $0.tokenSHA256, $0.sources) }, replica: config.replica)
 
         let store = try ArtifactStore(root: data.appendingPathComponent("store"), retention: 10)
         // Before packaging starts: what a killed relay was writing (another process's live
@@ -69,7 +69,7 @@ public enum RelayServerApp {
                                    store: store, limits: config.limits, fetches: FetchLimiter(), outbound: outbound,
                                    faults: faults, signer: signer, logger: logger, chunkHashes: chunkHashes, statusFeed: statusFeed,
                                    authFailures: authFailures,
-                                   presence: AgentPresence(commits: commits, failure: registryFailure), registryFailure: registryFailure,
+                                   presence: AgentPresence(commits: commits, failure: registryFailure, replica: config.replica), registryFailure: registryFailure,
                                    boundCertificates: config.bindClientCertificate ? certificateNames : nil)
         var transport = HTTP2ServerTransport.Custom<TunnelListener>.Config.defaults
         // Large frames and windows for bulk Fetch streams (measured on this kind of machine:
@@ -131,7 +131,7 @@ public enum RelayServerApp {
         logger.info("relay-server starting", metadata: [
             "tunnel": "\(config.listen)", "http": "\(config.http)", "sources": "\(config.sources.count)",
             "agents": "\(config.agents.count)", "dataDir": "\(data.path)", "signingKey": "\(signer.key.publicKey.id)",
-            "registry": "\(registry.location)",
+            "registry": "\(registry.location)", "replica": "\(config.replica)",
         ])
         let group = ServiceGroup(configuration: .init(
             services: services,

@@ -114,6 +114,8 @@ public struct ServerConfig: Sendable, Decodable {
     public var signing: SigningSettings?
     /// Where the registry lives (default: SQLite under dataDir; `postgres:` for replicas).
     public var database: DatabaseSettings?
+    /// This process's name among replicas (status API `replica`); default `<hostname>:<listen port>`.
+    public var replica: String?
 
     public struct SigningSettings: Sendable, Decodable {
         /// PEM ECDSA P-256 private key; default `<dataDir>/signing/relay.key`, created on first start.
@@ -196,6 +198,8 @@ public struct ResolvedServerConfig: Sendable {
     public var previousSigningKeys: [TrustedKey] = []
     /// `database.postgres`; nil: SQLite in `<dataDir>/relay.sqlite`.
     public var postgres: PostgresStore.Settings?
+    /// This relay process among replicas: `replica`, or `<hostname>:<listen port>`.
+    public var replica = ""
 }
 
 /// The tunnel's explicit limits (all configurable under `limits:`).
@@ -447,7 +451,8 @@ extension ServerConfig: ConfigFile {
             signingKeyFile: signing?.keyFile.map(absolute) ?? URL(fileURLWithPath: absolute(dataDir)).appendingPathComponent("signing/relay.key").path,
             signingKeyIsDefault: signing?.keyFile == nil,
             previousSigningKeys: try previousKeys(),
-            postgres: try (database ?? DatabaseSettings()).resolve(fail: fail, secret: secret, readable: readable))
+            postgres: try (database ?? DatabaseSettings()).resolve(fail: fail, secret: secret, readable: readable),
+            replica: replica ?? "\(ProcessInfo.processInfo.hostName):\(listen.port)")
     }
 
     static func isValidName(_ name: String) -> Bool {

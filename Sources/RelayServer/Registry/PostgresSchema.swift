@@ -33,7 +33,8 @@ enum PostgresSchema {
                 version TEXT,
                 last_seen_ms BIGINT,
                 connected BIGINT NOT NULL DEFAULT 0,
-                managed_by TEXT NOT NULL DEFAULT 'config'
+                managed_by TEXT NOT NULL DEFAULT 'config',
+                replica TEXT
             );
             CREATE TABLE grant_ (
                 agent TEXT NOT NULL REFERENCES agent(name) ON DELETE CASCADE,

@@ -310,6 +310,8 @@ public struct AgentSummary: Sendable, Codable, Equatable {
     public var connected: Bool
     public var lastHeard: Date?
     public var version: String?
+    /// The relay replica the agent's latest session is (or was) on.
+    public var replica: String?
     public var sources: [String]
     /// Offline transfer (air gap): the last bundle exported and status bundle imported, and
     /// the newest status held from the agent. Nil when none of these exists.
@@ -331,6 +333,7 @@ extension Registry {
                 let transfer = transfers[row["name"]]
                 return AgentSummary(name: row["name"], connected: (row["connected"] as Int64) != 0,
                                     lastHeard: seen.map { Date(timeIntervalSince1970: Double($0) / 1000) }, version: row["version"],
+                                    replica: row["replica"],
                                     sources: sources[row["name"]] ?? [], offline: transfer,
                                     newestStatusAgeSeconds: transfer?.newestStatusAt.map { max(0, now.timeIntervalSince($0)) })
             }

@@ -68,7 +68,9 @@ public final class Registry: Sendable {
     /// Makes the config-managed agents, their grants and tokens match relay.yaml (agents no
     /// longer configured are removed with their grants and tokens; their delivery history
     /// stays). Agents created with `relay-server agents` are left alone.
-    public func syncAgents(_ agents: [(name: String, tokenSHA256: String, sources: [String])]) async throws {
+    /// `replica`: this relay process (`ResolvedServerConfig.replica`); the agents it showed
+    /// connected before it stopped are not connected any more.
+    public func syncAgents(_ agents: [(name: String, tokenSHA256: String, sources: [String])], replica: String = "") async throws {
         // Writes only what differs: a restart with an unchanged relay.yaml writes nothing here
         // but the connected flags. (Rewriting every agent, grant and token, each a statement
         // with its access trigger, took ~4 s of a 10,000-agent relay's start, while the fleet
@@ -107,10 +109,12 @@ public final class Registry: Sendable {
                     try db.execute(sql: "INSERT INTO agent_token(token_sha256, agent, created_ms) VALUES (?, ?, 0)", arguments: [agent.tokenSHA256, agent.name])
                 }
             }
-            // Nobody is connected to a relay that starts, unless other replicas share the
-            // registry: their agents are connected, and their sessions keep the flags.
+            // Nobody is connected to a relay that starts. Other replicas sharing the registry
+            // keep their agents' flags: only this replica's are cleared.
             if db.dialect == .sqlite {
                 try db.execute(sql: "UPDATE agent SET connected = 0 WHERE connected != 0")
+            } else {
+                try db.execute(sql: "UPDATE agent SET connected = 0 WHERE connected != 0 AND replica = ?", arguments: [replica])
             }
         }
     }
@@ -192,11 +196,7 @@ public final class Registry: Sendable {
 
     public func recordDelivery(agent: String, source: String, revision: String, digest: String) async throws {
         try await store.write { db in
-            try Self.lockDeliveries(db)
-            try db.execute(sql: """
-                INSERT INTO delivery(agent, source, revision, digest, delivered_ms) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT(agent, digest) DO NOTHING
-                """, arguments: [agent, source, revision, digest, Self.milliseconds(Date())])
+            try Self.insertDelivery(db, agent: agent, source: source, revision: revision, digest: digest, at: Self.milliseconds(Date()))
         }
     }
 
@@ -214,6 +214,15 @@ public final class Registry: Sendable {
     static func lockDeliveries(_ db: any SQLConnection) throws {
         guard db.dialect == .postgres else { return }
         try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.deliveryLock))")
+    }
+
+    /// Records a delivery once (a second Ack or Hello of the same artifact changes nothing).
+    static func insertDelivery(_ db: any SQLConnection, agent: String, source: String, revision: String, digest: String, at: Int64) throws {
+        try lockDeliveries(db)
+        try db.execute(sql: """
+            INSERT INTO delivery(agent, source, revision, digest, delivered_ms) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT(agent, digest) DO NOTHING
+            """, arguments: [agent, source, revision, digest, at])
     }
 
     static func artifact(_ row: SQLRow) -> PackagedArtifact {

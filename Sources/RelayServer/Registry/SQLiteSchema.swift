@@ -108,6 +108,10 @@ extension Registry {
                 ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
                 """)
         }
+        migrator.registerMigration("v12-agent-replica") { db in
+            // The relay process (replica) an agent's latest session is on.
+            try db.execute(sql: "ALTER TABLE agent ADD COLUMN replica TEXT")
+        }
         return migrator
     }
     static func registerTokenMigration(_ migrator: inout DatabaseMigrator) {

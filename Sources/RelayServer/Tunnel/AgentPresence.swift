@@ -16,10 +16,13 @@ final class AgentPresence: Sendable {
     private let live = Mutex<[String: Int]>([:])
     private let commits: GroupCommit
     private let failure: RegistryFailure
+    /// This relay process's name among replicas (`ResolvedServerConfig.replica`).
+    private let replica: String
 
-    init(commits: GroupCommit, failure: RegistryFailure) {
+    init(commits: GroupCommit, failure: RegistryFailure, replica: String = "") {
         self.commits = commits
         self.failure = failure
+        self.replica = replica
     }
 
     /// A session's Hello was accepted. Throws (UNAVAILABLE, naming the cause) when the
@@ -30,9 +33,9 @@ final class AgentPresence: Sendable {
             live[agent, default: 0] += 1
             RelayMetrics.agentsConnected.record(live.count)
             // Queued under the lock: ordered with the other sessions' starts and ends.
-            return commits.queue { db in
-                try db.execute(sql: "UPDATE agent SET connected = 1, version = ?, last_seen_ms = ? WHERE name = ?",
-                               arguments: [version, now, agent])
+            return commits.queue { [replica] db in
+                try db.execute(sql: "UPDATE agent SET connected = 1, version = ?, last_seen_ms = ?, replica = ? WHERE name = ?",
+                               arguments: [version, now, replica, agent])
             }
         }
         do {
@@ -54,8 +57,11 @@ final class AgentPresence: Sendable {
             }
             live[agent] = nil
             RelayMetrics.agentsConnected.record(live.count)
-            commits.post { db in
-                try db.execute(sql: "UPDATE agent SET connected = 0, last_seen_ms = ? WHERE name = ?", arguments: [now, agent])
+            // Only while the agent's latest session is here: after a failover the replica it
+            // moved to owns the flag.
+            commits.post { [replica] db in
+                try db.execute(sql: "UPDATE agent SET connected = 0, last_seen_ms = ? WHERE name = ? AND replica = ?",
+                               arguments: [now, agent, replica])
             }
         }
     }

@@ -135,6 +135,7 @@ struct TunnelSession: Sendable {
         guard !welcomed else { throw RPCError(code: .failedPrecondition, message: "a second Hello on one Connect stream") }
         try Self.checkVersion(hello.protocolVersion)
         try await presence.started(version: hello.agentVersion, held: hello.heldDigests.count)
+        await recordHeld(hello.heldDigests)
         // An agent that PINGs at the transport needs no Heartbeat messages: the sweep goes by
         // the bytes its connection receives instead (`TunnelKeepalive`, `ConnectionClocks`).
         let keepalive = hello.transportKeepalive && !service.faults.legacyKeepalive && live.watchByTransport()
@@ -201,11 +202,7 @@ struct TunnelSession: Sendable {
         let name = agent.name, now = Registry.milliseconds(Date())
         do {
             try await service.commits.write { db in
-                try Registry.lockDeliveries(db)
-                try db.execute(sql: """
-                    INSERT INTO delivery(agent, source, revision, digest, delivered_ms) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT(agent, digest) DO NOTHING
-                    """, arguments: [name, ack.source, ack.revision, ack.digest, now])
+                try Registry.insertDelivery(db, agent: name, source: ack.source, revision: ack.revision, digest: ack.digest, at: now)
             }
         } catch {
             throw service.registryFailure.rpcError(error, while: "record the delivery")
@@ -218,6 +215,25 @@ struct TunnelSession: Sendable {
             RelayMetrics.deliveryLatency.recordNanoseconds(Int64(max(0, Date().timeIntervalSince(packaged.createdAt)) * 1e9))
         }
         logger.info("delivered", metadata: ["agent": "\(agent.name)", "source": "\(ack.source)", "revision": "\(ack.revision)"])
+    }
+
+    /// The current artifacts the agent says it holds are recorded as delivered: an Ack lost
+    /// with a relay that died before committing it (kill -9 of a replica) is not lost. Queued
+    /// with the group commit, not waited for; rows already there are left alone.
+    private func recordHeld(_ digests: [String]) async {
+        guard !digests.isEmpty else { return }
+        let held = Set(digests)
+        var current: [PackagedArtifact] = []
+        for source in agent.sources {
+            if let artifact = await service.hub.artifact(forSource: source), held.contains(artifact.digest) { current.append(artifact) }
+        }
+        guard !current.isEmpty else { return }
+        let name = agent.name, now = Registry.milliseconds(Date()), recorded = current
+        service.commits.post { db in
+            for artifact in recorded {
+                try Registry.insertDelivery(db, agent: name, source: artifact.source, revision: artifact.revision, digest: artifact.digest, at: now)
+            }
+        }
     }
 
     private func handleReauthenticate(_ reauth: Relay_V1_Reauthenticate) async throws {
