@@ -26,6 +26,24 @@ struct FleetSettings: Sendable {
     /// Offer transport keepalive in Hello (HTTP/2 PINGs instead of Heartbeat messages), as
     /// relay-agent does; false simulates agents that predate it.
     var transportKeepalive: Bool
+    /// After a failed session, dial the next address (relay-agent's `relays:`): the targets
+    /// are replicas of one relay. Otherwise an agent keeps its one address.
+    var failover = false
+}
+
+/// Whether a session's status batch awaits its StatusAck.
+final class StatusInFlight: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func set(_ value: Bool) { flag.store(value, ordering: .relaxed) }
+    var value: Bool { flag.load(ordering: .relaxed) }
+}
+
+/// `status N` at run time: every agent sends N more status entries (events), in batches as
+/// relay-agent's uplink does, resending what was not acknowledged after a reconnect.
+final class StatusTarget: Sendable {
+    private let perAgent = Atomic<Int>(0)
+    func add(_ entries: Int) { perAgent.add(entries, ordering: .relaxed) }
+    var value: Int { perAgent.load(ordering: .relaxed) }
 }
 
 /// Exponential backoff with full jitter, relay-agent's rule: each delay is random in
@@ -178,6 +196,8 @@ final class FleetAgent: Sendable {
         /// source, revision, digest already acknowledged.
         var acked: Set<String> = []
         var partial: [String: PartialFetch] = [:]
+        /// Status entries the relay acknowledged (sequences 1…statusAcked).
+        var statusAcked: UInt64 = 0
     }
 
     let slot: Int
@@ -198,7 +218,10 @@ final class FleetAgent: Sendable {
         case failed(SessionEnd, welcomed: Bool)
     }
 
-    init(slot: Int, settings: FleetSettings, tally: FleetTally, fetchSwitch: FetchSwitch) {
+    private let statusTarget: StatusTarget
+
+    init(slot: Int, settings: FleetSettings, tally: FleetTally, fetchSwitch: FetchSwitch, statusTarget: StatusTarget = StatusTarget()) {
+        self.statusTarget = statusTarget
         self.slot = slot
         let index = settings.firstIndex + slot
         name = String(format: settings.nameFormat, index)
@@ -208,12 +231,14 @@ final class FleetAgent: Sendable {
         self.fetchSwitch = fetchSwitch
     }
 
-    /// Sessions until cancelled; round-robin: agent slot k always dials address k mod count.
+    /// Sessions until cancelled; round-robin: agent slot k dials address k mod count (with
+    /// `failover`, the next one after each failed session).
     func run() async {
         tally.agentStarted()
-        let target = settings.targets[slot % settings.targets.count]
+        var offset = 0
         var backoff = FleetBackoff(initial: settings.reconnectInitial, maximum: settings.reconnectMax)
         while !Task.isCancelled {
+            let target = settings.targets[(slot + offset) % settings.targets.count]
             let started = ContinuousClock.now
             let delay: Duration
             switch await session(target: target) {
@@ -225,6 +250,7 @@ final class FleetAgent: Sendable {
             case .failed(_, let welcomed):
                 if welcomed && ContinuousClock.now - started > .seconds(10) { backoff.reset() }
                 delay = backoff.next()
+                if settings.failover { offset += 1 }
             }
             try? await Task.sleep(for: delay)
         }
@@ -304,6 +330,7 @@ final class FleetAgent: Sendable {
             }
         })
         let metadata = self.metadata, tally = self.tally, name = self.name, slot = self.slot
+        let statusInFlight = StatusInFlight()
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             // Control stream.
@@ -337,8 +364,14 @@ final class FleetAgent: Sendable {
                                 let now = Int64(Date().timeIntervalSince1970 * 1e9)
                                 tally.roundTrip(milliseconds: Double(max(0, now - beat.sentUnixNanos)) / 1e6)
                             }
-                        case .statusAck?:
-                            continue
+                        case .statusAck(let ack)?:
+                            let newly = self.memory.withLock { memory -> UInt64 in
+                                guard ack.upTo > memory.statusAcked else { return 0 }
+                                defer { memory.statusAcked = ack.upTo }
+                                return ack.upTo - memory.statusAcked
+                            }
+                            if newly > 0 { tally.statusAcked(Int(newly)) }
+                            statusInFlight.set(false)
                         case .drain(let drain)?:
                             state.drain(after: .milliseconds(Int64(drain.retryAfterMs)))
                             post.finish()
@@ -372,6 +405,32 @@ final class FleetAgent: Sendable {
                         $0.sentUnixNanos = sentUnixNanos
                     } })
                     tally.heartbeatSent()
+                }
+            }
+            // Status (`status N`): one batch of at most 100 entries in flight, the next after
+            // its StatusAck; a new session resends from the last acknowledged sequence.
+            group.addTask {
+                let journal = "fleet-journal-\(slot)"
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(100))
+                    guard state.welcomed, !statusInFlight.value else { continue }
+                    let acked = self.memory.withLock { $0.statusAcked }
+                    let wanted = UInt64(self.statusTarget.value)
+                    guard acked < wanted else { continue }
+                    let now = Int64(Date().timeIntervalSince1970 * 1000)
+                    let entries = (acked + 1...min(wanted, acked + 100)).map { sequence in
+                        Relay_V1_StatusEntry.with {
+                            $0.sequence = sequence
+                            $0.observedUnixMs = now
+                            $0.event = .with {
+                                $0.kind = "Kustomization"; $0.namespace = "flux-system"; $0.name = "fleet"; $0.severity = "info"
+                                $0.reason = "ReconciliationSucceeded"; $0.message = "fleet bench status \(sequence)"
+                                $0.controller = "kustomize-controller"
+                            }
+                        }
+                    }
+                    statusInFlight.set(true)
+                    post.yield(.with { $0.status = .with { $0.journalID = journal; $0.entries = entries } })
                 }
             }
             // Reconcile (with --fetch / `fetch on`): fetch what the DesiredState lists and

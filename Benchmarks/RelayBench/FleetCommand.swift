@@ -4,7 +4,7 @@
 //
 // stdout: JSON lines only — a `progress` object every --progress-interval seconds, a
 // `report` object on the stdin command `report` and at exit. Diagnostics go to stderr.
-// stdin commands (one a line): report, mark, fetch on, fetch off, quit.
+// stdin commands (one a line): report, mark, fetch on, fetch off, status N (each agent sends N more status entries), quit.
 
 import ArgumentParser
 import Foundation
@@ -47,6 +47,8 @@ struct FleetCommand: AsyncParsableCommand {
     var rampPerSecond: Double = 0
     @Flag(help: "Fetch and verify every artifact the DesiredState lists and the agent does not hold (also `fetch on` on stdin).")
     var fetch = false
+    @Flag(help: "The addresses are replicas of one relay: after a failed session an agent dials the next (relay-agent's `relays:`).")
+    var failover = false
     @Flag(name: .customLong("heartbeat-messages"),
           help: "Send Heartbeat messages and offer no transport keepalive, as agents that predate transport keepalive do.")
     var heartbeatMessages = false
@@ -94,7 +96,8 @@ struct FleetCommand: AsyncParsableCommand {
         let settings = FleetSettings(targets: targets, caPEM: caPEM, hostnameVerification: !noHostnameVerification,
                                      nameFormat: nameFormat, tokenPrefix: tokenPrefix, firstIndex: firstIndex,
                                      reconnectInitial: .milliseconds(reconnectInitialMs), reconnectMax: .milliseconds(reconnectMaxMs),
-                                     transportKeepalive: !heartbeatMessages)
+                                     transportKeepalive: !heartbeatMessages, failover: failover)
+        let statusTarget = StatusTarget()
         let tally = FleetTally(agents: agents)
         let fetchSwitch = FetchSwitch(enabled: fetch)
         let stop = StopSignal()
@@ -111,9 +114,11 @@ struct FleetCommand: AsyncParsableCommand {
                     case "mark": tally.mark()
                     case "fetch on": fetchSwitch.set(true)
                     case "fetch off": fetchSwitch.set(false)
+                    case let command where command.hasPrefix("status "):
+                        if let count = Int(command.dropFirst("status ".count)), count > 0 { statusTarget.add(count) }
                     case "quit", "exit": stop.fire()
                     case "": continue
-                    case let other: progress("unknown command '\(other)' (report, mark, fetch on, fetch off, quit)")
+                    case let other: progress("unknown command '\(other)' (report, mark, fetch on, fetch off, status N, quit)")
                     }
                 }
                 if duration == 0 && !Task.isCancelled { stop.fire() }  // end of stdin
@@ -138,7 +143,7 @@ struct FleetCommand: AsyncParsableCommand {
             let started = ContinuousClock.now
             for slot in 0..<agents {
                 if stop.fired { break }
-                let agent = FleetAgent(slot: slot, settings: settings, tally: tally, fetchSwitch: fetchSwitch)
+                let agent = FleetAgent(slot: slot, settings: settings, tally: tally, fetchSwitch: fetchSwitch, statusTarget: statusTarget)
                 group.addTask { await agent.run() }
                 if ramp > 0 {
                     try? await Task.sleep(until: started + .milliseconds(Int64(Double(slot + 1) / ramp * 1000)), clock: .continuous)

@@ -31,6 +31,8 @@ struct FleetCounters: Codable, Sendable {
     var fetchesFailed = 0
     var fetchesRefused = 0
     var acksSent = 0
+    /// Status entries the relay acknowledged (StatusAck), over all agents (`status N`).
+    var statusAcked = 0
     var heartbeatsSent = 0
     var probesAnswered = 0
     /// Welcomes naming another agent than --name-format gives (a relay.yaml mismatch).
@@ -52,6 +54,7 @@ struct FleetCounters: Codable, Sendable {
         delta.fetchesFailed -= earlier.fetchesFailed
         delta.fetchesRefused -= earlier.fetchesRefused
         delta.acksSent -= earlier.acksSent
+        delta.statusAcked -= earlier.statusAcked
         delta.heartbeatsSent -= earlier.heartbeatsSent
         delta.probesAnswered -= earlier.probesAnswered
         delta.nameMismatches -= earlier.nameMismatches
@@ -171,6 +174,7 @@ final class FleetTally: Sendable {
     func fetchFailed() { update { $0.counters.fetchesFailed += 1 } }
     func fetchRefused() { update { $0.counters.fetchesRefused += 1 } }
     func ackSent() { update { $0.counters.acksSent += 1 } }
+    func statusAcked(_ entries: Int) { update { $0.counters.statusAcked += entries } }
     func heartbeatSent() { update { $0.counters.heartbeatsSent += 1 } }
     func probeAnswered() { update { $0.counters.probesAnswered += 1 } }
     func roundTrip(milliseconds: Double) { update { $0.roundTrips.record(milliseconds: milliseconds) } }

@@ -253,4 +253,45 @@ import Wire
         for store in stores { await store.close() }
         await under.close()
     }
+
+    /// `relay-server db copy`: a SQLite registry moves into an empty PostgreSQL with its ids
+    /// (feed positions, deliveries' order, outbox), and the copy goes on where SQLite stopped.
+    @Test func aSQLiteRegistryCopiesIntoPostgreSQLWithItsIds() async throws {
+        let sqlite = try await RegistryUnderTest(.sqlite)
+        let postgres = try await RegistryUnderTest(.postgres)
+        let source = sqlite.registry
+        try await source.syncAgents([("edge", String(repeating: "d", count: 64), ["app"])])
+        let token = try await source.createAgent("store-1", sources: ["app"])
+        for index in 1...3 { try await source.record(Self.artifact("app", index)) }
+        try await source.recordDelivery(agent: "edge", source: "app", revision: "r", digest: Self.artifact("app", 2).digest)
+        try await source.recordDelivery(agent: "store-1", source: "app", revision: "r", digest: Self.artifact("app", 3).digest)
+        _ = try await source.storeStatus(agent: "edge", journal: "j", entries: (1...7).map { Self.entry($0, object: "o\($0 % 2)", state: "ready") })
+        _ = try await source.deleteStatus(below: 3, batch: 10)  // ids now start at 3
+        try await source.store.write { db in
+            try db.execute(sql: "INSERT INTO outbox(target, url, body, next_attempt_ms, created_ms) VALUES ('gitlab:app', 'http://x', '{}', 0, 0)")
+        }
+
+        let counts = try await RegistryCopy.copy(from: source, to: postgres.registry)
+        #expect(counts["status_entry"] == 5 && counts["delivery"] == 2 && counts["agent"] == 2 && counts["outbox"] == 1)
+        let target = postgres.registry
+        #expect(try await target.accessSnapshot().identities == source.accessSnapshot().identities)
+        #expect(try await target.accessSnapshot().identities[TokenHash.sha256Hex(token)]?.name == "store-1")
+        #expect(try await target.timelinePage(.init(limit: 100)).map(\.id) == source.timelinePage(.init(limit: 100)).map(\.id))
+        #expect(try await target.latestArtifacts() == source.latestArtifacts())
+        #expect(try await target.fluxObjects() == source.fluxObjects())
+        #expect(try await target.statusAcknowledgement(agent: "edge")?.upTo == 7)
+        let copiedDeliveries = try await target.store.read { db in try Int64.fetchAll(db, sql: "SELECT rowid FROM delivery ORDER BY rowid") }
+        #expect(copiedDeliveries == [1, 2])
+        // Identities continue after the copied ids; the journal's mark holds.
+        let next = try await target.storeStatus(agent: "edge", journal: "j", entries: (6...8).map { Self.entry($0, object: "o", state: "ready") })
+        #expect(next.map(\.sequence) == [8])
+        #expect(next.first.map(\.id) == 8)
+        try await target.recordDelivery(agent: "edge", source: "app", revision: "r", digest: Self.artifact("app", 3).digest)
+        #expect(try await target.store.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(rowid) FROM delivery") } == 3)
+        // A second copy into the now non-empty database is refused and changes nothing.
+        await #expect(throws: RegistryCopy.Failure.self) { try await RegistryCopy.copy(from: source, to: target) }
+        #expect(try await target.timelinePage(.init(limit: 100)).count == 6)
+        await sqlite.close()
+        await postgres.close()
+    }
 }
