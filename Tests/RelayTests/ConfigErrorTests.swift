@@ -159,6 +159,25 @@ struct ConfigErrorTests {
         try ConfigCheck.relay(mistake)
     }
 
+    @Test("relay.yaml: database.postgres and replica mistakes name the field", arguments: [
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\ndatabase: {postgres: {url: \"postgres://relay:secret@db/relay\"}}",
+                      "database.postgres.url: must not hold a password"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\ndatabase: {postgres: {url: \"mysql://relay@db/relay\"}}",
+                      "database.postgres.url: must be postgres://"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\ndatabase: {postgres: {host: db, user: relay}}",
+                      "database.postgres.database: is required"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\ndatabase: {postgres: {host: db, database: relay, user: relay, poolSize: 0}}",
+                      "database.postgres.poolSize: must be 1…64"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\ndatabase: {postgres: {url: \"postgres://relay@db/relay\", host: db}}",
+                      "database.postgres.url: give either url or host"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\ndatabase: {postgres: {url: \"postgres://relay@db/relay\", passwordFile: nope.password}}",
+                      "database.postgres.passwordFile: "),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\nreplica: \" \"", "replica: "),
+    ])
+    func databaseMistakes(_ mistake: ConfigMistake) throws {
+        try ConfigCheck.relay(mistake)
+    }
+
     @Test("agent.yaml: a wrong value type gives the line")
     func malformedAgentYAML() throws {
         try ConfigCheck.agent(ConfigMistake("dataDir: agent-data", "dataDir: [a, b]",

@@ -428,6 +428,9 @@ extension ServerConfig: ConfigFile {
             let path = try readable(keyFile, "signing.keyFile")
             do { _ = try SigningKey.load(path: path) } catch { throw fail("signing.keyFile", error.description) }
         }
+        if let replica, replica.trimmingCharacters(in: .whitespaces).isEmpty || replica.count > 253 || replica.contains(where: \.isNewline) {
+            throw fail("replica", "must be a name of 1…253 characters (this process among replicas), or left out (<hostname>:<listen port>)")
+        }
         func previousKeys() throws(ConfigError) -> [TrustedKey] {
             var keys: [TrustedKey] = []
             for (index, file) in (signing?.previousPublicKeys ?? []).enumerated() {
