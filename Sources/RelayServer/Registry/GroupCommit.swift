@@ -31,6 +31,15 @@ final class GroupCommit: Sendable {
         try await queue(write).committed()
     }
 
+    /// `write` that returns what the write computed, once its transaction committed.
+    func write<T: Sendable>(_ write: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+        let result = WriteResult<T>()
+        try await queue { db in result.set(try write(db)) }.committed()
+        // A write that committed has run and set its result.
+        guard let value = result.value else { preconditionFailure("a committed group-commit write left no result") }
+        return value
+    }
+
     /// Queues `write` now, in the caller's order (e.g. under the caller's lock), and returns
     /// what to await for its outcome.
     func queue(_ write: @escaping Write) -> Commit {
@@ -86,6 +95,13 @@ final class GroupCommit: Sendable {
             }
         }
     }
+}
+
+/// What a write computed, handed from the writer's thread to its caller.
+final class WriteResult<T: Sendable>: Sendable {
+    private let stored = Mutex<T?>(nil)
+    func set(_ value: T) { stored.withLock { $0 = value } }
+    var value: T? { stored.withLock { $0 } }
 }
 
 /// The outcome of one queued write: awaited by at most one caller, possibly after it is known.

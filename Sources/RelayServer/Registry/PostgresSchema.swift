@@ -10,9 +10,9 @@
 enum PostgresSchema {
     /// Advisory lock keys (`pg_advisory_xact_lock`), one per purpose, fixed forever.
     static let migrationLock: Int64 = 0x52_4C_59_00_01  // "RLY" 0 1
+    /// Appends to the status feed and the delivery log (ids visible in order).
     static let feedLock: Int64 = 0x52_4C_59_00_02
     static let notifierLock: Int64 = 0x52_4C_59_00_03
-    static let deliveryLock: Int64 = 0x52_4C_59_00_04
     /// Per-source packaging locks (session-scoped) are this plus a hash of the source name.
     static let packagingLockBase: Int64 = 0x52_4C_59_01_00_00_00
 

@@ -160,68 +160,80 @@ extension Registry {
     /// after a reconnect) are skipped. Returns the newly stored records, in order.
     public func storeStatus(agent: String, journal: String, entries: [Relay_V1_StatusEntry],
                             receivedAt: Date = Date()) async throws -> [StatusRecord] {
-        try await store.write { db in
-            var stored: [StatusRecord] = []
-            try Self.lockFeed(db)
-            // Entries at or below the journal's mark were received before (kept, or since
-            // removed by retention): never stored twice.
-            let mark = try Int64.fetchOne(db, sql: "SELECT up_to FROM status_journal_mark WHERE agent = ? AND journal = ?",
-                                          arguments: [agent, journal]) ?? 0
-            if let highest = entries.map(\.sequence).max() {
-                try db.execute(sql: """
-                    INSERT INTO status_journal_mark(agent, journal, up_to, updated_ms) VALUES (?, ?, ?, ?)
-                    ON CONFLICT(agent, journal) DO UPDATE SET up_to = \(db.greatest("status_journal_mark.up_to", "excluded.up_to")), updated_ms = excluded.updated_ms
-                    """, arguments: [agent, journal, Int64(clamping: highest), Self.milliseconds(receivedAt)])
-            }
-            // New entries, once each, in the order sent.
-            var seen = Set<UInt64>()
-            var fresh: [(record: StatusRecord, encoded: Data)] = []
-            for entry in entries where Int64(clamping: entry.sequence) > mark && seen.insert(entry.sequence).inserted {
-                guard let record = StatusRecord(agent: agent, journal: journal, entry: entry, receivedAt: receivedAt) else { continue }
-                fresh.append((record, try StatusRecord.encoder.encode(record)))
-            }
-            // A few multi-row INSERTs instead of one per entry: one round trip per 200 entries
-            // on PostgreSQL (measured with Benchmarks/replica_bench.py, phase s). Ids follow the
-            // VALUES order; rows already stored come back as no id.
-            for start in stride(from: 0, to: fresh.count, by: Self.statusRowsPerInsert) {
-                let chunk = fresh[start..<min(fresh.count, start + Self.statusRowsPerInsert)]
-                var arguments: [(any SQLBindable)?] = []
-                arguments.reserveCapacity(chunk.count * 13)
-                for (record, encoded) in chunk {
-                    arguments += [agent, journal, Int64(record.sequence), Self.milliseconds(record.observedAt),
-                                  Self.milliseconds(receivedAt), record.type,
-                                  record.object?.kind ?? record.event?.kind, record.object?.namespace ?? record.event?.namespace,
-                                  record.object?.name ?? record.event?.name, record.object?.state ?? record.event?.severity,
-                                  record.object?.revisionApplied ?? record.event?.revision, record.object?.source,
-                                  String(decoding: encoded, as: UTF8.self)]
-                }
-                var ids: [Int64: Int64] = [:]
-                try db.forEachRow(sql: """
-                    INSERT INTO status_entry(agent, journal, sequence, observed_ms, received_ms, type, kind, namespace, name,
-                                             state, revision, source, payload)
-                    VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", "))
-                    ON CONFLICT(agent, journal, sequence) DO NOTHING
-                    RETURNING id, sequence
-                    """, arguments: SQLArguments(arguments)) { row in
-                    ids[row["sequence"]] = row["id"]
-                    return true
-                }
-                for (record, encoded) in chunk {
-                    guard let id = ids[Int64(record.sequence)] else { continue }
-                    var record = record
-                    record.id = id
-                    record.payload = encoded
-                    if let object = record.object { try Self.updateFluxObject(db, agent: agent, object, record: record) }
-                    stored.append(record)
-                }
-            }
-            stored.sort { $0.id < $1.id }
-            if db.dialect == .postgres, !stored.isEmpty {
-                // Replicas' live feeds read the new rows now rather than at their next poll.
-                try db.execute(sql: "SELECT pg_notify(?, '')", arguments: [ReplicaWakeups.status])
-            }
-            return stored
+        try await store.write { db in try Self.storeStatus(db, agent: agent, journal: journal, entries: entries, receivedAt: receivedAt) }
+    }
+
+    /// The tunnel's: the batch shares a transaction with other sessions' writes, so a fleet's
+    /// status costs a few commits a second rather than one per batch.
+    func storeStatus(agent: String, journal: String, entries: [Relay_V1_StatusEntry], commits: GroupCommit) async throws -> [StatusRecord] {
+        let receivedAt = Date()
+        return try await commits.write { db in
+            try Self.storeStatus(db, agent: agent, journal: journal, entries: entries, receivedAt: receivedAt)
         }
+    }
+
+    static func storeStatus(_ db: any SQLConnection, agent: String, journal: String, entries: [Relay_V1_StatusEntry],
+                            receivedAt: Date) throws -> [StatusRecord] {
+        var stored: [StatusRecord] = []
+        try Self.lockFeed(db)
+        // Entries at or below the journal's mark were received before (kept, or since
+        // removed by retention): never stored twice.
+        let mark = try Int64.fetchOne(db, sql: "SELECT up_to FROM status_journal_mark WHERE agent = ? AND journal = ?",
+                                      arguments: [agent, journal]) ?? 0
+        if let highest = entries.map(\.sequence).max() {
+            try db.execute(sql: """
+                INSERT INTO status_journal_mark(agent, journal, up_to, updated_ms) VALUES (?, ?, ?, ?)
+                ON CONFLICT(agent, journal) DO UPDATE SET up_to = \(db.greatest("status_journal_mark.up_to", "excluded.up_to")), updated_ms = excluded.updated_ms
+                """, arguments: [agent, journal, Int64(clamping: highest), Self.milliseconds(receivedAt)])
+        }
+        // New entries, once each, in the order sent.
+        var seen = Set<UInt64>()
+        var fresh: [(record: StatusRecord, encoded: Data)] = []
+        for entry in entries where Int64(clamping: entry.sequence) > mark && seen.insert(entry.sequence).inserted {
+            guard let record = StatusRecord(agent: agent, journal: journal, entry: entry, receivedAt: receivedAt) else { continue }
+            fresh.append((record, try StatusRecord.encoder.encode(record)))
+        }
+        // A few multi-row INSERTs instead of one per entry: one round trip per 200 entries
+        // on PostgreSQL (measured with Benchmarks/replica_bench.py, phase s). Ids follow the
+        // VALUES order; rows already stored come back as no id.
+        for start in stride(from: 0, to: fresh.count, by: Self.statusRowsPerInsert) {
+            let chunk = fresh[start..<min(fresh.count, start + Self.statusRowsPerInsert)]
+            var arguments: [(any SQLBindable)?] = []
+            arguments.reserveCapacity(chunk.count * 13)
+            for (record, encoded) in chunk {
+                arguments += [agent, journal, Int64(record.sequence), Self.milliseconds(record.observedAt),
+                              Self.milliseconds(receivedAt), record.type,
+                              record.object?.kind ?? record.event?.kind, record.object?.namespace ?? record.event?.namespace,
+                              record.object?.name ?? record.event?.name, record.object?.state ?? record.event?.severity,
+                              record.object?.revisionApplied ?? record.event?.revision, record.object?.source,
+                              String(decoding: encoded, as: UTF8.self)]
+            }
+            var ids: [Int64: Int64] = [:]
+            try db.forEachRow(sql: """
+                INSERT INTO status_entry(agent, journal, sequence, observed_ms, received_ms, type, kind, namespace, name,
+                                         state, revision, source, payload)
+                VALUES \(Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", "))
+                ON CONFLICT(agent, journal, sequence) DO NOTHING
+                RETURNING id, sequence
+                """, arguments: SQLArguments(arguments)) { row in
+                ids[row["sequence"]] = row["id"]
+                return true
+            }
+            for (record, encoded) in chunk {
+                guard let id = ids[Int64(record.sequence)] else { continue }
+                var record = record
+                record.id = id
+                record.payload = encoded
+                if let object = record.object { try Self.updateFluxObject(db, agent: agent, object, record: record) }
+                stored.append(record)
+            }
+        }
+        stored.sort { $0.id < $1.id }
+        if db.dialect == .postgres, !stored.isEmpty {
+            // Replicas' live feeds read the new rows now rather than at their next poll.
+            try db.execute(sql: "SELECT pg_notify(?, '')", arguments: [ReplicaWakeups.status])
+        }
+        return stored
     }
 
     /// Status rows per INSERT statement (13 arguments each: far below either database's limit).

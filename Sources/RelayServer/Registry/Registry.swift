@@ -210,10 +210,11 @@ public final class Registry: Sendable {
     }
 
     /// Deliveries are read in `rowid` order by the notifier: replicas on PostgreSQL insert them
-    /// one transaction at a time, so that order is also the order they became visible.
+    /// one transaction at a time, so that order is also the order they became visible. The
+    /// lock is the status feed's: one group commit may write both, and two locks taken in
+    /// either order by two replicas could deadlock.
     static func lockDeliveries(_ db: any SQLConnection) throws {
-        guard db.dialect == .postgres else { return }
-        try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.deliveryLock))")
+        try lockFeed(db)
     }
 
     /// Records a delivery once (a second Ack or Hello of the same artifact changes nothing).

@@ -250,7 +250,10 @@ struct TunnelSession: Sendable {
     private func handleStatus(_ batch: Relay_V1_StatusBatch) async throws {
         guard welcomed, let last = batch.entries.last else { return }
         let stored: [StatusRecord]
-        do { stored = try await service.registry.storeStatus(agent: agent.name, journal: batch.journalID, entries: batch.entries) } catch {
+        do {
+            stored = try await service.registry.storeStatus(agent: agent.name, journal: batch.journalID, entries: batch.entries,
+                                                            commits: service.commits)
+        } catch {
             throw service.registryFailure.rpcError(error, while: "store the agent's status")
         }
         // Stored is stored: published and counted before the acknowledgement, which can fail
