@@ -190,18 +190,18 @@ import Wire
         await registry.store.close()
     }
 
-    /// A replica that packages a recorded commit into a different artifact (here: its
-    /// relay.yaml ignores a file the other's does not) refuses to serve it.
+    /// A replica that packages a recorded commit into a different artifact with the same
+    /// configuration (TEST HOOK `RELAY_TEST_EXTRA_IGNORE`: its packaging drops a file the
+    /// other's keeps, as a non-reproducible build would) refuses to serve it.
     @Test func aReplicaWhosePackagingGivesAnotherDigestRefusesToServeIt() async throws {
         let cluster = try ReplicaCluster("replicas-mismatch", replicas: 2, agents: 1)
         defer { cluster.shutdown() }
         try cluster.repos[0].write("README.md", "# podinfo\n")
         let commit = try cluster.repos[0].commit("readme")
-        cluster.replicas[1].sourceExtraYAML["podinfo"] = "ignore: \"*.md\""
         try cluster.replicas[0].startRelay()
         try await Self.wait("r0 packaged both sources", timeout: 60) { try cluster.sql("SELECT count(DISTINCT source) FROM revision") == "2" }
         let recorded = try cluster.recordedDigest(source: 0, commit: commit)
-        try cluster.replicas[1].startRelay()
+        try cluster.replicas[1].startRelay(environment: ["RELAY_TEST_EXTRA_IGNORE": "*.md"])
         let agent = cluster.agents[0].name
         try cluster.replicas[0].startAgent(agent, relayPorts: [cluster.replicas[1].tunnelPort])
         let infra = try cluster.sql("SELECT digest FROM revision WHERE source = 'infra'")

@@ -86,12 +86,13 @@ public final class PackagingScheduler: Sendable {
     private func packHoldingTheLock(_ source: ResolvedServerConfig.Source) async -> PackagedArtifact? {
         let started = ContinuousClock.now
         do {
-            let result = try await packer.pack(PackRequest(remote: source.remote, reference: source.reference,
-                                                           credentials: source.credentials, ignore: source.ignore))
+            let packaging = PackagingFingerprint.of(source)
+            let result = try await packer.pack(PackagingFingerprint.request(source, reference: source.reference))
             let artifact = PackagedArtifact(source: source.name, revision: result.revision, digest: result.digest,
                                             size: result.size, commit: result.commit, origin: source.remote.identity,
                                             createdAt: Date())
-            if registry.dialect == .postgres, let recorded = try await registry.recordedDigest(source: source.name, commit: result.commit),
+            if registry.dialect == .postgres,
+               let recorded = try await registry.recordedDigest(source: source.name, commit: result.commit, packaging: packaging),
                recorded != result.digest {
                 RevisionFollower.mismatch(source: source.name, logger: logger, commit: result.commit, recorded: recorded, packaged: result.digest)
                 return nil
@@ -105,7 +106,7 @@ public final class PackagingScheduler: Sendable {
             let current = await hub.artifact(forSource: source.name)
             if current?.digest != artifact.digest || current?.revision != artifact.revision {
                 await beforePublish?(artifact)
-                try await registry.record(artifact)
+                try await registry.record(artifact, packaging: packaging)
                 await hub.publish(artifact)
                 RelayMetrics.packaged(source: source.name, duration: ContinuousClock.now - started)
                 logger.info("packaged", metadata: [

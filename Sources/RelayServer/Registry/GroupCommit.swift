@@ -77,6 +77,10 @@ final class GroupCommit: Sendable {
             let writes = batch.map(\.write)
             do {
                 let failures = try await store.write { db -> [Int: any Error] in
+                    // Replicas: the feed's append lock first, before any row lock a write
+                    // takes (presence updates), so two replicas never wait on each other in
+                    // opposite orders.
+                    try Registry.lockFeed(db)
                     var failures: [Int: any Error] = [:]
                     for (index, write) in writes.enumerated() {
                         do {

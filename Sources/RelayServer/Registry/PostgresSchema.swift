@@ -56,6 +56,7 @@ enum PostgresSchema {
                 commit_ TEXT NOT NULL,
                 origin TEXT NOT NULL,
                 created_ms BIGINT NOT NULL,
+                packaging TEXT NOT NULL DEFAULT '',
                 PRIMARY KEY (source, digest)
             );
             CREATE INDEX revision_by_time ON revision(source, created_ms);

@@ -201,7 +201,7 @@ extension Registry {
             var arguments: [(any SQLBindable)?] = []
             arguments.reserveCapacity(chunk.count * 13)
             for (record, encoded) in chunk {
-                arguments += [agent, journal, Int64(record.sequence), Self.milliseconds(record.observedAt),
+                arguments += [agent, journal, Int64(clamping: record.sequence), Self.milliseconds(record.observedAt),
                               Self.milliseconds(receivedAt), record.type,
                               record.object?.kind ?? record.event?.kind, record.object?.namespace ?? record.event?.namespace,
                               record.object?.name ?? record.event?.name, record.object?.state ?? record.event?.severity,
@@ -220,7 +220,7 @@ extension Registry {
                 return true
             }
             for (record, encoded) in chunk {
-                guard let id = ids[Int64(record.sequence)] else { continue }
+                guard let id = ids[Int64(clamping: record.sequence)] else { continue }
                 var record = record
                 record.id = id
                 record.payload = encoded

@@ -76,6 +76,10 @@ public final class Registry: Sendable {
         // with its access trigger, took ~4 s of a 10,000-agent relay's start, while the fleet
         // waited to reconnect: Benchmarks/fleet_bench.py phase d, perf.)
         try await store.write { db in
+            if db.dialect == .postgres {
+                // Replicas starting together apply relay.yaml's agents one at a time.
+                try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.migrationLock))")
+            }
             var managedBy: [String: String] = [:]
             for row in try SQLRow.fetchAll(db, sql: "SELECT name, managed_by FROM agent") { managedBy[row["name"]] = row["managed_by"] as String }
             var tokens: [String: Set<String>] = [:]
@@ -120,13 +124,14 @@ public final class Registry: Sendable {
     }
 
     /// Records a packaged revision (idempotent).
-    public func record(_ artifact: PackagedArtifact) async throws {
+    /// `packaging`: what shaped the bytes besides the commit (`PackagingFingerprint`).
+    public func record(_ artifact: PackagedArtifact, packaging: String = "") async throws {
         try await store.write { db in
             try db.execute(sql: """
-                INSERT INTO revision(source, revision, digest, size, commit_, origin, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO revision(source, revision, digest, size, commit_, origin, created_ms, packaging) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(source, digest) DO UPDATE SET revision = excluded.revision, created_ms = excluded.created_ms
                 """, arguments: [artifact.source, artifact.revision, artifact.digest, Int64(artifact.size), artifact.commit,
-                                 artifact.origin, Self.milliseconds(artifact.createdAt)])
+                                 artifact.origin, Self.milliseconds(artifact.createdAt), packaging])
             if db.dialect == .postgres {
                 // Other replicas offer it too (RevisionFollower); sent when this commits.
                 try db.execute(sql: "SELECT pg_notify(?, ?)", arguments: [ReplicaWakeups.revision, artifact.source])
@@ -142,12 +147,29 @@ public final class Registry: Sendable {
         return try await postgres.withSessionLock(PostgresSchema.packagingLock(source), body)
     }
 
-    /// The digest the first replica recorded for `commit` of `source`, if any: packaging the
-    /// same commit again must give it.
-    public func recordedDigest(source: String, commit: String) async throws -> String? {
+    /// The digest the first replica recorded for `commit` of `source` with the same
+    /// `packaging`, if any: packaging that commit again the same way must give it.
+    public func recordedDigest(source: String, commit: String, packaging: String) async throws -> String? {
         try await store.read { db in
-            try String.fetchOne(db, sql: "SELECT digest FROM revision WHERE source = ? AND commit_ = ? ORDER BY created_ms LIMIT 1",
-                                arguments: [source, commit])
+            try String.fetchOne(db, sql: """
+                SELECT digest FROM revision WHERE source = ? AND commit_ = ? AND packaging = ? ORDER BY created_ms LIMIT 1
+                """, arguments: [source, commit, packaging])
+        }
+    }
+
+    /// The newest recorded artifact of every source, with how it was packaged.
+    public func latestRecorded() async throws -> [String: (artifact: PackagedArtifact, packaging: String)] {
+        try await store.read { db in
+            var result: [String: (artifact: PackagedArtifact, packaging: String)] = [:]
+            for row in try SQLRow.fetchAll(db, sql: """
+                SELECT r.* FROM revision r
+                JOIN (SELECT source, MAX(created_ms) AS newest FROM revision GROUP BY source) n
+                  ON r.source = n.source AND r.created_ms = n.newest
+                """) {
+                let artifact = Self.artifact(row)
+                result[artifact.source] = (artifact, row["packaging"])
+            }
+            return result
         }
     }
 

@@ -112,6 +112,10 @@ extension Registry {
             // The relay process (replica) an agent's latest session is on.
             try db.execute(sql: "ALTER TABLE agent ADD COLUMN replica TEXT")
         }
+        migrator.registerMigration("v13-revision-packaging") { db in
+            // What shaped an artifact besides its commit (PackagingFingerprint).
+            try db.execute(sql: "ALTER TABLE revision ADD COLUMN packaging TEXT NOT NULL DEFAULT ''")
+        }
         return migrator
     }
     static func registerTokenMigration(_ migrator: inout DatabaseMigrator) {

@@ -60,19 +60,22 @@ public final class RevisionFollower: Sendable {
     }
 
     func catchUp() async {
-        let recorded: [String: PackagedArtifact]
-        do { recorded = try await registry.latestArtifacts() } catch {
+        let recorded: [String: (artifact: PackagedArtifact, packaging: String)]
+        do { recorded = try await registry.latestRecorded() } catch {
             logger.warning("cannot read the recorded revisions; will retry", metadata: ["error": "\(error)"])
             return
         }
         for source in sources {
-            guard let artifact = recorded[source.name] else { continue }
+            guard let (artifact, packaging) = recorded[source.name] else { continue }
+            // Packaged another way (relay.yaml differs, e.g. during a rolling change): not
+            // this replica's to reproduce; it serves what it packages itself.
+            guard packaging == PackagingFingerprint.of(source) else { continue }
             if let current = await hub.artifact(forSource: source.name),
                current.digest == artifact.digest || current.createdAt > artifact.createdAt { continue }
             guard refused.withLock({ !$0.contains(artifact.digest) }) else { continue }
             if await ensureBytes(artifact, of: source) {
                 await beforePublish(artifact)
-                if await hub.publish(artifact) {
+                if await hub.publishUnlessOlder(artifact) {
                     logger.info("offering a revision another replica packaged", metadata: [
                         "source": "\(source.name)", "revision": "\(artifact.revision)", "digest": "\(artifact.digest)"])
                 }
@@ -84,8 +87,7 @@ public final class RevisionFollower: Sendable {
     private func ensureBytes(_ artifact: PackagedArtifact, of source: ResolvedServerConfig.Source) async -> Bool {
         if FileSystemCheck.exists(store.path(forDigest: artifact.digest).path) { return true }
         do {
-            let result = try await packer.pack(PackRequest(remote: source.remote, reference: .commit(artifact.commit, branch: source.branch),
-                                                           credentials: source.credentials, ignore: source.ignore))
+            let result = try await packer.pack(PackagingFingerprint.request(source, reference: .commit(artifact.commit, branch: source.branch)))
             return verify(result.digest, result.revision, against: artifact)
         } catch {
             logger.error("cannot package a revision another replica recorded; will retry", metadata: [

@@ -295,15 +295,18 @@ public final class Notifier: Sendable {
         do {
             try await registry.store.write { [self] db in
                 if outcome.done {
-                    try db.execute(sql: "DELETE FROM outbox WHERE id = ?", arguments: [item.id])
+                    // Only while this sender still holds the claim (a send that outlived its
+                    // lease may have been sent again by another replica: that one finishes it).
+                    try db.execute(sql: "DELETE FROM outbox WHERE id = ? AND claimed_by = ?", arguments: [item.id, replica])
                     RelayMetrics.notificationsSent.increment()
                 } else {
                     RelayMetrics.notificationsFailed.increment()
                     let attempts = item.attempts + 1
                     let delay = min(retryMax, retryInitial * Double(1 << min(attempts - 1, 16)))
                     let next = Registry.milliseconds(Date()) + delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000
-                    try db.execute(sql: "UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ?, claimed_until_ms = 0 WHERE id = ?",
-                                   arguments: [attempts, next, outcome.error, item.id])
+                    try db.execute(sql: """
+                        UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ?, claimed_until_ms = 0 WHERE id = ? AND claimed_by = ?
+                        """, arguments: [attempts, next, outcome.error, item.id, replica])
                     if attempts == 1 || attempts % 10 == 0 {
                         logger.warning("notification not delivered; retrying", metadata: [
                             "target": "\(item.target)", "attempts": "\(attempts)", "error": "\(outcome.error ?? "")"])

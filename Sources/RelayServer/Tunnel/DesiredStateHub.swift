@@ -57,6 +57,14 @@ public actor DesiredStateHub {
         return true
     }
 
+    /// `publish`, unless the source's current artifact was packaged later (another path
+    /// published a newer revision while this one was being prepared).
+    @discardableResult
+    public func publishUnlessOlder(_ artifact: PackagedArtifact) -> Bool {
+        if let current = latest[artifact.source], current.createdAt > artifact.createdAt { return false }
+        return publish(artifact)
+    }
+
     public func artifact(forSource source: String) -> PackagedArtifact? { latest[source] }
 
     public var connectedAgents: [String] { subscribers.values.map(\.agent).sorted() }

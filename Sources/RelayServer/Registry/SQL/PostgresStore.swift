@@ -72,6 +72,13 @@ public final class PostgresStore: SQLStore {
         var configuration = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
                                                              password: settings.password, database: settings.database, tls: tls)
         configuration.options.connectTimeout = .seconds(5)
+        // The server ends what hangs on its side (a statement, a transaction left open); the
+        // client deadline in PostgresSQLConnection covers a link that went silent.
+        configuration.options.additionalStartupParameters = [
+            ("application_name", "relay-server"),
+            ("statement_timeout", "\(Int(PostgresSQLConnection.deadline.components.seconds) * 1000)"),
+            ("idle_in_transaction_session_timeout", "60000"),
+        ]
         self.configuration = configuration
         threads = NIOThreadPool(numberOfThreads: max(1, settings.poolSize))
         threads.start()
@@ -83,7 +90,8 @@ public final class PostgresStore: SQLStore {
     }
 
     public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
-        try await transaction(begin: "BEGIN", body)
+        // Read committed, whatever the server's default: the feed's append lock relies on it.
+        try await transaction(begin: "BEGIN ISOLATION LEVEL READ COMMITTED", body)
     }
 
     /// Runs `body` with a connection of its own outside any transaction (LISTEN, advisory
@@ -138,7 +146,8 @@ public final class PostgresStore: SQLStore {
                 try sql.execute(sql: begin)
                 do {
                     let result = try body(sql)
-                    try sql.execute(sql: "COMMIT")
+                    // An aborted transaction answers COMMIT with ROLLBACK, not an error.
+                    guard try sql.commit() else { throw PostgresStoreError.rolledBack(location: self.location) }
                     return result
                 } catch {
                     if !connection.isClosed { _ = try? sql.execute(sql: "ROLLBACK") }
@@ -200,6 +209,7 @@ public final class PostgresStore: SQLStore {
 public enum PostgresStoreError: Error, CustomStringConvertible {
     case unreachable(location: String, error: any Error)
     case newerSchema(location: String, version: String)
+    case rolledBack(location: String)
 
     public var description: String {
         switch self {
@@ -207,6 +217,8 @@ public enum PostgresStoreError: Error, CustomStringConvertible {
             "cannot connect to \(location): \(String(reflecting: error)); check that PostgreSQL runs and that relay.yaml database.postgres (host, port, user, passwordFile) is right"
         case .newerSchema(let location, let version):
             "\(location) holds registry schema \(version), newer than this relay-server knows: upgrade this replica to the version the others run"
+        case .rolledBack(let location):
+            "\(location) rolled the transaction back instead of committing it; nothing of it was stored, the caller retries"
         }
     }
 }
@@ -228,6 +240,16 @@ final class PostgresSQLConnection: SQLConnection, @unchecked Sendable {  // used
         let result = try run(sql, arguments)
         return result.metadata.rows ?? 0
     }
+
+    /// COMMIT; false when the server rolled back instead (the transaction had failed).
+    func commit() throws -> Bool {
+        try run("COMMIT", []).metadata.command == "COMMIT"
+    }
+
+    /// How long one statement may take before the connection is given up (closed: the
+    /// statement fails, the pool opens a new connection next time). Also the server-side
+    /// `statement_timeout`.
+    static let deadline: Duration = .seconds(30)
 
     func forEachRow(sql: String, arguments: SQLArguments, _ body: (SQLRow) throws -> Bool) throws {
         let result = try run(sql, arguments)
@@ -285,11 +307,18 @@ final class PostgresSQLConnection: SQLConnection, @unchecked Sendable {  // used
             case .null: binds.appendNull()
             case .integer(let number): binds.append(number)
             case .real(let number): binds.append(number)
-            case .text(let text): binds.append(text)
+            // PostgreSQL's text cannot hold U+0000 (SQLite's can): an agent's string with one
+            // would fail its whole batch, again at every retry.
+            case .text(let text): binds.append(text.contains("\u{0}") ? text.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : text)
             case .blob(let data): binds.append(ByteBuffer(bytes: data))
             }
         }
         let query = PostgresQuery(unsafeSQL: Self.numbered(sql), binds: binds)
+        let connection = self.connection
+        let deadline = connection.eventLoop.scheduleTask(in: .seconds(Self.deadline.components.seconds + 5)) {
+            connection.close().whenComplete { _ in }
+        }
+        defer { deadline.cancel() }
         return try connection.query(query, logger: logger).wait()
     }
 
@@ -320,7 +349,7 @@ final class PostgresSQLConnection: SQLConnection, @unchecked Sendable {  // used
     static func value(_ cell: PostgresCell) throws -> SQLValue {
         guard cell.bytes != nil else { return .null }
         switch cell.dataType {
-        case .int8, .int4, .int2, .oid:
+        case .int8, .int4, .int2:
             return .integer(try cell.decode(Int64.self))
         case .bool:
             return .integer(try cell.decode(Bool.self) ? 1 : 0)
@@ -329,9 +358,9 @@ final class PostgresSQLConnection: SQLConnection, @unchecked Sendable {  // used
         case .bytea:
             return .blob(Data(try cell.decode(ByteBuffer.self).readableBytesView))
         case .numeric:
-            let text = try cell.decode(String.self)
-            if let integer = Int64(text) { return .integer(integer) }
-            return .real(Double(text) ?? 0)
+            let number = NSDecimalNumber(decimal: try cell.decode(Decimal.self)).doubleValue
+            if let integer = Int64(exactly: number) { return .integer(integer) }
+            return .real(number)
         default:
             return .text(try cell.decode(String.self))
         }
