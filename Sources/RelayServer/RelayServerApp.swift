@@ -121,6 +121,7 @@ public enum RelayServerApp {
                 await chunkHashes.prime(path: store.path(forDigest: artifact.digest).path, digest: artifact.digest, chunkSize: chunkSize)
             }
             services.append(.init(service: RevisionFollowerService(follower: follower)))
+            services.append(.init(service: ReplicaLease(registry: registry, replica: config.replica, logger: logger)))
             services.append(.init(service: ReplicaWakeups(store: postgres, handlers: [
                 ReplicaWakeups.revision: { follower.poke() },
                 ReplicaWakeups.status: { statusFeed.poke() },

@@ -294,4 +294,29 @@ import Wire
         await sqlite.close()
         await postgres.close()
     }
+
+    /// Agents shown connected to a replica that stopped renewing its lease are disconnected;
+    /// those of live replicas are left alone.
+    @Test func agentsOfAReplicaWhoseLeaseLapsedAreNotShownConnected() async throws {
+        let under = try await RegistryUnderTest(.postgres)
+        let registry = under.registry
+        try await registry.syncAgents([("a", String(repeating: "a", count: 64), []), ("b", String(repeating: "b", count: 64), []),
+                                       ("c", String(repeating: "c", count: 64), [])])
+        let start = Date()
+        _ = try await registry.renewReplicaLease("r-live", lapsedAfter: .seconds(40), now: start)
+        _ = try await registry.renewReplicaLease("r-dead", lapsedAfter: .seconds(40), now: start)
+        try await registry.store.write { db in
+            try db.execute(sql: "UPDATE agent SET connected = 1, replica = 'r-live' WHERE name = 'a'")
+            try db.execute(sql: "UPDATE agent SET connected = 1, replica = 'r-dead' WHERE name = 'b'")
+            try db.execute(sql: "UPDATE agent SET connected = 1, replica = 'r-gone' WHERE name = 'c'")
+        }
+        // Both leases fresh: only c (a replica with no lease at all) is cleared.
+        #expect(try await registry.renewReplicaLease("r-live", lapsedAfter: .seconds(40), now: start.addingTimeInterval(10)) == 1)
+        // 60 s on only r-live renewed: b's replica lapsed.
+        #expect(try await registry.renewReplicaLease("r-live", lapsedAfter: .seconds(40), now: start.addingTimeInterval(60)) == 1)
+        let connected = try await registry.agentSummaries().filter(\.connected).map(\.name)
+        #expect(connected == ["a"])
+        await under.close()
+    }
 }
+
