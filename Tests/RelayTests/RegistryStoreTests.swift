@@ -318,5 +318,15 @@ import Wire
         #expect(connected == ["a"])
         await under.close()
     }
+
+    /// A closed PostgreSQL store refuses calls with a clear error (the relay stopping), it
+    /// does not open new connections.
+    @Test func aClosedPostgresStoreRefusesCalls() async throws {
+        let under = try await RegistryUnderTest(.postgres)
+        #expect(try await under.registry.latestStatusID() == 0)
+        await under.registry.store.close()
+        await #expect(throws: PostgresStoreError.self) { try await under.registry.latestStatusID() }
+        await under.close()
+    }
 }
 

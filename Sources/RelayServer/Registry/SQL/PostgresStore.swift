@@ -173,6 +173,8 @@ public final class PostgresStore: SQLStore {
                 pool.openFailed()
                 throw PostgresStoreError.unreachable(location: location, error: error)
             }
+        case .closed:
+            throw PostgresStoreError.closed(location: location)
         }
     }
 
@@ -210,6 +212,7 @@ public enum PostgresStoreError: Error, CustomStringConvertible {
     case unreachable(location: String, error: any Error)
     case newerSchema(location: String, version: String)
     case rolledBack(location: String)
+    case closed(location: String)
 
     public var description: String {
         switch self {
@@ -217,6 +220,8 @@ public enum PostgresStoreError: Error, CustomStringConvertible {
             "cannot connect to \(location): \(String(reflecting: error)); check that PostgreSQL runs and that relay.yaml database.postgres (host, port, user, passwordFile) is right"
         case .newerSchema(let location, let version):
             "\(location) holds registry schema \(version), newer than this relay-server knows: upgrade this replica to the version the others run"
+        case .closed(let location):
+            "the registry on \(location) is closed (the relay is stopping)"
         case .rolledBack(let location):
             "\(location) rolled the transaction back instead of committing it; nothing of it was stored, the caller retries"
         }
@@ -373,6 +378,8 @@ final class ConnectionPool: Sendable {
         case idle(PostgresConnection)
         /// Room for a new connection: open it, or call `openFailed`.
         case open
+        /// The store was closed.
+        case closed
     }
 
     private struct State {
@@ -389,6 +396,7 @@ final class ConnectionPool: Sendable {
     func checkOut() async -> Grant {
         await withCheckedContinuation { (waiter: CheckedContinuation<Grant, Never>) in
             let grant = state.withLock { state -> Grant? in
+                if state.closed { return .closed }
                 while let connection = state.idle.popLast() {
                     if !connection.isClosed { return .idle(connection) }
                     state.open -= 1
@@ -405,16 +413,21 @@ final class ConnectionPool: Sendable {
     }
 
     func checkIn(_ connection: PostgresConnection) {
-        let handoff = state.withLock { state -> (CheckedContinuation<Grant, Never>, Grant)? in
-            let usable = !connection.isClosed && !state.closed
+        let (handoff, drop) = state.withLock { state -> ((CheckedContinuation<Grant, Never>, Grant)?, Bool) in
+            if state.closed {
+                state.open -= 1
+                return (nil, true)
+            }
+            let usable = !connection.isClosed
             if !state.waiters.isEmpty {
                 let waiter = state.waiters.removeFirst()
-                return (waiter, usable ? .idle(connection) : .open)
+                // A broken connection's slot goes to the waiter, who opens a new one.
+                return ((waiter, usable ? .idle(connection) : .open), false)
             }
             if usable { state.idle.append(connection) } else { state.open -= 1 }
-            return nil
+            return (nil, false)
         }
-        if !connection.isClosed, handoff == nil, state.withLock({ $0.closed }) { connection.close().whenComplete { _ in } }
+        if drop, !connection.isClosed { connection.close().whenComplete { _ in } }
         if let (waiter, grant) = handoff { waiter.resume(returning: grant) }
     }
 
@@ -427,11 +440,19 @@ final class ConnectionPool: Sendable {
         waiter?.resume(returning: .open)
     }
 
+    /// Closes the pool: idle connections are returned to be closed, waiters are told, and
+    /// connections checked out now are closed when they come back.
     func closeAll() -> [PostgresConnection] {
-        state.withLock { state in
+        let (idle, waiters) = state.withLock { state in
             state.closed = true
-            defer { state.idle.removeAll() }
-            return state.idle
+            state.open -= state.idle.count
+            defer {
+                state.idle.removeAll()
+                state.waiters.removeAll()
+            }
+            return (state.idle, state.waiters)
         }
+        for waiter in waiters { waiter.resume(returning: .closed) }
+        return idle
     }
 }
