@@ -42,19 +42,28 @@ struct DatabaseCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             let logger = Logger(label: "relay-server.registry")
+            let source: Registry, target: Registry
             do {
-                let source = try Registry(path: path)
-                let target = try await Registry.open(resolved, logger: logger)
-                FileHandle.standardError.write(Data("copying \(path.path) into \(target.location)\n".utf8))
-                let counts = try await RegistryCopy.copy(from: source, to: target) { table, rows in
-                    if rows > 0, rows % 10_000 == 0 { FileHandle.standardError.write(Data("  \(table): \(rows) rows…\n".utf8)) }
-                }
-                for (table, rows) in counts.sorted(by: { $0.key < $1.key }) { print("\(table)\t\(rows)") }
-                FileHandle.standardError.write(Data("copied \(counts.values.reduce(0, +)) rows; start the replicas with database.postgres\n".utf8))
+                source = try Registry(path: path)
+                target = try await Registry.open(resolved, logger: logger)
             } catch {
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))
                 throw ExitCode(1)
             }
+            FileHandle.standardError.write(Data("copying \(path.path) into \(target.location)\n".utf8))
+            let counts: [String: Int]
+            do {
+                counts = try await RegistryCopy.copy(from: source, to: target) { table, rows in
+                    if rows > 0, rows % 10_000 == 0 { FileHandle.standardError.write(Data("  \(table): \(rows) rows…\n".utf8)) }
+                }
+            } catch {
+                await target.close()
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            await target.close()
+            for (table, rows) in counts.sorted(by: { $0.key < $1.key }) { print("\(table)\t\(rows)") }
+            FileHandle.standardError.write(Data("copied \(counts.values.reduce(0, +)) rows; start the replicas with database.postgres\n".utf8))
         }
     }
 }

@@ -218,4 +218,44 @@ import Wire
         // Only r0's digest is recorded for that commit.
         #expect(try cluster.sql("SELECT count(DISTINCT digest) FROM revision WHERE source = 'podinfo'") == "1")
     }
+
+    /// `relay-server db copy`, as an operator moves a running single relay to PostgreSQL: stop
+    /// it, add database.postgres, copy, start again on PostgreSQL; the agent's record and its
+    /// deliveries are there, and a second copy is refused.
+    @Test func aSingleRelayMovesToPostgreSQLWithDbCopy() async throws {
+        let (dir, _, harness) = try RelayHarness.single("dbcopy")
+        let postgres = try PostgresServer(prefix: "dbcopy-pg")
+        defer { harness.shutdown(); postgres.shutdown(); dir.remove() }
+        try harness.startRelay()
+        try harness.startAgent("edge")
+        try harness.waitUntil("edge holds podinfo") { try !harness.published("edge").isEmpty }
+        let digest = try #require(try harness.published("edge").first?.digest)
+        harness.stopAgent("edge")
+        harness.stopRelay()
+
+        let database = "database: {postgres: {host: 127.0.0.1, port: \(postgres.port), database: \(postgres.database), user: \(postgres.user)}}\n"
+        let config = dir.appending("relay.yaml")
+        try (try String(contentsOf: config, encoding: .utf8) + database).write(to: config, atomically: true, encoding: .utf8)
+        let copy = try runProcess(Binaries.relayServer, ["db", "copy", "--config", config.path], timeout: 120, allowFailure: true)
+        #expect(copy.status == 0, "\(copy.stderr)")
+        #expect(copy.stdout.contains("delivery\t1"), "\(copy.stdout)")
+        #expect(try postgres.sql("SELECT count(*) FROM delivery WHERE agent = 'edge' AND digest = '\(digest)'") == "1")
+        let again = try runProcess(Binaries.relayServer, ["db", "copy", "--config", config.path], timeout: 120, allowFailure: true)
+        #expect(again.status == 1)
+        #expect(again.stderr.contains("already holds a registry"), "\(again.stderr)")
+
+        // The CLI works on the PostgreSQL registry too.
+        let listed = try runProcess(Binaries.relayServer, ["agents", "list", "--config", config.path], timeout: 60, allowFailure: true)
+        #expect(listed.status == 0 && listed.stdout.contains("edge"), "\(listed.stdout)\(listed.stderr)")
+
+        // The relay on PostgreSQL knows the agent and what it holds.
+        harness.relayExtraYAML = database
+        try harness.startRelay()
+        let answer = try HTTPProbe.request("http://127.0.0.1:\(harness.httpPort)/api/v1/agents",
+                                           headers: ["Authorization: Bearer \(harness.readerToken)"])
+        let agents = try #require(try JSONSerialization.jsonObject(with: answer.body) as? [[String: Any]])
+        #expect(agents.map { $0["name"] as? String } == ["edge"])
+        #expect(try postgres.sql("SELECT count(*) FROM revision WHERE source = 'podinfo'") != "0")
+    }
 }
+

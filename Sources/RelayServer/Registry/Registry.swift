@@ -62,6 +62,9 @@ public final class Registry: Sendable {
         return try Registry(path: config.dataDirectory.appendingPathComponent("relay.sqlite"))
     }
 
+    /// Closes the store's connections (PostgreSQL) or files (SQLite).
+    public func close() async { await store.close() }
+
     /// Where the records are, for messages: "relay.sqlite in /data", "PostgreSQL relay@db:5432/relay".
     public var location: String { store.location }
 

@@ -206,6 +206,15 @@ public final class PostgresStore: SQLStore {
         for connection in pool.closeAll() { try? await connection.close() }
         try? await threads.shutdownGracefully()
     }
+
+    /// A store dropped without `close()` (a command that ends) still closes its connections
+    /// and threads.
+    deinit {
+        // Each connection is kept until its close completes (postgres-nio checks that a
+        // connection is closed before it goes).
+        for connection in pool.closeAll() { connection.close().whenComplete { _ in withExtendedLifetime(connection) {} } }
+        threads.shutdownGracefully { _ in }
+    }
 }
 
 public enum PostgresStoreError: Error, CustomStringConvertible {
@@ -427,7 +436,7 @@ final class ConnectionPool: Sendable {
             if usable { state.idle.append(connection) } else { state.open -= 1 }
             return (nil, false)
         }
-        if drop, !connection.isClosed { connection.close().whenComplete { _ in } }
+        if drop, !connection.isClosed { connection.close().whenComplete { _ in withExtendedLifetime(connection) {} } }
         if let (waiter, grant) = handoff { waiter.resume(returning: grant) }
     }
 
