@@ -142,10 +142,10 @@ public enum RelayServerApp {
         do {
             try await group.run()
         } catch {
-            await registry.store.close()
+            await registry.close()
             throw error
         }
-        await registry.store.close()
+        await registry.close()
     }
 
 }

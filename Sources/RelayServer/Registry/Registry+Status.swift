@@ -263,10 +263,11 @@ extension Registry {
     /// smaller one. SQLite has one writer, so that holds. PostgreSQL hands out sequence values
     /// to concurrent transactions that may commit in another order; writers of status take
     /// this transaction-scoped lock first, so ids are allocated and committed one writer at a
-    /// time, across every replica.
+    /// time, across every replica. Deliveries (read in `rowid` order by the notifier) take the
+    /// same lock: one group commit may write both, and two locks taken in either order by two
+    /// replicas could deadlock.
     static func lockFeed(_ db: any SQLConnection) throws {
-        guard db.dialect == .postgres else { return }
-        try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.feedLock))")
+        try db.lockForTransaction(PostgresSchema.feedLock)
     }
 
     /// Entries after `since`, oldest first, as stored JSON (no decoding: for the stream and the

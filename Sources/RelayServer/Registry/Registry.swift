@@ -79,10 +79,8 @@ public final class Registry: Sendable {
         // with its access trigger, took ~4 s of a 10,000-agent relay's start, while the fleet
         // waited to reconnect: Benchmarks/fleet_bench.py phase d, perf.)
         try await store.write { db in
-            if db.dialect == .postgres {
-                // Replicas starting together apply relay.yaml's agents one at a time.
-                try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.migrationLock))")
-            }
+            // Replicas starting together apply relay.yaml's agents one at a time.
+            try db.lockForTransaction(PostgresSchema.migrationLock)
             var managedBy: [String: String] = [:]
             for row in try SQLRow.fetchAll(db, sql: "SELECT name, managed_by FROM agent") { managedBy[row["name"]] = row["managed_by"] as String }
             var tokens: [String: Set<String>] = [:]
@@ -178,19 +176,7 @@ public final class Registry: Sendable {
 
     /// The newest packaged artifact of every source.
     public func latestArtifacts() async throws -> [String: PackagedArtifact] {
-        try await store.read { db in
-            let rows = try SQLRow.fetchAll(db, sql: """
-                SELECT r.* FROM revision r
-                JOIN (SELECT source, MAX(created_ms) AS newest FROM revision GROUP BY source) n
-                  ON r.source = n.source AND r.created_ms = n.newest
-                """)
-            var result: [String: PackagedArtifact] = [:]
-            for row in rows {
-                let artifact = Self.artifact(row)
-                result[artifact.source] = artifact
-            }
-            return result
-        }
+        try await latestRecorded().mapValues(\.artifact)
     }
 
     /// Every revision ever packaged for a source, newest first.
@@ -234,17 +220,9 @@ public final class Registry: Sendable {
         }
     }
 
-    /// Deliveries are read in `rowid` order by the notifier: replicas on PostgreSQL insert them
-    /// one transaction at a time, so that order is also the order they became visible. The
-    /// lock is the status feed's: one group commit may write both, and two locks taken in
-    /// either order by two replicas could deadlock.
-    static func lockDeliveries(_ db: any SQLConnection) throws {
-        try lockFeed(db)
-    }
-
     /// Records a delivery once (a second Ack or Hello of the same artifact changes nothing).
     static func insertDelivery(_ db: any SQLConnection, agent: String, source: String, revision: String, digest: String, at: Int64) throws {
-        try lockDeliveries(db)
+        try lockFeed(db)
         try db.execute(sql: """
             INSERT INTO delivery(agent, source, revision, digest, delivered_ms) VALUES (?, ?, ?, ?, ?)
             ON CONFLICT(agent, digest) DO NOTHING

@@ -100,7 +100,7 @@ public final class Notifier: Sendable {
         // Cursor, reads and queued items in one transaction that holds the notifier lock:
         // replicas sharing a PostgreSQL take turns, and each delivery is derived once.
         try await registry.store.write { [self] db in
-            try Registry.lockNotifier(db)
+            try db.lockForTransaction(PostgresSchema.notifierLock)
             let cursor = try Registry.notifierCursor(db, "deliveries")
             let deliveries = try Registry.deliveries(db, afterRow: cursor, limit: 500)
             guard let last = deliveries.last else { return 0 }
@@ -148,7 +148,7 @@ public final class Notifier: Sendable {
     /// Reads up to 500 feed entries after the cursor and queues their notifications.
     func deriveFromStatus() async throws -> Int {
         try await registry.store.write { [self] db in
-            try Registry.lockNotifier(db)
+            try db.lockForTransaction(PostgresSchema.notifierLock)
             let entries = try Registry.timeline(db, .init(since: try Registry.notifierCursor(db, "notifier"), limit: 500))
             guard let last = entries.last else { return 0 }
             for record in entries {
@@ -329,12 +329,6 @@ extension Registry {
 
     static func notifierCursor(_ db: any SQLConnection, _ name: String) throws -> Int64 {
         try Int64.fetchOne(db, sql: "SELECT position FROM notifier_cursor WHERE name = ?", arguments: [name]) ?? 0
-    }
-
-    /// Replicas derive notifications one at a time (PostgreSQL; SQLite has one writer).
-    static func lockNotifier(_ db: any SQLConnection) throws {
-        guard db.dialect == .postgres else { return }
-        try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.notifierLock))")
     }
 
     /// Claims the head notification of every target that is due and not claimed by another

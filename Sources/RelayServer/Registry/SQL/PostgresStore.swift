@@ -94,21 +94,6 @@ public final class PostgresStore: SQLStore {
         try await transaction(begin: "BEGIN ISOLATION LEVEL READ COMMITTED", body)
     }
 
-    /// Runs `body` with a connection of its own outside any transaction (LISTEN, advisory
-    /// locks held by a session).
-    func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresSQLConnection) throws -> T) async throws -> T {
-        let connection = try await checkOut()
-        let sql = PostgresSQLConnection(connection, logger: logger)
-        do {
-            let result = try await threads.runIfActive { try body(sql) }
-            pool.checkIn(connection)
-            return result
-        } catch {
-            pool.checkIn(connection)
-            throw error
-        }
-    }
-
     /// A connection outside the pool (the caller closes it): LISTEN needs one of its own.
     func dedicatedConnection() async throws -> PostgresConnection {
         try await PostgresConnection.connect(configuration: configuration, id: Int.random(in: 1...Int.max), logger: logger)
@@ -138,7 +123,8 @@ public final class PostgresStore: SQLStore {
         }
     }
 
-    private func transaction<T: Sendable>(begin: String, _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+    /// Checks a connection out, runs `body` in a transaction on a pool thread, checks it in.
+    private func transaction<T: Sendable>(begin: String, _ body: @escaping @Sendable (PostgresSQLConnection) throws -> T) async throws -> T {
         let connection = try await checkOut()
         let sql = PostgresSQLConnection(connection, logger: logger)
         do {
@@ -179,25 +165,18 @@ public final class PostgresStore: SQLStore {
     }
 
     private func migrate() async throws {
-        try await withConnection { db in
-            try db.execute(sql: "BEGIN")
-            do {
-                try db.execute(sql: "SELECT pg_advisory_xact_lock(\(PostgresSchema.migrationLock))")
-                try db.script("CREATE TABLE IF NOT EXISTS relay_schema_migration (version TEXT PRIMARY KEY, applied_ms BIGINT NOT NULL)")
-                let applied = Set(try String.fetchAll(db, sql: "SELECT version FROM relay_schema_migration"))
-                let known = Set(PostgresSchema.migrations.map(\.version))
-                if let unknown = applied.subtracting(known).sorted().first {
-                    throw PostgresStoreError.newerSchema(location: self.location, version: unknown)
-                }
-                for migration in PostgresSchema.migrations where !applied.contains(migration.version) {
-                    try db.script(migration.sql)
-                    try db.execute(sql: "INSERT INTO relay_schema_migration(version, applied_ms) VALUES (?, ?)",
-                                   arguments: [migration.version, Registry.milliseconds(Date())])
-                }
-                try db.execute(sql: "COMMIT")
-            } catch {
-                _ = try? db.execute(sql: "ROLLBACK")
-                throw error
+        try await transaction(begin: "BEGIN ISOLATION LEVEL READ COMMITTED") { db in
+            try db.lockForTransaction(PostgresSchema.migrationLock)
+            try db.script("CREATE TABLE IF NOT EXISTS relay_schema_migration (version TEXT PRIMARY KEY, applied_ms BIGINT NOT NULL)")
+            let applied = Set(try String.fetchAll(db, sql: "SELECT version FROM relay_schema_migration"))
+            let known = Set(PostgresSchema.migrations.map(\.version))
+            if let unknown = applied.subtracting(known).sorted().first {
+                throw PostgresStoreError.newerSchema(location: self.location, version: unknown)
+            }
+            for migration in PostgresSchema.migrations where !applied.contains(migration.version) {
+                try db.script(migration.sql)
+                try db.execute(sql: "INSERT INTO relay_schema_migration(version, applied_ms) VALUES (?, ?)",
+                               arguments: [migration.version, Registry.milliseconds(Date())])
             }
         }
     }

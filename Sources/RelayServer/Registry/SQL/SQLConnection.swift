@@ -26,6 +26,13 @@ extension SQLConnection {
     @discardableResult
     public func execute(sql: String) throws -> Int { try execute(sql: sql, arguments: []) }
 
+    /// Holds PostgreSQL advisory lock `key` until the transaction ends: writes that must not
+    /// overlap across replicas take it first. SQLite has one writer: nothing to take.
+    public func lockForTransaction(_ key: Int64) throws {
+        guard dialect == .postgres else { return }
+        try execute(sql: "SELECT pg_advisory_xact_lock(\(key))")
+    }
+
     /// `GREATEST(a, b)` in this dialect (SQLite's two-argument `MAX`).
     public func greatest(_ a: String, _ b: String) -> String {
         dialect == .postgres ? "GREATEST(\(a), \(b))" : "MAX(\(a), \(b))"
