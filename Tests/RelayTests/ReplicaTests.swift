@@ -41,8 +41,15 @@ import Wire
         try await Self.wait("both sources packaged", timeout: 60) { try cluster.sql("SELECT count(DISTINCT source) FROM revision") == "2" }
         let initial = try cluster.sql("SELECT digest FROM revision ORDER BY source").split(separator: "\n").map(String.init)
         try cluster.startAgents()
-        try await Self.wait("30 agents hold both sources", timeout: 90) {
-            try initial.allSatisfy { try cluster.deliveries(of: $0) == 30 }
+        // Generous: in the full parallel suite 30 agents, three relays and PostgreSQL start
+        // beside every other suite on two cores (once seen over 90 s under .ci/run).
+        do {
+            try await Self.wait("30 agents hold both sources", timeout: 180) {
+                try initial.allSatisfy { try cluster.deliveries(of: $0) == 30 }
+            }
+        } catch {
+            Issue.record("\(cluster.diagnose(initial[0]))\n\(cluster.diagnose(initial[1]))")
+            throw error
         }
         let spread = try cluster.connectedByReplica()
         #expect(spread.values.map(\.count).reduce(0, +) == 30)
