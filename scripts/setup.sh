@@ -7,12 +7,14 @@
 #           tarball reader), tar, skopeo (an OCI client pulling from the agent's registry
 #           endpoint), chromium (headless: the status page test), procps (ps/pkill in tests),
 #           postgresql (a real server the tests start in their own directories: initdb,
-#           postgres, psql; run as the postgres user under root), util-linux (runuser)
+#           postgres, psql; run as the postgres user under root), util-linux (runuser),
+#           docker-registry (the CNCF distribution registry: a real OCI upstream for Helm chart
+#           and OCI artifact sources), apache2-utils (htpasswd: its bcrypt user file)
 # Packages are installed with --no-install-recommends, so everything a test loads at run time
 # is named here explicitly (lighttpd's TLS module is only a Recommends of lighttpd).
 set -euo pipefail
 
-packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl ca-certificates tar gzip curl skopeo chromium procps postgresql util-linux)
+packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl ca-certificates tar gzip curl skopeo chromium procps postgresql util-linux docker-registry apache2-utils)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 
 missing=()

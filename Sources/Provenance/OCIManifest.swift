@@ -23,6 +23,15 @@ public struct OCIManifest: Sendable, Equatable {
 
     public let bytes: Data
     public let digest: String
+    /// Content-Type when served.
+    public let mediaType: String
+
+    /// A manifest carried as is (a Helm chart's or an OCI artifact's, `OCIPayload`).
+    public init(bytes: Data, mediaType: String) {
+        self.bytes = bytes
+        self.mediaType = mediaType
+        digest = Self.digest(of: bytes)
+    }
 
     /// - Parameters:
     ///   - origin: the source's remote without credentials (or the source name).
@@ -43,6 +52,7 @@ public struct OCIManifest: Sendable, Equatable {
         json += "}}"
         bytes = Data(json.utf8)
         self.digest = Self.digest(of: bytes)
+        mediaType = Self.manifestMediaType
     }
 
     /// The same manifest from the wire's packaging time (Unix milliseconds, 0 = unknown).

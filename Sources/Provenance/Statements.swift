@@ -48,9 +48,13 @@ public struct BundleArtifact: Sendable, Codable, Equatable {
     /// Whether the artifact's bytes are in this bundle; a delta bundle leaves out what the
     /// agent already holds.
     public var included: Bool
+    /// A Helm chart's or OCI artifact's manifest and small blobs (absent for Git sources,
+    /// whose manifest is recomputed).
+    public var oci: BundleOCIContent?
 
     public init(source: String, revision: String, digest: SHA256Digest, size: UInt64, commit: String, origin: String,
-                createdUnixMs: Int64, manifestDigest: SHA256Digest, signature: CosignSignature, included: Bool) {
+                createdUnixMs: Int64, manifestDigest: SHA256Digest, signature: CosignSignature, included: Bool,
+                oci: BundleOCIContent? = nil) {
         self.source = source
         self.revision = revision
         self.digest = digest
@@ -61,12 +65,34 @@ public struct BundleArtifact: Sendable, Codable, Equatable {
         self.manifestDigest = manifestDigest
         self.signature = signature
         self.included = included
+        self.oci = oci
     }
 
-    /// The manifest the agent will serve, recomputed from the description.
+    /// The manifest the agent will serve: carried (a chart or OCI artifact) or recomputed from
+    /// the description (a Git source).
     public var manifest: OCIManifest {
-        OCIManifest(revision: revision, origin: origin, digest: digest.description, size: size, createdUnixMs: createdUnixMs,
+        if let oci { return OCIManifest(bytes: oci.manifest, mediaType: oci.mediaType) }
+        return OCIManifest(revision: revision, origin: origin, digest: digest.description, size: size, createdUnixMs: createdUnixMs,
                     fallback: Date(timeIntervalSince1970: 0))
+    }
+}
+
+/// A Helm chart's or OCI artifact's manifest with its small blobs, in a bundle's statement
+/// (so signed with it). Mirrors the wire's `OCIContent`.
+public struct BundleOCIContent: Sendable, Codable, Equatable {
+    public var kind: String
+    public var mediaType: String
+    public var manifest: Data
+    /// Digest → bytes of every blob the manifest names besides the large layer.
+    public var blobs: [String: Data]
+    public var tags: [String]
+
+    public init(kind: String, mediaType: String, manifest: Data, blobs: [String: Data], tags: [String]) {
+        self.kind = kind
+        self.mediaType = mediaType
+        self.manifest = manifest
+        self.blobs = blobs
+        self.tags = tags
     }
 }
 

@@ -127,3 +127,31 @@ extension DeployExamplesTests {
         #expect(try TrustedKey.parse(pem: try #require(keys.first?.value), path: "relay.pub").count == 1)
     }
 }
+
+extension DeployExamplesTests {
+    /// Both Flux paths for a relay Helm source (helm-oci.md): HelmRepository type oci +
+    /// HelmRelease.spec.chart, and OCIRepository with the chart layer selected + chartRef.
+    @Test func helmExamplesWireBothFluxPathsToTheAgent() throws {
+        let pathA = try Self.build("helm-oci")
+        let repository = try #require(Self.find(pathA, "HelmRepository"))
+        let repositorySpec = try #require(repository["spec"] as? [String: Any])
+        #expect(repositorySpec["type"] as? String == "oci")
+        #expect((repositorySpec["url"] as? String)?.hasPrefix("oci://") == true)
+        #expect(repositorySpec["insecure"] as? Bool == true)
+        let releaseA = try #require((Self.find(pathA, "HelmRelease")?["spec"] as? [String: Any])?["chart"] as? [String: Any])
+        let chartSpec = try #require(releaseA["spec"] as? [String: Any])
+        #expect(chartSpec["chart"] as? String == "podinfo")
+        #expect((chartSpec["sourceRef"] as? [String: Any])?["name"] as? String == (repository["metadata"] as? [String: Any])?["name"] as? String)
+
+        let pathB = try Self.build("helm-chartref")
+        let oci = try #require(Self.find(pathB, "OCIRepository"))
+        let ociSpec = try #require(oci["spec"] as? [String: Any])
+        #expect((ociSpec["url"] as? String)?.hasSuffix("/podinfo") == true)
+        let selector = try #require(ociSpec["layerSelector"] as? [String: Any])
+        #expect(selector["mediaType"] as? String == "application/vnd.cncf.helm.chart.content.v1.tar+gzip")
+        #expect(selector["operation"] as? String == "copy")
+        let chartRef = try #require((Self.find(pathB, "HelmRelease")?["spec"] as? [String: Any])?["chartRef"] as? [String: Any])
+        #expect(chartRef["kind"] as? String == "OCIRepository")
+        #expect(chartRef["name"] as? String == (oci["metadata"] as? [String: Any])?["name"] as? String)
+    }
+}

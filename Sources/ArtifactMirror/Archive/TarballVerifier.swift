@@ -37,6 +37,12 @@ public struct TarballVerifier: Sendable {
     }
 
     public func verify(file path: String) throws(ArtifactMirrorError) -> VerificationReport {
+        try inspect(file: path, capture: []).report
+    }
+
+    /// `verify`, also keeping the contents of the regular files named in `capture` and the
+    /// list of entries (what a chart check needs beyond Flux's rules).
+    func inspect(file path: String, capture: Set<String>) throws(ArtifactMirrorError) -> (report: VerificationReport, tar: TarStreamChecker) {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             throw .invalidArgument("cannot open \(path): \(errnoText())")
         }
@@ -44,6 +50,7 @@ public struct TarballVerifier: Sendable {
         var hasher = SHA256()
         var size: UInt64 = 0
         var parser = TarStreamChecker(maxUnpackedSize: maxUnpackedSize)
+        parser.capture = capture
         let inflater = GzipInflater()
         var gzipError: String?
         while true {
@@ -77,9 +84,9 @@ public struct TarballVerifier: Sendable {
                 errors.append("digest mismatch: expected \(normalized), file has \(digest)")
             }
         }
-        return VerificationReport(path: path, digest: digest, size: size, entries: parser.entries,
-                                  files: parser.files, directories: parser.directories,
-                                  unpackedBytes: parser.unpackedBytes, warnings: parser.warnings, errors: errors)
+        return (VerificationReport(path: path, digest: digest, size: size, entries: parser.entries,
+                                   files: parser.files, directories: parser.directories,
+                                   unpackedBytes: parser.unpackedBytes, warnings: parser.warnings, errors: errors), parser)
     }
 }
 
@@ -160,6 +167,12 @@ struct TarStreamChecker {
     private var paxSize: UInt64?
     private var gnuLongName: String?
     private var collecting: (kind: UInt8, remaining: Int, bytes: [UInt8])?
+    /// Regular files whose contents are kept (up to 1 MiB each), e.g. a chart's Chart.yaml.
+    var capture: Set<String> = []
+    private(set) var captured: [String: [UInt8]] = [:]
+    private var capturing: String?
+    /// Every entry name, in order (for checks beyond Flux's, such as a chart's layout).
+    private(set) var names: [(name: String, type: UInt8)] = []
     private var sizeLimitReported = false
 
     init(maxUnpackedSize: UInt64?) {
@@ -254,6 +267,16 @@ struct TarStreamChecker {
         let mode = Self.octal(block[100..<108]) ?? 0
 
         if let problem = Self.nameProblem(name) { errors.append("entry '\(name)': \(problem)") }
+        if names.count < 100_000 { names.append((name, typeflag)) }
+        if (typeflag == UInt8(ascii: "0") || typeflag == 0), capture.contains(name), captured[name] == nil, size <= 1 << 20 {
+            capturing = name
+            collecting = (UInt8(ascii: "0"), Int(size), [])
+            skipData(size)
+            if size == 0 { finishCollecting() }
+            files += 1
+            unpackedBytes += size
+            return
+        }
         switch typeflag {
         case UInt8(ascii: "0"), 0:
             files += 1
@@ -298,6 +321,11 @@ struct TarStreamChecker {
     private mutating func finishCollecting() {
         guard let (kind, _, bytes) = collecting else { return }
         collecting = nil
+        if kind == UInt8(ascii: "0"), let name = capturing {
+            captured[name] = bytes
+            capturing = nil
+            return
+        }
         if kind == UInt8(ascii: "L") {
             gnuLongName = Self.string(bytes[...])
             return

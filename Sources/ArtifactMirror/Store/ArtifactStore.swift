@@ -25,10 +25,12 @@ public struct ArtifactRecord: Sendable, Codable, Equatable {
     /// When the relay packaged it, when known (stable for the same artifact, unlike
     /// `createdAt`, which is when this store recorded it).
     public var packagedAt: Date?
+    /// A Helm chart or OCI artifact source's manifest and small blobs (nil for Git sources).
+    public var oci: OCIPayload?
 
     public init(source: String, revision: String, commit: String, digest: String, size: UInt64, files: Int,
                 skipped: [SkippedPath], ignoreKey: String, createdAt: Date, lastUsedAt: Date,
-                origin: String? = nil, packagedAt: Date? = nil) {
+                origin: String? = nil, packagedAt: Date? = nil, oci: OCIPayload? = nil) {
         self.source = source
         self.revision = revision
         self.commit = commit
@@ -41,6 +43,7 @@ public struct ArtifactRecord: Sendable, Codable, Equatable {
         self.lastUsedAt = lastUsedAt
         self.origin = origin
         self.packagedAt = packagedAt
+        self.oci = oci
     }
 }
 
@@ -155,6 +158,11 @@ public final class ArtifactStore: Sendable {
             }
         }
         unlink(path(forDigest: digest).path)
+    }
+
+    /// Whether the store holds the file with this digest, complete (`size` bytes).
+    public func holdsFile(digest: String, size: UInt64) -> Bool {
+        FileSystem.fileSize(path(forDigest: digest).path) == size
     }
 
     /// Whether the store holds `record`'s file, complete (its recorded size).

@@ -385,7 +385,13 @@ public struct BundleImporter: Sendable {
                 throw .signature(source: artifact.source, error)
             }
             var files = held.first { $0.digest == artifact.digest.description }?.files
-            if artifact.included {
+            let payload = try Self.payload(of: artifact)
+            if artifact.included, let payload {
+                guard let layer = layers[artifact.digest] else { throw .missingFile(BundleLayout.blobPath(artifact.digest)) }
+                do { files = try payload.checkLayer(file: layer, digest: artifact.digest.description) } catch {
+                    throw .fluxRules(source: artifact.source, ["\(error)"])
+                }
+            } else if artifact.included {
                 guard let layer = layers[artifact.digest] else { throw .missingFile(BundleLayout.blobPath(artifact.digest)) }
                 guard Self.fileSize(layer) == artifact.size else { throw .digestMismatch("the layer of '\(artifact.source)' is not \(artifact.size) bytes") }
                 let report: VerificationReport
@@ -400,7 +406,8 @@ public struct BundleImporter: Sendable {
             let record = ArtifactRecord(source: artifact.source, revision: artifact.revision, commit: artifact.commit,
                                         digest: artifact.digest.description, size: artifact.size, files: files ?? 0, skipped: [],
                                         ignoreKey: "relay", createdAt: now, lastUsedAt: now, origin: artifact.origin,
-                                        packagedAt: Date(timeIntervalSince1970: Double(artifact.createdUnixMs) / 1000))
+                                        packagedAt: Date(timeIntervalSince1970: Double(artifact.createdUnixMs) / 1000),
+                                        oci: payload)
             // The manifest served for this record is the one signed.
             do { _ = try signatureCheck.check(record, claimedManifestDigest: manifest.digest, signature: artifact.signature) } catch {
                 throw .signature(source: artifact.source, error)
@@ -408,6 +415,18 @@ public struct BundleImporter: Sendable {
             result.append((artifact, record))
         }
         return result
+    }
+
+    /// A chart's or OCI artifact's payload from the statement, checked to name exactly the
+    /// layer and the blobs it carries.
+    static func payload(of artifact: BundleArtifact) throws(BundleRefusal) -> OCIPayload? {
+        guard let oci = artifact.oci else { return nil }
+        guard let kind = OCIPayload.Kind(rawValue: oci.kind) else { throw .malformed("'\(artifact.source)' has the unknown kind '\(oci.kind)'") }
+        let payload = OCIPayload(kind: kind, manifest: oci.manifest, mediaType: oci.mediaType, blobs: oci.blobs, tags: oci.tags)
+        do { try payload.validate(layerDigest: artifact.digest.description, layerSize: artifact.size) } catch {
+            throw .malformed("the OCI manifest of '\(artifact.source)': \(error)")
+        }
+        return payload
     }
 
     // MARK: Status

@@ -20,6 +20,8 @@ public struct FluxCatalog: Sendable {
         public let signatureManifests: [String: Data]
         /// Digest → bytes of the signatures' config and payload blobs (small, kept in memory).
         public let signatureBlobs: [String: Data]
+        /// Digest → bytes of Helm charts' and OCI artifacts' configs and small layers.
+        public let payloadBlobs: [String: Data]
     }
 
     public let repositories: [String: Repository]
@@ -54,12 +56,15 @@ public struct FluxCatalog: Sendable {
             var layers: [String: UInt64] = [:]
             var signatureManifests: [String: Data] = [:]
             var signatureBlobs: [String: Data] = [:]
+            var payloadBlobs: [String: Data] = [:]
             for (index, record) in records.enumerated() {
                 let manifest = OCIManifest(record: record)
                 manifests[manifest.digest] = manifest
                 layers[record.digest] = record.size
-                // Newer records win a tag; `latest` is the current one.
-                var names = OCINames.tags(forRevision: record.revision, commit: OCINames.commit(inRevision: record.revision) ?? record.commit)
+                // Newer records win a tag; `latest` is the current one. A chart is tagged with
+                // its version, an OCI artifact with its upstream tag.
+                var names = record.oci?.tags ?? OCINames.tags(forRevision: record.revision, commit: OCINames.commit(inRevision: record.revision) ?? record.commit)
+                for (digest, data) in record.oci?.blobs ?? [:] { payloadBlobs[digest] = data }
                 if index == 0 { names.insert("latest", at: 0) }
                 for tag in names where tags[tag] == nil { tags[tag] = manifest.digest }
                 if let signature = signature(manifest.digest) {
@@ -72,7 +77,8 @@ public struct FluxCatalog: Sendable {
                 }
             }
             repositories[name] = Repository(name: name, source: source, tags: tags, manifests: manifests, layers: layers,
-                                             signatureManifests: signatureManifests, signatureBlobs: signatureBlobs)
+                                             signatureManifests: signatureManifests, signatureBlobs: signatureBlobs,
+                                             payloadBlobs: payloadBlobs)
         }
         self.repositories = repositories
         self.current = current

@@ -176,7 +176,7 @@ public struct FluxEndpoint: Sendable {
             throw OCIError(status: .notFound, code: .manifestUnknown, message: "manifest unknown", detail: ["digest": digest])
         }
         var headers = HTTPFields()
-        headers[.contentType] = OCIManifest.manifestMediaType
+        headers[.contentType] = repository.manifests[digest]?.mediaType ?? OCIManifest.manifestMediaType
         headers[.contentLength] = String(bytes.count)
         headers[FluxHeaders.contentDigest] = digest
         headers[.eTag] = "\"\(digest)\""
@@ -195,7 +195,7 @@ public struct FluxEndpoint: Sendable {
             headers[.contentType] = OCIManifest.configMediaType
             return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: OCIManifest.configBytes)))
         }
-        if let small = repository.signatureBlobs[digest] {
+        if let small = repository.signatureBlobs[digest] ?? repository.payloadBlobs[digest] {
             var headers = blobHeaders(digest: digest, size: UInt64(small.count))
             headers[.contentType] = "application/octet-stream"
             return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: small)))

@@ -16,6 +16,8 @@ enum FetchError: Error, CustomStringConvertible {
     case rejectedByFluxRules([String])
     case tooLarge(UInt64, limit: UInt64)
     case diskFull(path: String, needed: UInt64, available: UInt64?)
+    /// A Helm chart or OCI artifact whose manifest or small blobs do not hold together.
+    case badManifest(String)
 
     var description: String {
         switch self {
@@ -24,6 +26,7 @@ enum FetchError: Error, CustomStringConvertible {
         case .incomplete(let have, let expected): "stream ended at \(have) of \(expected) bytes"
         case .digestMismatch(let expected, let actual): "digest mismatch: expected \(expected), got \(actual)"
         case .rejectedByFluxRules(let errors): "artifact breaks Flux's unpack rules: \(errors.joined(separator: "; "))"
+        case .badManifest(let detail): "the artifact's OCI manifest is refused: \(detail)"
         case .tooLarge(let size, let limit): "artifact of \(size) bytes exceeds the relay's limit of \(limit)"
         case .diskFull(let path, let needed, let available):
             "no space left for the download in \(path): \(needed) more bytes needed"
@@ -41,6 +44,7 @@ enum FetchError: Error, CustomStringConvertible {
         case .rejectedByFluxRules: "flux_rules"
         case .tooLarge: "too_large"
         case .diskFull: "disk_full"
+        case .badManifest: "bad_manifest"
         }
     }
 }
@@ -69,6 +73,12 @@ struct ArtifactFetcher: Sendable {
                metadata: Metadata) async throws -> ArtifactRecord {
         if limits.maxArtifactBytes > 0, artifact.size > limits.maxArtifactBytes {
             throw FetchError.tooLarge(artifact.size, limit: limits.maxArtifactBytes)
+        }
+        // A chart's or OCI artifact's manifest must name exactly what is fetched and carried.
+        if let payload = artifact.payload {
+            do { try payload.validate(layerDigest: artifact.digest, layerSize: artifact.size) } catch {
+                throw FetchError.badManifest("\(error)")
+            }
         }
         // With trust: an artifact whose signature does not hold is refused before its download.
         _ = try signatureCheck.check(ArtifactRecord(artifact, files: 0), claimedManifestDigest: artifact.manifestDigest,
@@ -107,13 +117,23 @@ struct ArtifactFetcher: Sendable {
             unlink(path)
             throw FetchError.digestMismatch(expected: artifact.digest, actual: digest)
         }
-        let report = try TarballVerifier(expectedDigest: artifact.digest).verify(file: path)
-        guard report.ok else {
-            file.close()
-            unlink(path)
-            throw FetchError.rejectedByFluxRules(report.errors)
+        let files: Int
+        if let payload = artifact.payload {
+            do { files = try payload.checkLayer(file: path, digest: artifact.digest) } catch {
+                file.close()
+                unlink(path)
+                throw FetchError.rejectedByFluxRules(["\(error)"])
+            }
+        } else {
+            let report = try TarballVerifier(expectedDigest: artifact.digest).verify(file: path)
+            guard report.ok else {
+                file.close()
+                unlink(path)
+                throw FetchError.rejectedByFluxRules(report.errors)
+            }
+            files = report.files
         }
-        let record = ArtifactRecord(artifact, files: report.files)
+        let record = ArtifactRecord(artifact, files: files)
         file.close()
         // The signature of exactly the manifest served for this record, on disk before it is.
         try signatureCheck.admit(record, claimedManifestDigest: artifact.manifestDigest, signature: artifact.cosignSignature,
@@ -243,6 +263,17 @@ extension ArtifactRecord {
         self.init(source: artifact.source, revision: artifact.revision, commit: artifact.commit, digest: artifact.digest,
                   size: artifact.size, files: files, skipped: [], ignoreKey: "relay", createdAt: now, lastUsedAt: now,
                   origin: artifact.origin.isEmpty ? nil : artifact.origin,
-                  packagedAt: artifact.createdUnixMs > 0 ? Date(timeIntervalSince1970: Double(artifact.createdUnixMs) / 1000) : nil)
+                  packagedAt: artifact.createdUnixMs > 0 ? Date(timeIntervalSince1970: Double(artifact.createdUnixMs) / 1000) : nil,
+                  oci: artifact.payload)
+    }
+}
+
+extension Relay_V1_Artifact {
+    /// A Helm chart's or OCI artifact's manifest and small blobs; nil for a Git source.
+    var payload: OCIPayload? {
+        guard hasOci, let kind = OCIPayload.Kind(rawValue: oci.kind) else { return nil }
+        return OCIPayload(kind: kind, manifest: oci.manifest, mediaType: oci.mediaType,
+                          blobs: Dictionary(oci.blobs.map { ($0.digest, $0.data) }, uniquingKeysWith: { first, _ in first }),
+                          tags: oci.tags)
     }
 }

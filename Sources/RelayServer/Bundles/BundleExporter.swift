@@ -146,11 +146,14 @@ public struct BundleExporter: Sendable {
                 source: artifact.source, revision: artifact.revision, digest: digest, size: artifact.size, commit: artifact.commit,
                 origin: artifact.origin.isEmpty ? artifact.source : artifact.origin,
                 createdUnixMs: RelaySigner.wireMilliseconds(artifact.createdAt), manifestDigest: SHA256Digest(manifest.digest)!,
-                signature: signature, included: include)
+                signature: signature, included: include,
+                oci: artifact.oci.map { BundleOCIContent(kind: $0.kind.rawValue, mediaType: $0.mediaType, manifest: $0.manifest,
+                                                         blobs: $0.blobs, tags: $0.tags) })
             // The agent recomputes the manifest from the statement: it must be the one signed.
             guard described.manifest == manifest else { throw BundleExportError.io("the manifest of '\(artifact.source)' cannot be recomputed from its description") }
             artifacts.append(described)
             addBlob(manifest.bytes)
+            for digest in (artifact.oci?.blobs.keys).map(Array.init)?.sorted() ?? [] { addBlob(artifact.oci!.blobs[digest]!) }
             if include, seen.insert(digest).inserted {
                 let path = store.path(forDigest: artifact.digest).path
                 guard FileSystemCheck.size(path) == artifact.size else {

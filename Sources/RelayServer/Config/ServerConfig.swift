@@ -35,7 +35,10 @@ public struct ServerConfig: Sendable, Decodable {
 
     public struct Source: Sendable, Decodable {
         public var name: String
-        public var url: String
+        /// A Git repository; or `helm` (a chart) or `oci` (an OCI artifact) instead.
+        public var url: String?
+        public var helm: HelmSettings?
+        public var oci: OCISettings?
         public var ref: SourceRef?
         /// Polling fallback; webhooks trigger packaging at once.
         public var interval: ConfigDuration?
@@ -138,7 +141,10 @@ public struct ServerConfig: Sendable, Decodable {
 public struct ResolvedServerConfig: Sendable {
     public struct Source: Sendable {
         public var name: String
-        public var remote: RemoteLocation
+        /// The Git repository; nil for a Helm chart or OCI artifact source (`upstream`).
+        public var remote: RemoteLocation?
+        /// Where a Helm chart or OCI artifact source comes from; nil for a Git source.
+        public var upstream: Upstream?
         public var reference: GitReference?
         public var interval: Duration
         public var credentials: GitCredentials
@@ -302,9 +308,16 @@ extension ServerConfig: ConfigFile {
         for (index, source) in sources.enumerated() {
             let field = "sources[\(index)]"
             try checkName(source.name, field, "source", &names)
-            let remote: RemoteLocation
-            do { remote = try RemoteLocation(source.url, relativeTo: base.path) } catch {
-                throw fail("\(field).url", error.description)
+            let upstream = try source.upstream(field: field, fail: fail, secret: secret, readable: readable)
+            var remote: RemoteLocation?
+            if let url = source.url {
+                do { remote = try RemoteLocation(url, relativeTo: base.path) } catch {
+                    throw fail("\(field).url", error.description)
+                }
+            } else {
+                for (set, name) in [(source.ref != nil, "ref"), (source.auth != nil, "auth"), (source.ignore != nil, "ignore"), (source.gitlab != nil, "gitlab")] where set {
+                    throw fail("\(field).\(name)", "applies to Git sources (url) only; a helm or oci source has its own fields")
+                }
             }
             let reference = try Self.reference(source.ref, field: "\(field).ref", fail: fail)
             var credentials = GitCredentials()
@@ -334,7 +347,7 @@ extension ServerConfig: ConfigFile {
                 let base = target.url.hasSuffix("/") ? String(target.url.dropLast()) : target.url
                 gitlab = .init(projectAPI: "\(base)/api/v4/projects/\(encoded)", token: try secret(target.tokenFile, "\(field).gitlab.tokenFile"))
             }
-            resolvedSources.append(.init(name: source.name, remote: remote, reference: reference, interval: interval,
+            resolvedSources.append(.init(name: source.name, remote: remote, upstream: upstream, reference: reference, interval: interval,
                                          credentials: credentials, ignore: source.ignore, branch: source.ref?.branch, gitlab: gitlab))
         }
 

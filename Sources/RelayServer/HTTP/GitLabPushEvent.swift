@@ -35,7 +35,7 @@ struct GitLabPushEvent: Decodable {
     func matchingSources(_ sources: [ResolvedServerConfig.Source]) -> [String] {
         let pushed = Set(urls.map(Self.normalize))
         return sources.filter { source in
-            guard pushed.contains(Self.normalize(source.remote.identity)) else { return false }
+            guard let remote = source.remote, pushed.contains(Self.normalize(remote.identity)) else { return false }
             switch source.reference {
             case .branch(let branch)?: return ref == "refs/heads/\(branch)"
             case .tag?, .semver?: return ref.hasPrefix("refs/tags/")

@@ -9,6 +9,10 @@ import RelayShared
 /// (compared in constant time); the body is a GitLab push or tag-push event; every source
 /// whose repository and ref the event names is packaged at once. Answers 202 with the
 /// triggered source names.
+///
+/// `POST /hooks/oci` (for pipelines that push a chart or artifact, then notify): the same
+/// token as `Authorization: Bearer <token>` (or `X-Gitlab-Token`); the body `{"source":
+/// "<name>"}` or `?source=<name>` names a Helm chart or OCI artifact source, checked at once.
 enum WebhookRouter {
     static func make(webhookToken: String?, sources: [ResolvedServerConfig.Source], scheduler: PackagingScheduler,
                      hub: DesiredStateHub, authFailures: AuthFailureLimiter) -> Router<PeerRequestContext> {
@@ -45,6 +49,31 @@ enum WebhookRouter {
             scheduler.trigger(names)
             return json(.accepted, ["triggered": names])
         }
+        router.post("hooks/oci") { request, _ -> Response in
+            guard let expected = webhookToken, !expected.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                return json(.notFound, ["error": "webhooks are off: set webhookToken in the relay configuration"])
+            }
+            let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            let given = bearer ?? request.headers[HTTPField.Name("X-Gitlab-Token")!] ?? ""
+            guard !given.isEmpty, TokenHash.constantTimeEqual(TokenHash.sha256Hex(given), TokenHash.sha256Hex(expected)) else {
+                return json(.unauthorized, ["error": "send the relay's webhookToken as Authorization: Bearer <token>"])
+            }
+            struct Trigger: Decodable { var source: String }
+            var name = request.uri.queryParameters["source"].map(String.init)
+            if name == nil {
+                let body = try await request.body.collect(upTo: 64 << 10)
+                name = (try? JSONDecoder().decode(Trigger.self, from: Data(buffer: body)))?.source
+            }
+            guard let name else { return json(.badRequest, ["error": #"name the source: {"source": "<name>"} or ?source=<name>"#]) }
+            guard let source = sources.first(where: { $0.name == name }) else {
+                return json(.notFound, ["error": "no source '\(name)' in relay.yaml"])
+            }
+            guard source.upstream != nil else {
+                return json(.badRequest, ["error": "'\(name)' is a Git source: use /hooks/gitlab (push events) for it"])
+            }
+            scheduler.trigger([name])
+            return json(.accepted, ["triggered": [name]])
+        }
         return router
     }
 
@@ -52,7 +81,7 @@ enum WebhookRouter {
     @Sendable static func credentialSurface(_ request: Request) -> String? {
         if ["/healthz", "/readyz", "/metrics"].contains(request.uri.path) { return nil }
         if request.uri.path.hasPrefix("/hooks/") {
-            return request.headers[HTTPField.Name("X-Gitlab-Token")!] != nil ? "webhook" : nil
+            return request.headers[HTTPField.Name("X-Gitlab-Token")!] != nil || request.headers[.authorization] != nil ? "webhook" : nil
         }
         return request.headers[.authorization] != nil || request.uri.queryParameters["access_token"] != nil ? "status" : nil
     }

@@ -22,9 +22,9 @@ enum PackagingFingerprint {
     static let extraIgnore = ProcessInfo.processInfo.environment["RELAY_TEST_EXTRA_IGNORE"]
 
     /// The pack request for `source` at `reference`.
-    static func request(_ source: ResolvedServerConfig.Source, reference: GitReference?) -> PackRequest {
+    static func request(_ source: ResolvedServerConfig.Source, remote: RemoteLocation, reference: GitReference?) -> PackRequest {
         let ignore = [source.ignore, extraIgnore].compactMap { $0 }.joined(separator: "\n")
-        return PackRequest(remote: source.remote, reference: reference, credentials: source.credentials,
+        return PackRequest(remote: remote, reference: reference, credentials: source.credentials,
                            ignore: ignore.isEmpty ? nil : ignore)
     }
 }

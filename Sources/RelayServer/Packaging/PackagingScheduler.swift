@@ -15,6 +15,8 @@ public final class PackagingScheduler: Sendable {
     private let maxArtifactBytes: UInt64
     /// Runs after a new artifact is packaged, before agents are told about it.
     private let beforePublish: (@Sendable (PackagedArtifact) async -> Void)?
+    /// Helm chart and OCI artifact sources.
+    private let upstreams: UpstreamPackager
 
     public init(sources: [ResolvedServerConfig.Source], packer: ArtifactPacker, registry: Registry,
                 hub: DesiredStateHub, maxArtifactBytes: UInt64 = .max, logger: Logger,
@@ -26,6 +28,7 @@ public final class PackagingScheduler: Sendable {
         self.registry = registry
         self.hub = hub
         self.logger = logger
+        upstreams = UpstreamPackager(store: packer.store, maxArtifactBytes: maxArtifactBytes, logger: logger)
         var triggers: [String: (AsyncStream<Void>, AsyncStream<Void>.Continuation)] = [:]
         for source in sources {
             triggers[source.name] = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -84,12 +87,14 @@ public final class PackagingScheduler: Sendable {
     }
 
     private func packHoldingTheLock(_ source: ResolvedServerConfig.Source) async -> PackagedArtifact? {
+        if let upstream = source.upstream { return await mirror(source, upstream) }
+        guard let remote = source.remote else { return nil }
         let started = ContinuousClock.now
         do {
             let packaging = PackagingFingerprint.of(source)
-            let result = try await packer.pack(PackagingFingerprint.request(source, reference: source.reference))
+            let result = try await packer.pack(PackagingFingerprint.request(source, remote: remote, reference: source.reference))
             let artifact = PackagedArtifact(source: source.name, revision: result.revision, digest: result.digest,
-                                            size: result.size, commit: result.commit, origin: source.remote.identity,
+                                            size: result.size, commit: result.commit, origin: remote.identity,
                                             createdAt: Date())
             if registry.dialect == .postgres,
                let recorded = try await registry.recordedDigest(source: source.name, commit: result.commit, packaging: packaging),
@@ -103,21 +108,46 @@ public final class PackagingScheduler: Sendable {
                     "limit": "\(maxArtifactBytes)"])
                 return nil
             }
-            let current = await hub.artifact(forSource: source.name)
-            if current?.digest != artifact.digest || current?.revision != artifact.revision {
-                await beforePublish?(artifact)
-                try await registry.record(artifact, packaging: packaging)
-                await hub.publish(artifact)
-                RelayMetrics.packaged(source: source.name, duration: ContinuousClock.now - started)
-                logger.info("packaged", metadata: [
-                    "source": "\(source.name)", "revision": "\(artifact.revision)", "digest": "\(artifact.digest)",
-                    "size": "\(artifact.size)", "cached": "\(result.cached)",
-                    "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))",
-                ])
-            }
+            try await offer(artifact, packaging: packaging, started: started, cached: result.cached)
             return artifact
         } catch {
             logger.error("packaging failed", metadata: ["source": "\(source.name)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Records and offers `artifact` unless it is what agents already get.
+    private func offer(_ artifact: PackagedArtifact, packaging: String, started: ContinuousClock.Instant, cached: Bool) async throws {
+        let current = await hub.artifact(forSource: artifact.source)
+        guard current?.digest != artifact.digest || current?.revision != artifact.revision || current?.oci != artifact.oci else { return }
+        await beforePublish?(artifact)
+        try await registry.record(artifact, packaging: packaging)
+        await hub.publish(artifact)
+        RelayMetrics.packaged(source: artifact.source, duration: ContinuousClock.now - started)
+        logger.info("packaged", metadata: [
+            "source": "\(artifact.source)", "revision": "\(artifact.revision)", "digest": "\(artifact.digest)",
+            "size": "\(artifact.size)", "cached": "\(cached)",
+            "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))",
+        ])
+    }
+
+    /// A Helm chart or OCI artifact source: mirrored, checked, offered. A failure offers
+    /// nothing new (agents keep what they have) and is logged and counted with its code.
+    private func mirror(_ source: ResolvedServerConfig.Source, _ upstream: Upstream) async -> PackagedArtifact? {
+        let started = ContinuousClock.now
+        do {
+            let current = await hub.artifact(forSource: source.name)
+            let artifact = try await upstreams.package(source: source.name, upstream: upstream, current: current)
+            try await offer(artifact, packaging: "", started: started, cached: artifact == current)
+            RelayMetrics.upstreamSucceeded(source: source.name)
+            return artifact
+        } catch let error as UpstreamError {
+            RelayMetrics.upstreamFailed(source: source.name, code: error.code.rawValue)
+            logger.error("mirroring failed; agents keep what they have", metadata: [
+                "source": "\(source.name)", "upstream": "\(upstream.origin)", "code": "\(error.code.rawValue)", "error": "\(error.message)"])
+            return nil
+        } catch {
+            logger.error("mirroring failed", metadata: ["source": "\(source.name)", "error": "\(error)"])
             return nil
         }
     }

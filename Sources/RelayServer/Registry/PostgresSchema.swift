@@ -174,5 +174,7 @@ enum PostgresSchema {
             CREATE TRIGGER access_grant AFTER INSERT OR UPDATE OR DELETE ON grant_
                 FOR EACH STATEMENT EXECUTE FUNCTION relay_access_changed();
             """),
+        // A Helm chart or OCI artifact's manifest and small blobs (JSON of OCIPayload).
+        ("v2", "ALTER TABLE revision ADD COLUMN oci TEXT NOT NULL DEFAULT ''"),
     ]
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ArtifactMirror
 import Logging
 
 /// One packaged revision of a source, as the relay offers it to agents.
@@ -11,8 +12,11 @@ public struct PackagedArtifact: Sendable, Hashable, Codable {
     /// The remote without credentials.
     public var origin: String
     public var createdAt: Date
+    /// A Helm chart or OCI artifact source's manifest and small blobs (nil for Git sources).
+    public var oci: OCIPayload?
 
-    public init(source: String, revision: String, digest: String, size: UInt64, commit: String, origin: String, createdAt: Date) {
+    public init(source: String, revision: String, digest: String, size: UInt64, commit: String, origin: String, createdAt: Date,
+                oci: OCIPayload? = nil) {
         self.source = source
         self.revision = revision
         self.digest = digest
@@ -20,6 +24,7 @@ public struct PackagedArtifact: Sendable, Hashable, Codable {
         self.commit = commit
         self.origin = origin
         self.createdAt = createdAt
+        self.oci = oci
     }
 }
 
@@ -129,10 +134,10 @@ public final class Registry: Sendable {
     public func record(_ artifact: PackagedArtifact, packaging: String = "") async throws {
         try await store.write { db in
             try db.execute(sql: """
-                INSERT INTO revision(source, revision, digest, size, commit_, origin, created_ms, packaging) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(source, digest) DO UPDATE SET revision = excluded.revision, created_ms = excluded.created_ms
+                INSERT INTO revision(source, revision, digest, size, commit_, origin, created_ms, packaging, oci) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(source, digest) DO UPDATE SET revision = excluded.revision, created_ms = excluded.created_ms, oci = excluded.oci
                 """, arguments: [artifact.source, artifact.revision, artifact.digest, Int64(artifact.size), artifact.commit,
-                                 artifact.origin, Self.milliseconds(artifact.createdAt), packaging])
+                                 artifact.origin, Self.milliseconds(artifact.createdAt), packaging, Self.ociText(artifact.oci)])
             if db.dialect == .postgres {
                 // Other replicas offer it too (RevisionFollower); sent when this commits.
                 try db.execute(sql: "SELECT pg_notify(?, ?)", arguments: [ReplicaWakeups.revision, artifact.source])
@@ -232,7 +237,18 @@ public final class Registry: Sendable {
     static func artifact(_ row: SQLRow) -> PackagedArtifact {
         PackagedArtifact(source: row["source"], revision: row["revision"], digest: row["digest"],
                          size: UInt64(row["size"] as Int64), commit: row["commit_"], origin: row["origin"],
-                         createdAt: Date(timeIntervalSince1970: Double(row["created_ms"] as Int64) / 1000))
+                         createdAt: Date(timeIntervalSince1970: Double(row["created_ms"] as Int64) / 1000),
+                         oci: ociPayload(row["oci"]))
+    }
+
+    /// The `oci` column: JSON of the payload, "" for a Git source.
+    static func ociText(_ payload: OCIPayload?) -> String {
+        guard let payload, let data = try? JSONEncoder().encode(payload) else { return "" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func ociPayload(_ text: String) -> OCIPayload? {
+        text.isEmpty ? nil : try? JSONDecoder().decode(OCIPayload.self, from: Data(text.utf8))
     }
 
     static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }

@@ -116,6 +116,10 @@ extension Registry {
             // What shaped an artifact besides its commit (PackagingFingerprint).
             try db.execute(sql: "ALTER TABLE revision ADD COLUMN packaging TEXT NOT NULL DEFAULT ''")
         }
+        migrator.registerMigration("v14-revision-oci") { db in
+            // A Helm chart or OCI artifact's manifest and small blobs (JSON of OCIPayload).
+            try db.execute(sql: "ALTER TABLE revision ADD COLUMN oci TEXT NOT NULL DEFAULT ''")
+        }
         return migrator
     }
     static func registerTokenMigration(_ migrator: inout DatabaseMigrator) {

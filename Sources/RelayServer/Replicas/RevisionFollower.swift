@@ -86,8 +86,17 @@ public final class RevisionFollower: Sendable {
     /// Whether the local store holds `artifact`'s bytes, packaging its commit here if needed.
     private func ensureBytes(_ artifact: PackagedArtifact, of source: ResolvedServerConfig.Source) async -> Bool {
         if FileSystemCheck.exists(store.path(forDigest: artifact.digest).path) { return true }
+        if let upstream = source.upstream {
+            // Mirrored, not packaged: bytes equal to the upstream's by digest. Offered here when
+            // the upstream still serves that version; otherwise this replica's own poll records
+            // the newer one.
+            let mirrored = try? await UpstreamPackager(store: store, maxArtifactBytes: .max, logger: logger)
+                .package(source: source.name, upstream: upstream, current: nil)
+            return mirrored?.digest == artifact.digest && mirrored?.oci == artifact.oci
+        }
+        guard let remote = source.remote else { return false }
         do {
-            let result = try await packer.pack(PackagingFingerprint.request(source, reference: .commit(artifact.commit, branch: source.branch)))
+            let result = try await packer.pack(PackagingFingerprint.request(source, remote: remote, reference: .commit(artifact.commit, branch: source.branch)))
             return verify(result.digest, result.revision, against: artifact)
         } catch {
             logger.error("cannot package a revision another replica recorded; will retry", metadata: [

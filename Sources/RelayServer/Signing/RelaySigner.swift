@@ -55,7 +55,8 @@ public final class RelaySigner: Sendable {
     /// The manifest the agent will serve for `artifact` as DesiredState describes it (its
     /// packaging time in whole milliseconds, as the wire carries it).
     public static func manifest(for artifact: PackagedArtifact) -> OCIManifest {
-        OCIManifest(revision: artifact.revision, origin: artifact.origin.isEmpty ? artifact.source : artifact.origin,
+        if let oci = artifact.oci { return OCIManifest(bytes: oci.manifest, mediaType: oci.mediaType) }
+        return OCIManifest(revision: artifact.revision, origin: artifact.origin.isEmpty ? artifact.source : artifact.origin,
                     digest: artifact.digest, size: artifact.size, createdUnixMs: wireMilliseconds(artifact.createdAt),
                     fallback: artifact.createdAt)
     }

@@ -22,6 +22,16 @@ enum RelayMetrics {
         Timer(label: "relay_packaging_duration_seconds", dimensions: [("source", source)]).recordNanoseconds(
             duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
+
+    /// A Helm chart or OCI artifact source that could not be mirrored, by `UpstreamError` code.
+    static func upstreamFailed(source: String, code: String) {
+        Counter(label: "relay_upstream_failures_total", dimensions: [("source", source), ("code", code)]).increment()
+    }
+
+    /// When a Helm chart or OCI artifact source was last checked successfully (Unix seconds).
+    static func upstreamSucceeded(source: String) {
+        Gauge(label: "relay_upstream_last_success_timestamp_seconds", dimensions: [("source", source)]).record(Date().timeIntervalSince1970)
+    }
 }
 
 extension RelayMetrics {

@@ -196,6 +196,15 @@ final class TunnelService: Relay_V1_Tunnel.ServiceProtocol, Sendable {
             $0.signaturePayload = signature.payload
             $0.signature = signature.signature
             $0.signingKeyID = signer.key.publicKey.id
+            if let payload = artifact.oci {
+                $0.oci = .with { oci in
+                    oci.kind = payload.kind.rawValue
+                    oci.manifest = payload.manifest
+                    oci.mediaType = payload.mediaType
+                    oci.blobs = payload.blobs.keys.sorted().map { digest in .with { $0.digest = digest; $0.data = payload.blobs[digest]! } }
+                    oci.tags = payload.tags
+                }
+            }
         }
     }
 

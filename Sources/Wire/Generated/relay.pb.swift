@@ -322,6 +322,62 @@ public nonisolated struct Relay_V1_Artifact: Sendable {
   /// Id of the relay key that signed (first 16 hex of the SHA-256 of its public key DER).
   public var signingKeyID: String = String()
 
+  /// Set for Helm chart and OCI artifact sources (relay.yaml `helm:` / `oci:`): the OCI
+  /// manifest served for this artifact is carried byte for byte instead of computed, and
+  /// manifest_digest is its SHA-256. `digest`/`size` name its one large layer (the chart
+  /// .tgz, or the artifact's content layer), fetched with Fetch like any artifact.
+  public var oci: Relay_V1_OCIContent {
+    get {_oci ?? Relay_V1_OCIContent()}
+    set {_oci = newValue}
+  }
+  /// Returns true if `oci` has been explicitly set.
+  public var hasOci: Bool {self._oci != nil}
+  /// Clears the value of `oci`. Subsequent reads from it will return its default value.
+  public mutating func clearOci() {self._oci = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _oci: Relay_V1_OCIContent? = nil
+}
+
+/// An upstream OCI manifest with its small blobs.
+public nonisolated struct Relay_V1_OCIContent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "helm" (a chart, in Helm's registry layout) or "oci" (any OCI artifact, as published).
+  public var kind: String = String()
+
+  /// The manifest's exact bytes and its media type (Content-Type when served).
+  public var manifest: Data = Data()
+
+  public var mediaType: String = String()
+
+  /// Every blob the manifest names besides the fetched layer: the config and small layers
+  /// (a chart's provenance file, for example), each at most 1 MiB, all at most 4 MiB.
+  public var blobs: [Relay_V1_InlineBlob] = []
+
+  /// Tags the agent serves the manifest under (a chart's version, `+` written as `_`; an
+  /// OCI source's upstream tag).
+  public var tags: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Relay_V1_InlineBlob: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var digest: String = String()
+
+  public var data: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1063,7 +1119,7 @@ nonisolated extension Relay_V1_DesiredState: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Artifact"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{1}revision\0\u{1}digest\0\u{1}size\0\u{1}commit\0\u{1}origin\0\u{3}created_unix_ms\0\u{3}manifest_digest\0\u{3}signature_payload\0\u{1}signature\0\u{3}signing_key_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{1}revision\0\u{1}digest\0\u{1}size\0\u{1}commit\0\u{1}origin\0\u{3}created_unix_ms\0\u{3}manifest_digest\0\u{3}signature_payload\0\u{1}signature\0\u{3}signing_key_id\0\u{1}oci\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1082,12 +1138,17 @@ nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._M
       case 9: try { try decoder.decodeSingularBytesField(value: &self.signaturePayload) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.signature) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.signingKeyID) }()
+      case 12: try { try decoder.decodeSingularMessageField(value: &self._oci) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.source.isEmpty {
       try visitor.visitSingularStringField(value: self.source, fieldNumber: 1)
     }
@@ -1121,6 +1182,9 @@ nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.signingKeyID.isEmpty {
       try visitor.visitSingularStringField(value: self.signingKeyID, fieldNumber: 11)
     }
+    try { if let v = self._oci {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1136,6 +1200,92 @@ nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.signaturePayload != rhs.signaturePayload {return false}
     if lhs.signature != rhs.signature {return false}
     if lhs.signingKeyID != rhs.signingKeyID {return false}
+    if lhs._oci != rhs._oci {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_OCIContent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OCIContent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}manifest\0\u{3}media_type\0\u{1}blobs\0\u{1}tags\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.manifest) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.mediaType) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.blobs) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 1)
+    }
+    if !self.manifest.isEmpty {
+      try visitor.visitSingularBytesField(value: self.manifest, fieldNumber: 2)
+    }
+    if !self.mediaType.isEmpty {
+      try visitor.visitSingularStringField(value: self.mediaType, fieldNumber: 3)
+    }
+    if !self.blobs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.blobs, fieldNumber: 4)
+    }
+    if !self.tags.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tags, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_OCIContent, rhs: Relay_V1_OCIContent) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.manifest != rhs.manifest {return false}
+    if lhs.mediaType != rhs.mediaType {return false}
+    if lhs.blobs != rhs.blobs {return false}
+    if lhs.tags != rhs.tags {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_InlineBlob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".InlineBlob"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 1)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_InlineBlob, rhs: Relay_V1_InlineBlob) -> Bool {
+    if lhs.digest != rhs.digest {return false}
+    if lhs.data != rhs.data {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

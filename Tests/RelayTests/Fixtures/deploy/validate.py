@@ -195,7 +195,73 @@ RECEIVER = flux_object("notification.toolkit.fluxcd.io/v1", "Receiver", spec_sch
         "suspend": {"type": "boolean"},
     }))
 
+HELM_REPOSITORY = flux_object("source.toolkit.fluxcd.io/v1", "HelmRepository", spec_schema(
+    ["url"], {
+        "url": {"type": "string", "pattern": r"^(https?|oci)://.+$"},
+        "type": {"enum": ["default", "oci"]},
+        "interval": DURATION,
+        "timeout": DURATION,
+        "insecure": {"type": "boolean"},
+        "suspend": {"type": "boolean"},
+        "provider": {"enum": ["generic", "aws", "azure", "gcp"]},
+        "secretRef": LOCAL_REF,
+        "certSecretRef": LOCAL_REF,
+        "passCredentials": {"type": "boolean"},
+        "accessFrom": {"type": "object"},
+    }))
+
+CHART_SOURCE_REF = {
+    "type": "object", "required": ["kind", "name"], "additionalProperties": False,
+    "properties": {"apiVersion": {"type": "string"},
+                   "kind": {"enum": ["HelmRepository", "GitRepository", "Bucket"]},
+                   "name": {"type": "string", "minLength": 1}, "namespace": {"type": "string", "minLength": 1}}}
+
+HELM_RELEASE = flux_object("helm.toolkit.fluxcd.io/v2", "HelmRelease", {
+    "type": "object", "required": ["interval"], "additionalProperties": False,
+    # Exactly one of chart and chartRef.
+    "oneOf": [{"required": ["chart"]}, {"required": ["chartRef"]}],
+    "properties": {
+        "interval": DURATION,
+        "timeout": DURATION,
+        "suspend": {"type": "boolean"},
+        "releaseName": {"type": "string"},
+        "targetNamespace": {"type": "string", "maxLength": 63},
+        "storageNamespace": {"type": "string", "maxLength": 63},
+        "serviceAccountName": {"type": "string"},
+        "chart": {"type": "object", "required": ["spec"], "additionalProperties": False, "properties": {
+            "metadata": {"type": "object"},
+            "spec": {"type": "object", "required": ["chart", "sourceRef"], "additionalProperties": False, "properties": {
+                "chart": {"type": "string", "minLength": 1},
+                "version": {"type": "string"},
+                "sourceRef": CHART_SOURCE_REF,
+                "interval": DURATION,
+                "reconcileStrategy": {"enum": ["ChartVersion", "Revision"]},
+                "valuesFiles": {"type": "array", "items": {"type": "string"}},
+                "ignoreMissingValuesFiles": {"type": "boolean"},
+                "verify": {"type": "object"}}}}},
+        "chartRef": {"type": "object", "required": ["kind", "name"], "additionalProperties": False, "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"enum": ["OCIRepository", "HelmChart", "ExternalArtifact"]},
+            "name": {"type": "string", "minLength": 1},
+            "namespace": {"type": "string", "minLength": 1}}},
+        "install": {"type": "object"},
+        "upgrade": {"type": "object"},
+        "test": {"type": "object"},
+        "rollback": {"type": "object"},
+        "uninstall": {"type": "object"},
+        "values": {"type": "object"},
+        "valuesFrom": {"type": "array", "items": {"type": "object"}},
+        "dependsOn": {"type": "array", "items": CROSS_NAMESPACE_REF},
+        "driftDetection": {"type": "object"},
+        "postRenderers": {"type": "array", "items": {"type": "object"}},
+        "maxHistory": {"type": "integer"},
+        "persistentClient": {"type": "boolean"},
+        "kubeConfig": {"type": "object"},
+    }})
+
 FLUX_SCHEMAS = {
+    ("source.toolkit.fluxcd.io/v1", "HelmRepository"): HELM_REPOSITORY,
+    ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): HELM_RELEASE,
     ("source.toolkit.fluxcd.io/v1", "OCIRepository"): OCI_REPOSITORY,
     ("source.toolkit.fluxcd.io/v1", "ExternalArtifact"): EXTERNAL_ARTIFACT,
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): KUSTOMIZATION,
