@@ -97,6 +97,14 @@ struct ConfigMistake: Sendable, CustomStringConvertible {
 
     var description: String { replace.values.joined(separator: ", ") }
 
+    /// The sample relay.yaml's Git source turned into `yaml` (its url and ref lines replaced).
+    static func upstream(_ yaml: String, _ expected: String) -> ConfigMistake {
+        var mistake = ConfigMistake("    url: https://git.example.com/podinfo.git", yaml, expected)
+        mistake.replace["    ref:"] = "    interval: 1m"
+        mistake.replace["      branch: main"] = ""
+        return mistake
+    }
+
     func check(_ output: ProcessOutput) {
         #expect(output.status == 2, "exit status; stdout: \(output.stdout)")
         for text in expected {
@@ -175,6 +183,33 @@ struct ConfigErrorTests {
         ConfigMistake("dataDir: relay-data", "dataDir: relay-data\nreplica: \" \"", "replica: "),
     ])
     func databaseMistakes(_ mistake: ConfigMistake) throws {
+        try ConfigCheck.relay(mistake)
+    }
+
+    @Test("relay.yaml: helm and oci source mistakes name the field", arguments: [
+        ConfigMistake("    url: https://git.example.com/podinfo.git", "    helm: {url: https://charts.example, chart: podinfo}\n    url: https://git.example.com/podinfo.git",
+                      "sources[0]: set only one of url, helm and oci"),
+        ConfigMistake.upstream("    ignore: docs/", "sources[0]: set url (a Git repository), helm (a chart) or oci (an OCI artifact)"),
+        ConfigMistake("    url: https://git.example.com/podinfo.git", "    helm: {url: https://charts.example, chart: podinfo}",
+                      "sources[0].ref: applies to Git sources (url) only"),
+        ConfigMistake.upstream("    helm: {url: ftp://charts.example, chart: podinfo}",
+                      "sources[0].helm.url: expected https://<repository>"),
+        ConfigMistake.upstream("    helm: {url: https://charts.example, chart: podinfo, version: \">=1.0 <<2\"}",
+                      "sources[0].helm.version: "),
+        ConfigMistake.upstream("    helm: {url: oci://ghcr.io, chart: podinfo}",
+                      "sources[0].helm.url: expected oci://<registry host>/<repository>"),
+        ConfigMistake.upstream("    oci: {url: oci://ghcr.io/org/app, ref: {tag: v1, digest: \"sha256:00\"}}",
+                      "sources[0].oci.ref: set one of tag, semver and digest"),
+        ConfigMistake.upstream("    oci: {url: oci://ghcr.io/org/app, ref: {digest: \"sha256:00\"}}",
+                      "sources[0].oci.ref.digest: expected sha256:<64 lowercase hex>"),
+        ConfigMistake.upstream("    oci: {url: oci://ghcr.io/org/app, auth: {username: bob}}",
+                      "sources[0].oci.auth: set both username and passwordFile"),
+        ConfigMistake.upstream("    oci: {url: oci://ghcr.io/Org/App}",
+                      "sources[0].oci.url: 'oci://ghcr.io/Org/App' is not a valid registry repository"),
+        ConfigMistake.upstream("    helm: {url: https://charts.example, chart: podinfo, caFile: nope.pem}",
+                      "sources[0].helm.caFile: cannot read"),
+    ])
+    func upstreamMistakes(_ mistake: ConfigMistake) throws {
         try ConfigCheck.relay(mistake)
     }
 

@@ -119,6 +119,37 @@ import Testing
         #expect(big.contains("4194304"))
     }
 
+    /// The distribution token flow against docker-registry in `auth: token` mode: the 401's
+    /// Bearer challenge is answered at the realm with the credentials, the token used; wrong
+    /// credentials end at the token service with one refusal, no loop.
+    @Test func registryTokenAuthentication() async throws {
+        let mirror = try Mirror("upstream-token")
+        defer { mirror.dir.remove() }
+        let tokens = try RegistryTokenServer(username: "carol", password: "token-pw")
+        defer { tokens.stop() }
+        let registry = try OCIRegistryServer(username: "carol", password: "token-pw", token: tokens)
+        defer { registry.stop() }
+        let content = try mirror.dir.subdirectory("content")
+        try Data("kind: ConfigMap\n".utf8).write(to: content.appendingPathComponent("cm.yaml"))
+        let tarball = mirror.dir.appending("app.tar.gz")
+        _ = try runProcess("/usr/bin/env", ["tar", "-C", content.path, "-czf", tarball.path, "cm.yaml"])
+        let layout = mirror.dir.appending("layout")
+        _ = try runProcess("/usr/bin/env", ["python3", Self.fixture, "layout", layout.path, "v1", "--flux", tarball.path, "--revision", "main@sha1:abc"])
+        try registry.push(layout: layout, tag: "v1", to: "group/app")
+        func upstream(_ access: UpstreamAccess) -> Upstream {
+            .oci(RegistryUpstream(host: registry.host, repository: "group/app", access: access), reference: .tag("v1"))
+        }
+        let before = try tokens.stats()
+        let refused = await mirror.expectFailure(.unauthorized, upstream(Self.access("carol", "wrong", insecure: true)))
+        #expect(refused.contains("token service"))
+        #expect(try tokens.stats().refused == before.refused + 1)
+        let artifact = try await UpstreamPackager(store: mirror.store, maxArtifactBytes: 64 << 20, logger: Logger(label: "test"))
+            .package(source: "app", upstream: upstream(Self.access("carol", "token-pw", insecure: true)), current: nil)
+        #expect(artifact.digest == (try HelmOCISourceTests.digest(tarball)))
+        #expect(artifact.oci?.kind == .oci)
+        #expect(try tokens.stats().issued > before.issued)
+    }
+
     /// End to end: a relay whose only source fails never offers anything; the failure is
     /// counted by code in the relay's metrics.
     @Test func aFailingSourceIsCountedAndDeliversNothing() throws {

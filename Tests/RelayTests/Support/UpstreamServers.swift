@@ -61,12 +61,17 @@ final class OCIRegistryServer: Sendable {
     let credentials: String?
     private let process: BackgroundProcess
 
-    init(username: String? = nil, password: String? = nil) throws {
+    /// With `token`, the registry sends clients to that token service (`auth: token`) instead
+    /// of checking Basic credentials itself; `username`/`password` are then what the token
+    /// service accepts (for pushes).
+    init(username: String? = nil, password: String? = nil, token: RegistryTokenServer? = nil) throws {
         let directory = try TemporaryDirectory(prefix: "oci-registry")
         let registry = findExecutable("docker-registry") ?? "/usr/bin/docker-registry"
         let storage = try directory.subdirectory("storage")
         var auth = ""
-        if let username, let password {
+        if let token {
+            auth = "auth: {token: {realm: \"\(token.realm)\", service: \(token.service), issuer: \(token.issuer), rootcertbundle: \(token.certificate.path)}}\n"
+        } else if let username, let password {
             let htpasswd = try runProcess(findExecutable("htpasswd") ?? "/usr/bin/htpasswd", ["-Bbn", username, password])
             try htpasswd.stdout.write(to: directory.appending("htpasswd"), atomically: true, encoding: .utf8)
             auth = "auth: {htpasswd: {realm: relay-tests, path: \(directory.appending("htpasswd").path)}}\n"
@@ -108,6 +113,55 @@ final class OCIRegistryServer: Sendable {
     func blobFile(_ digest: String) -> URL {
         let hex = String(digest.dropFirst(7))
         return storage.appendingPathComponent("docker/registry/v2/blobs/sha256/\(hex.prefix(2))/\(hex)/data")
+    }
+
+    func stop() {
+        process.stop()
+        directory.remove()
+    }
+}
+
+/// The distribution spec's token service (Fixtures/helm/token_server.py) on 127.0.0.1: issues
+/// ES256 JWTs for a docker-registry in `auth: token` mode to whoever sends its one user's
+/// Basic credentials; counts what it issued and refused (`stats()`).
+final class RegistryTokenServer: Sendable {
+    let port: Int
+    let certificate: URL
+    let directory: TemporaryDirectory
+    let service = "relay-tests"
+    let issuer = "relay-test-issuer"
+    private let process: BackgroundProcess
+
+    init(username: String, password: String) throws {
+        let directory = try TemporaryDirectory(prefix: "registry-token")
+        let python = try InteropTests.python()
+        let portFile = directory.appending("port")
+        certificate = directory.appending("token-ca.pem")
+        process = try BackgroundProcess(
+            name: "token-server", executable: python,
+            arguments: [FluxOCITests.fixture("helm/token_server.py"), portFile.path, certificate.path, username, password, service, issuer],
+            logFile: directory.appending("token-server.log"))
+        let start = Date()
+        var port: Int?
+        while port == nil, Date().timeIntervalSince(start) < 30 {
+            port = (try? String(contentsOf: portFile, encoding: .utf8)).flatMap { Int($0) }
+            if port == nil { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        guard let port else {
+            process.stop()
+            defer { directory.remove() }
+            throw TestProcessError.serverFailedToStart(server: "token-server", reason: "no port after 30 s", log: process.log())
+        }
+        self.port = port
+        self.directory = directory
+    }
+
+    var realm: String { "http://127.0.0.1:\(port)/token" }
+
+    /// Tokens issued and requests refused so far.
+    func stats() throws -> (issued: Int, refused: Int) {
+        let json = try HTTPProbe.request("http://127.0.0.1:\(port)/stats").json ?? [:]
+        return (json["issued"] as? Int ?? 0, json["refused"] as? Int ?? 0)
     }
 
     func stop() {
