@@ -101,19 +101,46 @@ public struct CosignSignature: Sendable, Equatable, Codable {
 
     /// The image config go-containerregistry writes for a one-layer image built from an empty
     /// one (cosign's signature images): zero times, the layer's diff id.
-    public var configBytes: Data {
-        Data(("{\"architecture\":\"\",\"created\":\"0001-01-01T00:00:00Z\",\"history\":[{\"created\":\"0001-01-01T00:00:00Z\"}],"
-            + "\"os\":\"\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\(JSONText.quoted(payloadDigest))]},\"config\":{}}").utf8)
-    }
+    public var configBytes: Data { Self.image(layers: [layer]).config }
 
     public var configDigest: String { OCIManifest.digest(of: configBytes) }
 
     public var manifestBytes: Data {
-        let config = configBytes
-        return Data(("{\"schemaVersion\":2,\"mediaType\":\(JSONText.quoted(OCIManifest.manifestMediaType)),"
+        Self.image(layers: [layer]).manifest
+    }
+
+    /// This signature as one layer of a signature image.
+    public var layer: ImageLayer {
+        ImageLayer(mediaType: Self.payloadMediaType, data: payload, annotations: [Self.signatureAnnotation: signature])
+    }
+
+    /// One layer of a cosign signature image.
+    public struct ImageLayer: Sendable, Equatable {
+        public var mediaType: String
+        public var data: Data
+        public var annotations: [String: String]
+        public init(mediaType: String, data: Data, annotations: [String: String]) {
+            self.mediaType = mediaType
+            self.data = data
+            self.annotations = annotations
+        }
+    }
+
+    /// A signature image holding several signatures, one per layer (as cosign appends them):
+    /// its manifest and config. With one layer it is exactly `manifestBytes`/`configBytes`.
+    public static func image(layers: [ImageLayer]) -> (manifest: Data, config: Data) {
+        let diffIDs = layers.map { JSONText.quoted(OCIManifest.digest(of: $0.data)) }.joined(separator: ",")
+        let history = layers.map { _ in "{\"created\":\"0001-01-01T00:00:00Z\"}" }.joined(separator: ",")
+        let config = Data(("{\"architecture\":\"\",\"created\":\"0001-01-01T00:00:00Z\",\"history\":[\(history)],"
+            + "\"os\":\"\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\(diffIDs)]},\"config\":{}}").utf8)
+        let entries = layers.map { layer in
+            "{\"mediaType\":\(JSONText.quoted(layer.mediaType)),\"size\":\(layer.data.count),\"digest\":\(JSONText.quoted(OCIManifest.digest(of: layer.data))),"
+                + "\"annotations\":{" + layer.annotations.keys.sorted().map { "\(JSONText.quoted($0)):\(JSONText.quoted(layer.annotations[$0]!))" }.joined(separator: ",") + "}}"
+        }.joined(separator: ",")
+        let manifest = Data(("{\"schemaVersion\":2,\"mediaType\":\(JSONText.quoted(OCIManifest.manifestMediaType)),"
             + "\"config\":{\"mediaType\":\(JSONText.quoted(Self.configMediaType)),\"size\":\(config.count),\"digest\":\(JSONText.quoted(OCIManifest.digest(of: config)))},"
-            + "\"layers\":[{\"mediaType\":\(JSONText.quoted(Self.payloadMediaType)),\"size\":\(payload.count),\"digest\":\(JSONText.quoted(payloadDigest)),"
-            + "\"annotations\":{\(JSONText.quoted(Self.signatureAnnotation)):\(JSONText.quoted(signature))}}]}").utf8)
+            + "\"layers\":[\(entries)]}").utf8)
+        return (manifest, config)
     }
 
     public var manifestDigest: String { OCIManifest.digest(of: manifestBytes) }

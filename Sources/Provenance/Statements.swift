@@ -86,13 +86,28 @@ public struct BundleOCIContent: Sendable, Codable, Equatable {
     /// Digest → bytes of every blob the manifest names besides the large layer.
     public var blobs: [String: Data]
     public var tags: [String]
+    /// The publisher's cosign signatures of the manifest, one image layer each.
+    public var signatureLayers: [SignatureLayer]?
 
-    public init(kind: String, mediaType: String, manifest: Data, blobs: [String: Data], tags: [String]) {
+    public struct SignatureLayer: Sendable, Codable, Equatable {
+        public var mediaType: String
+        public var data: Data
+        public var annotations: [String: String]
+        public init(mediaType: String, data: Data, annotations: [String: String]) {
+            self.mediaType = mediaType
+            self.data = data
+            self.annotations = annotations
+        }
+    }
+
+    public init(kind: String, mediaType: String, manifest: Data, blobs: [String: Data], tags: [String],
+                signatureLayers: [SignatureLayer]? = nil) {
         self.kind = kind
         self.mediaType = mediaType
         self.manifest = manifest
         self.blobs = blobs
         self.tags = tags
+        self.signatureLayers = signatureLayers
     }
 }
 

@@ -144,8 +144,15 @@ import Testing
         let tarball = dir.appending("app.tar.gz")
         _ = try runProcess("/usr/bin/env", ["tar", "-C", content.path, "-czf", tarball.path, "app.yaml"])
         let fluxLayout = dir.appending("flux-layout")
-        _ = try Self.helmFixture(["layout", fluxLayout.path, "latest", "--flux", tarball.path, "--revision", "main@sha1:0123456789abcdef0123456789abcdef01234567"])
+        let fluxDigest = try Self.helmFixture(["layout", fluxLayout.path, "latest", "--flux", tarball.path, "--revision", "main@sha1:0123456789abcdef0123456789abcdef01234567"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         try registry.push(layout: fluxLayout, tag: "latest", to: "group/app/manifests")
+        // The publisher signs it with cosign's key mode (tag sha256-<hex>.sig beside it).
+        let python = try InteropTests.python()
+        let publisherKey = dir.appending("publisher.pub")
+        let signatureTag = try runProcess(python, [Self.fixture, "sign", fluxLayout.path, fluxDigest, "\(registry.host)/group/app/manifests", publisherKey.path])
+            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try registry.push(layout: fluxLayout, tag: signatureTag, to: "group/app/manifests")
         try Data("registry-pw\n".utf8).write(to: dir.appending("registry.password"))
 
         let harness = try RelayHarness(sources: [], agents: [.init(name: "edge", token: "t-edge", sources: ["podinfo", "app-manifests"])], dir: dir)
@@ -181,11 +188,28 @@ import Testing
         #expect(app.revision == "latest@\(appDigest)")
         #expect(app.digest == tarballDigest)
 
-        // Offline (#8): a signed bundle carries both to an agent that reaches nothing; it
-        // verifies and serves the same manifests.
+        // spec.verify with the publisher's key still works at the agent (its signature is
+        // mirrored), and with the relay's key too: one signature image, a layer each.
         let relayConfig = dir.appending("relay.yaml").path
         let publicKey = dir.appending("relay.pub")
         try Data(try runProcess(Binaries.relayServer, ["keys", "public", "--config", relayConfig]).stdout.utf8).write(to: publicKey)
+        let verifier = FluxOCITests.fixture("cosign/verify_signature.py")
+        for (key, name) in [(publisherKey, "publisher"), (publicKey, "relay")] {
+            let work = try dir.subdirectory("verify-\(name)")
+            let out = try runProcess(python, [verifier, agent, "app-manifests", "latest", key.path, work.path], timeout: 120)
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
+            #expect(report["ok"] as? Bool == true, "\(name): \(out.stdout)")
+            #expect(report["layers"] as? Int == 2)
+        }
+        // A key that signed nothing is refused (the check can fail).
+        let strangerKey = dir.appending("stranger.key"), stranger = dir.appending("stranger.pub")
+        _ = try runProcess("/usr/bin/env", ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", strangerKey.path])
+        _ = try runProcess("/usr/bin/env", ["openssl", "ec", "-in", strangerKey.path, "-pubout", "-out", stranger.path])
+        let refused = try runProcess(python, [verifier, agent, "app-manifests", "latest", stranger.path, try dir.subdirectory("verify-stranger").path], timeout: 120)
+        #expect(refused.stdout.contains(#""ok": false"#), "\(refused.stdout)")
+
+        // Offline (#8): a signed bundle carries both to an agent that reaches nothing; it
+        // verifies and serves the same manifests.
         let bundle = dir.appending("offline.tar").path
         _ = try runProcess(Binaries.relayServer, ["bundle", "export", "--config", relayConfig, "--agent", "edge", "--output", bundle], timeout: 60)
         let offlinePort = try LoopbackPort.free()
@@ -204,6 +228,9 @@ import Testing
         try harness.waitUntil("the offline agent serves the chart") { try HTTPProbe.request("http://\(offlineAgent)/readyz").status == 200 }
         #expect(try Self.rawManifest("docker://\(offlineAgent)/podinfo:6.1.0") == upstreamChart)
         #expect(try Self.rawManifest("docker://\(offlineAgent)/app-manifests:latest") == upstreamApp)
+        let offlineCheck = try runProcess(python, [verifier, offlineAgent, "app-manifests", "latest", publisherKey.path,
+                                                   try dir.subdirectory("verify-offline").path], timeout: 120)
+        #expect(offlineCheck.stdout.contains(#""ok": true"#), "\(offlineCheck.stdout)")
     }
 
     static func resolve(_ host: String, _ repository: String, _ range: String, _ out: URL) throws -> [String: Any] {

@@ -26,6 +26,26 @@ public struct OCIPayload: Sendable, Codable, Hashable {
     public var blobs: [String: Data]
     /// Tags the agent serves the manifest under.
     public var tags: [String]
+    /// The publisher's cosign signatures of the manifest (upstream `sha256-<hex>.sig`), one
+    /// per layer; nil or empty when the upstream has none.
+    public var signatureLayers: [SignatureLayer]?
+
+    /// One layer of a cosign signature image: a simple-signing payload and its annotations
+    /// (`dev.cosignproject.cosign/signature`, …).
+    public struct SignatureLayer: Sendable, Codable, Hashable {
+        public var mediaType: String
+        public var data: Data
+        public var annotations: [String: String]
+        public init(mediaType: String, data: Data, annotations: [String: String]) {
+            self.mediaType = mediaType
+            self.data = data
+            self.annotations = annotations
+        }
+    }
+    public static let simpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
+    /// Largest signature payload carried, and most signatures per artifact.
+    public static let maxSignatureLayerBytes = 64 << 10
+    public static let maxSignatureLayers = 16
 
     /// Largest manifest accepted (the distribution registry's own limit is 4 MiB).
     public static let maxManifestBytes = 4 << 20
@@ -40,12 +60,14 @@ public struct OCIPayload: Sendable, Codable, Hashable {
     public static let helmChartMediaType = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
     public static let helmProvenanceMediaType = "application/vnd.cncf.helm.chart.provenance.v1.prov"
 
-    public init(kind: Kind, manifest: Data, mediaType: String, blobs: [String: Data], tags: [String]) {
+    public init(kind: Kind, manifest: Data, mediaType: String, blobs: [String: Data], tags: [String],
+                signatureLayers: [SignatureLayer]? = nil) {
         self.kind = kind
         self.manifest = manifest
         self.mediaType = mediaType
         self.blobs = blobs
         self.tags = tags
+        self.signatureLayers = signatureLayers?.isEmpty == true ? nil : signatureLayers
     }
 
     /// `sha256:<hex>` of the manifest bytes.
@@ -60,6 +82,7 @@ public struct OCIPayload: Sendable, Codable, Hashable {
         public var mediaType: String
         public var digest: String
         public var size: UInt64
+        public var annotations: [String: String]?
     }
 
     /// The parts of an image manifest this code reads.
@@ -123,6 +146,11 @@ public struct OCIPayload: Sendable, Codable, Hashable {
             throw .invalidArgument("the blob \(digest) is carried but the manifest does not name it")
         }
         for tag in tags where !Self.isTag(tag) { throw .invalidArgument("'\(tag.prefix(80))' is not a valid OCI tag") }
+        let signatures = signatureLayers ?? []
+        guard signatures.count <= Self.maxSignatureLayers,
+              signatures.allSatisfy({ $0.mediaType == Self.simpleSigningMediaType && $0.data.count <= Self.maxSignatureLayerBytes }) else {
+            throw .invalidArgument("the publisher's signatures are not at most \(Self.maxSignatureLayers) simple-signing payloads of at most \(Self.maxSignatureLayerBytes) bytes")
+        }
     }
 
     /// `sha256:<64 lowercase hex>`.

@@ -422,7 +422,8 @@ public struct BundleImporter: Sendable {
     static func payload(of artifact: BundleArtifact) throws(BundleRefusal) -> OCIPayload? {
         guard let oci = artifact.oci else { return nil }
         guard let kind = OCIPayload.Kind(rawValue: oci.kind) else { throw .malformed("'\(artifact.source)' has the unknown kind '\(oci.kind)'") }
-        let payload = OCIPayload(kind: kind, manifest: oci.manifest, mediaType: oci.mediaType, blobs: oci.blobs, tags: oci.tags)
+        let payload = OCIPayload(kind: kind, manifest: oci.manifest, mediaType: oci.mediaType, blobs: oci.blobs, tags: oci.tags,
+                                 signatureLayers: oci.signatureLayers?.map { .init(mediaType: $0.mediaType, data: $0.data, annotations: $0.annotations) })
         do { try payload.validate(layerDigest: artifact.digest.description, layerSize: artifact.size) } catch {
             throw .malformed("the OCI manifest of '\(artifact.source)': \(error)")
         }

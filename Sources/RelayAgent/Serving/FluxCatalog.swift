@@ -67,13 +67,20 @@ public struct FluxCatalog: Sendable {
                 for (digest, data) in record.oci?.blobs ?? [:] { payloadBlobs[digest] = data }
                 if index == 0 { names.insert("latest", at: 0) }
                 for tag in names where tags[tag] == nil { tags[tag] = manifest.digest }
-                if let signature = signature(manifest.digest) {
-                    let bytes = signature.manifestBytes
-                    let digest = OCIManifest.digest(of: bytes)
-                    signatureManifests[digest] = bytes
+                // The relay's signature and the publisher's (a mirrored OCI artifact's upstream
+                // `.sig`), one layer each in one signature image: cosign and Flux accept the
+                // image when any layer verifies under the key they are given.
+                var layers = signature(manifest.digest).map { [$0.layer] } ?? []
+                layers += (record.oci?.signatureLayers ?? []).map {
+                    CosignSignature.ImageLayer(mediaType: $0.mediaType, data: $0.data, annotations: $0.annotations)
+                }
+                if !layers.isEmpty {
+                    let image = CosignSignature.image(layers: layers)
+                    let digest = OCIManifest.digest(of: image.manifest)
+                    signatureManifests[digest] = image.manifest
                     tags[CosignSignature.tag(forManifest: manifest.digest)] = digest
-                    signatureBlobs[signature.payloadDigest] = signature.payload
-                    signatureBlobs[signature.configDigest] = signature.configBytes
+                    signatureBlobs[OCIManifest.digest(of: image.config)] = image.config
+                    for layer in layers { signatureBlobs[OCIManifest.digest(of: layer.data)] = layer.data }
                 }
             }
             repositories[name] = Repository(name: name, source: source, tags: tags, manifests: manifests, layers: layers,

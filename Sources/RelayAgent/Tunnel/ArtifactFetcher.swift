@@ -274,6 +274,7 @@ extension Relay_V1_Artifact {
         guard hasOci, let kind = OCIPayload.Kind(rawValue: oci.kind) else { return nil }
         return OCIPayload(kind: kind, manifest: oci.manifest, mediaType: oci.mediaType,
                           blobs: Dictionary(oci.blobs.map { ($0.digest, $0.data) }, uniquingKeysWith: { first, _ in first }),
-                          tags: oci.tags)
+                          tags: oci.tags,
+                          signatureLayers: oci.signatureLayers.map { .init(mediaType: $0.mediaType, data: $0.data, annotations: $0.annotations) })
     }
 }

@@ -148,7 +148,8 @@ public struct BundleExporter: Sendable {
                 createdUnixMs: RelaySigner.wireMilliseconds(artifact.createdAt), manifestDigest: SHA256Digest(manifest.digest)!,
                 signature: signature, included: include,
                 oci: artifact.oci.map { BundleOCIContent(kind: $0.kind.rawValue, mediaType: $0.mediaType, manifest: $0.manifest,
-                                                         blobs: $0.blobs, tags: $0.tags) })
+                                                         blobs: $0.blobs, tags: $0.tags,
+                                                         signatureLayers: $0.signatureLayers?.map { .init(mediaType: $0.mediaType, data: $0.data, annotations: $0.annotations) }) })
             // The agent recomputes the manifest from the statement: it must be the one signed.
             guard described.manifest == manifest else { throw BundleExportError.io("the manifest of '\(artifact.source)' cannot be recomputed from its description") }
             artifacts.append(described)

@@ -203,6 +203,9 @@ final class TunnelService: Relay_V1_Tunnel.ServiceProtocol, Sendable {
                     oci.mediaType = payload.mediaType
                     oci.blobs = payload.blobs.keys.sorted().map { digest in .with { $0.digest = digest; $0.data = payload.blobs[digest]! } }
                     oci.tags = payload.tags
+                    oci.signatureLayers = (payload.signatureLayers ?? []).map { layer in
+                        .with { $0.mediaType = layer.mediaType; $0.data = layer.data; $0.annotations = layer.annotations }
+                    }
                 }
             }
         }

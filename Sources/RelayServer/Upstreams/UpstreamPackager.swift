@@ -82,8 +82,9 @@ struct UpstreamPackager: Sendable {
                                   current: PackagedArtifact?, origin: String) async throws(UpstreamError) -> PackagedArtifact {
         let manifest = try await client.manifest(reference)
         let revision = "\(tag ?? "latest")@\(manifest.digest)"
+        let signatures = try await publisherSignatures(client, of: manifest.digest, origin: origin)
         if let current, current.oci?.manifestDigest == manifest.digest, current.revision == revision,
-           store.holdsFile(digest: current.digest, size: current.size) {
+           current.oci?.signatureLayers ?? [] == signatures, store.holdsFile(digest: current.digest, size: current.size) {
             return current
         }
         let parsed: OCIPayload.Manifest
@@ -127,9 +128,32 @@ struct UpstreamPackager: Sendable {
             }
             files = report.files
         }
-        let payload = OCIPayload(kind: kind, manifest: manifest.bytes, mediaType: manifest.mediaType, blobs: blobs, tags: tag.map { [$0] } ?? [])
+        let payload = OCIPayload(kind: kind, manifest: manifest.bytes, mediaType: manifest.mediaType, blobs: blobs, tags: tag.map { [$0] } ?? [],
+                                 signatureLayers: signatures)
         return try publish(path: path, source: source, revision: revision, commit: manifest.digest, digest: layer.digest, size: layer.size,
                            files: files, origin: origin, payload: payload)
+    }
+
+    /// The publisher's cosign signatures of `digest` (the upstream's `sha256-<hex>.sig`
+    /// image), so that `OCIRepository.spec.verify` with the publisher's key still works at the
+    /// agent. None when the upstream has no such tag.
+    private func publisherSignatures(_ client: RegistryClient, of digest: String, origin: String) async throws(UpstreamError) -> [OCIPayload.SignatureLayer] {
+        let tag = digest.replacingOccurrences(of: "sha256:", with: "sha256-") + ".sig"
+        guard let image = try await client.manifestIfPresent(tag) else { return [] }
+        let parsed: OCIPayload.Manifest
+        do { parsed = try OCIPayload.parseManifest(image.bytes, mediaType: image.mediaType) } catch {
+            throw UpstreamError(.badResponse, "\(origin):\(tag), the publisher's signature: \(error)")
+        }
+        let layers = parsed.layers.filter { $0.mediaType == OCIPayload.simpleSigningMediaType }
+        guard layers.count <= OCIPayload.maxSignatureLayers, layers.allSatisfy({ $0.size <= UInt64(OCIPayload.maxSignatureLayerBytes) }) else {
+            throw UpstreamError(.tooLarge, "\(origin):\(tag) holds more or larger signatures than Relay carries "
+                + "(\(OCIPayload.maxSignatureLayers) of at most \(OCIPayload.maxSignatureLayerBytes) bytes)")
+        }
+        var result: [OCIPayload.SignatureLayer] = []
+        for layer in layers {
+            result.append(.init(mediaType: layer.mediaType, data: try await client.blob(layer), annotations: layer.annotations ?? [:]))
+        }
+        return result
     }
 
     // MARK: - Shared

@@ -286,60 +286,93 @@ public nonisolated struct Relay_V1_DesiredState: Sendable {
   public init() {}
 }
 
-public nonisolated struct Relay_V1_Artifact: Sendable {
+public nonisolated struct Relay_V1_Artifact: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var source: String = String()
+  public var source: String {
+    get {_storage._source}
+    set {_uniqueStorage()._source = newValue}
+  }
 
   /// Flux revision string, e.g. "main@sha1:<commit>".
-  public var revision: String = String()
+  public var revision: String {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
 
   /// "sha256:<64 lowercase hex>" of the exact bytes.
-  public var digest: String = String()
+  public var digest: String {
+    get {_storage._digest}
+    set {_uniqueStorage()._digest = newValue}
+  }
 
-  public var size: UInt64 = 0
+  public var size: UInt64 {
+    get {_storage._size}
+    set {_uniqueStorage()._size = newValue}
+  }
 
-  public var commit: String = String()
+  public var commit: String {
+    get {_storage._commit}
+    set {_uniqueStorage()._commit = newValue}
+  }
 
   /// Remote URL of the source, without credentials (OCI `source` annotation).
-  public var origin: String = String()
+  public var origin: String {
+    get {_storage._origin}
+    set {_uniqueStorage()._origin = newValue}
+  }
 
   /// When the relay packaged it (Unix milliseconds).
-  public var createdUnixMs: Int64 = 0
+  public var createdUnixMs: Int64 {
+    get {_storage._createdUnixMs}
+    set {_uniqueStorage()._createdUnixMs = newValue}
+  }
 
   /// Digest of the OCI manifest the agent will serve for this artifact (a pure function of
   /// fields 2, 3, 4, 6 and 7). Empty from relays older than signing.
-  public var manifestDigest: String = String()
+  public var manifestDigest: String {
+    get {_storage._manifestDigest}
+    set {_uniqueStorage()._manifestDigest = newValue}
+  }
 
   /// The relay's cosign signature of that manifest: the simple-signing payload (the exact
   /// signed bytes) and base64 of the DER ECDSA P-256 signature over SHA-256(payload).
-  public var signaturePayload: Data = Data()
+  public var signaturePayload: Data {
+    get {_storage._signaturePayload}
+    set {_uniqueStorage()._signaturePayload = newValue}
+  }
 
-  public var signature: String = String()
+  public var signature: String {
+    get {_storage._signature}
+    set {_uniqueStorage()._signature = newValue}
+  }
 
   /// Id of the relay key that signed (first 16 hex of the SHA-256 of its public key DER).
-  public var signingKeyID: String = String()
+  public var signingKeyID: String {
+    get {_storage._signingKeyID}
+    set {_uniqueStorage()._signingKeyID = newValue}
+  }
 
   /// Set for Helm chart and OCI artifact sources (relay.yaml `helm:` / `oci:`): the OCI
   /// manifest served for this artifact is carried byte for byte instead of computed, and
   /// manifest_digest is its SHA-256. `digest`/`size` name its one large layer (the chart
   /// .tgz, or the artifact's content layer), fetched with Fetch like any artifact.
   public var oci: Relay_V1_OCIContent {
-    get {_oci ?? Relay_V1_OCIContent()}
-    set {_oci = newValue}
+    get {_storage._oci ?? Relay_V1_OCIContent()}
+    set {_uniqueStorage()._oci = newValue}
   }
   /// Returns true if `oci` has been explicitly set.
-  public var hasOci: Bool {self._oci != nil}
+  public var hasOci: Bool {_storage._oci != nil}
   /// Clears the value of `oci`. Subsequent reads from it will return its default value.
-  public mutating func clearOci() {self._oci = nil}
+  public mutating func clearOci() {_uniqueStorage()._oci = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _oci: Relay_V1_OCIContent? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// An upstream OCI manifest with its small blobs.
@@ -363,6 +396,27 @@ public nonisolated struct Relay_V1_OCIContent: Sendable {
   /// Tags the agent serves the manifest under (a chart's version, `+` written as `_`; an
   /// OCI source's upstream tag).
   public var tags: [String] = []
+
+  /// The publisher's cosign signatures of the manifest (the upstream's `sha256-<hex>.sig`
+  /// image), one per layer: the agent serves them beside the relay's own under that tag.
+  public var signatureLayers: [Relay_V1_SignatureLayer] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Relay_V1_SignatureLayer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var mediaType: String = String()
+
+  /// The layer's bytes (a simple-signing payload, small).
+  public var data: Data = Data()
+
+  public var annotations: Dictionary<String,String> = [:]
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1121,86 +1175,144 @@ nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._M
   public static let protoMessageName: String = _protobuf_package + ".Artifact"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{1}revision\0\u{1}digest\0\u{1}size\0\u{1}commit\0\u{1}origin\0\u{3}created_unix_ms\0\u{3}manifest_digest\0\u{3}signature_payload\0\u{1}signature\0\u{3}signing_key_id\0\u{1}oci\0")
 
+  fileprivate class _StorageClass {
+    var _source: String = String()
+    var _revision: String = String()
+    var _digest: String = String()
+    var _size: UInt64 = 0
+    var _commit: String = String()
+    var _origin: String = String()
+    var _createdUnixMs: Int64 = 0
+    var _manifestDigest: String = String()
+    var _signaturePayload: Data = Data()
+    var _signature: String = String()
+    var _signingKeyID: String = String()
+    var _oci: Relay_V1_OCIContent? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _source = source._source
+      _revision = source._revision
+      _digest = source._digest
+      _size = source._size
+      _commit = source._commit
+      _origin = source._origin
+      _createdUnixMs = source._createdUnixMs
+      _manifestDigest = source._manifestDigest
+      _signaturePayload = source._signaturePayload
+      _signature = source._signature
+      _signingKeyID = source._signingKeyID
+      _oci = source._oci
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.source) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.revision) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.digest) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.commit) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.origin) }()
-      case 7: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixMs) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.manifestDigest) }()
-      case 9: try { try decoder.decodeSingularBytesField(value: &self.signaturePayload) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.signature) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.signingKeyID) }()
-      case 12: try { try decoder.decodeSingularMessageField(value: &self._oci) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._source) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._revision) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._digest) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._size) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._commit) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._origin) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._createdUnixMs) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._manifestDigest) }()
+        case 9: try { try decoder.decodeSingularBytesField(value: &_storage._signaturePayload) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._signature) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._signingKeyID) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._oci) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.source.isEmpty {
-      try visitor.visitSingularStringField(value: self.source, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._source.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._source, fieldNumber: 1)
+      }
+      if !_storage._revision.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._revision, fieldNumber: 2)
+      }
+      if !_storage._digest.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._digest, fieldNumber: 3)
+      }
+      if _storage._size != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._size, fieldNumber: 4)
+      }
+      if !_storage._commit.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._commit, fieldNumber: 5)
+      }
+      if !_storage._origin.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._origin, fieldNumber: 6)
+      }
+      if _storage._createdUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._createdUnixMs, fieldNumber: 7)
+      }
+      if !_storage._manifestDigest.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._manifestDigest, fieldNumber: 8)
+      }
+      if !_storage._signaturePayload.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._signaturePayload, fieldNumber: 9)
+      }
+      if !_storage._signature.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._signature, fieldNumber: 10)
+      }
+      if !_storage._signingKeyID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._signingKeyID, fieldNumber: 11)
+      }
+      try { if let v = _storage._oci {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
     }
-    if !self.revision.isEmpty {
-      try visitor.visitSingularStringField(value: self.revision, fieldNumber: 2)
-    }
-    if !self.digest.isEmpty {
-      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 3)
-    }
-    if self.size != 0 {
-      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 4)
-    }
-    if !self.commit.isEmpty {
-      try visitor.visitSingularStringField(value: self.commit, fieldNumber: 5)
-    }
-    if !self.origin.isEmpty {
-      try visitor.visitSingularStringField(value: self.origin, fieldNumber: 6)
-    }
-    if self.createdUnixMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.createdUnixMs, fieldNumber: 7)
-    }
-    if !self.manifestDigest.isEmpty {
-      try visitor.visitSingularStringField(value: self.manifestDigest, fieldNumber: 8)
-    }
-    if !self.signaturePayload.isEmpty {
-      try visitor.visitSingularBytesField(value: self.signaturePayload, fieldNumber: 9)
-    }
-    if !self.signature.isEmpty {
-      try visitor.visitSingularStringField(value: self.signature, fieldNumber: 10)
-    }
-    if !self.signingKeyID.isEmpty {
-      try visitor.visitSingularStringField(value: self.signingKeyID, fieldNumber: 11)
-    }
-    try { if let v = self._oci {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Relay_V1_Artifact, rhs: Relay_V1_Artifact) -> Bool {
-    if lhs.source != rhs.source {return false}
-    if lhs.revision != rhs.revision {return false}
-    if lhs.digest != rhs.digest {return false}
-    if lhs.size != rhs.size {return false}
-    if lhs.commit != rhs.commit {return false}
-    if lhs.origin != rhs.origin {return false}
-    if lhs.createdUnixMs != rhs.createdUnixMs {return false}
-    if lhs.manifestDigest != rhs.manifestDigest {return false}
-    if lhs.signaturePayload != rhs.signaturePayload {return false}
-    if lhs.signature != rhs.signature {return false}
-    if lhs.signingKeyID != rhs.signingKeyID {return false}
-    if lhs._oci != rhs._oci {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._source != rhs_storage._source {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._digest != rhs_storage._digest {return false}
+        if _storage._size != rhs_storage._size {return false}
+        if _storage._commit != rhs_storage._commit {return false}
+        if _storage._origin != rhs_storage._origin {return false}
+        if _storage._createdUnixMs != rhs_storage._createdUnixMs {return false}
+        if _storage._manifestDigest != rhs_storage._manifestDigest {return false}
+        if _storage._signaturePayload != rhs_storage._signaturePayload {return false}
+        if _storage._signature != rhs_storage._signature {return false}
+        if _storage._signingKeyID != rhs_storage._signingKeyID {return false}
+        if _storage._oci != rhs_storage._oci {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1208,7 +1320,7 @@ nonisolated extension Relay_V1_Artifact: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Relay_V1_OCIContent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OCIContent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}manifest\0\u{3}media_type\0\u{1}blobs\0\u{1}tags\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}manifest\0\u{3}media_type\0\u{1}blobs\0\u{1}tags\0\u{3}signature_layers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1221,6 +1333,7 @@ nonisolated extension Relay_V1_OCIContent: SwiftProtobuf.Message, SwiftProtobuf.
       case 3: try { try decoder.decodeSingularStringField(value: &self.mediaType) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.blobs) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.signatureLayers) }()
       default: break
       }
     }
@@ -1242,6 +1355,9 @@ nonisolated extension Relay_V1_OCIContent: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.tags.isEmpty {
       try visitor.visitRepeatedStringField(value: self.tags, fieldNumber: 5)
     }
+    if !self.signatureLayers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.signatureLayers, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1251,6 +1367,47 @@ nonisolated extension Relay_V1_OCIContent: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.mediaType != rhs.mediaType {return false}
     if lhs.blobs != rhs.blobs {return false}
     if lhs.tags != rhs.tags {return false}
+    if lhs.signatureLayers != rhs.signatureLayers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Relay_V1_SignatureLayer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SignatureLayer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}media_type\0\u{1}data\0\u{1}annotations\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.mediaType) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 3: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.annotations) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.mediaType.isEmpty {
+      try visitor.visitSingularStringField(value: self.mediaType, fieldNumber: 1)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 2)
+    }
+    if !self.annotations.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.annotations, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Relay_V1_SignatureLayer, rhs: Relay_V1_SignatureLayer) -> Bool {
+    if lhs.mediaType != rhs.mediaType {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.annotations != rhs.annotations {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -74,46 +74,58 @@ def main():
     if manifest.get("config", {}).get("mediaType") != OCI_CONFIG:
         errors.append("signature config mediaType is %r" % manifest.get("config", {}).get("mediaType"))
     layers = manifest.get("layers", [])
-    if len(layers) != 1:
-        errors.append("expected one signature layer, got %d" % len(layers))
+    if not layers:
+        errors.append("the signature manifest has no layers")
         print(json.dumps(report))
         return
-    layer = layers[0]
-    if layer.get("mediaType") != SIMPLE_SIGNING:
-        errors.append("layer mediaType is %r, not %s" % (layer.get("mediaType"), SIMPLE_SIGNING))
-    signature_b64 = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
-    if not signature_b64:
-        errors.append("layer has no %s annotation" % SIGNATURE_ANNOTATION)
-        print(json.dumps(report))
-        return
-
     copied = os.path.join(work, "signature")
     skopeo("copy", "--src-tls-verify=false", "%s:%s" % (base, signature_tag), "dir:" + copied)
-    payload_digest = layer.get("digest", "")
-    payload = open(os.path.join(copied, payload_digest[len("sha256:"):]), "rb").read()
-    if "sha256:" + hashlib.sha256(payload).hexdigest() != payload_digest or len(payload) != layer.get("size"):
-        errors.append("payload blob does not match its descriptor")
-    claim = json.loads(payload)
-    critical = claim.get("critical", {})
-    if critical.get("type") != PAYLOAD_TYPE:
-        errors.append("critical.type is %r" % critical.get("type"))
-    if critical.get("image", {}).get("docker-manifest-digest") != digest:
-        errors.append("docker-manifest-digest %r is not the served manifest's %s"
-                      % (critical.get("image", {}).get("docker-manifest-digest"), digest))
-
-    signature = base64.b64decode(signature_b64, validate=True)
+    keys = public_keys(key_file)
+    # As cosign: every layer is one signature; the image verifies when one of them does.
     report["keyIndex"] = None
-    for index, key in enumerate(public_keys(key_file)):
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+    report["layers"] = len(layers)
+    candidates = []
+    for number, layer in enumerate(layers):
+        problems = []
+        if layer.get("mediaType") != SIMPLE_SIGNING:
+            problems.append("layer mediaType is %r, not %s" % (layer.get("mediaType"), SIMPLE_SIGNING))
+        signature_b64 = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
+        if not signature_b64:
+            problems.append("layer has no %s annotation" % SIGNATURE_ANNOTATION)
+            candidates.append(problems)
             continue
-        try:
-            key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-            report["keyIndex"] = index
+        payload_digest = layer.get("digest", "")
+        payload = open(os.path.join(copied, payload_digest[len("sha256:"):]), "rb").read()
+        if "sha256:" + hashlib.sha256(payload).hexdigest() != payload_digest or len(payload) != layer.get("size"):
+            problems.append("payload blob does not match its descriptor")
+        claim = json.loads(payload)
+        critical = claim.get("critical", {})
+        if critical.get("type") != PAYLOAD_TYPE:
+            problems.append("critical.type is %r" % critical.get("type"))
+        if critical.get("image", {}).get("docker-manifest-digest") != digest:
+            problems.append("docker-manifest-digest %r is not the served manifest's %s"
+                            % (critical.get("image", {}).get("docker-manifest-digest"), digest))
+        signature = base64.b64decode(signature_b64, validate=True)
+        verified = None
+        for index, key in enumerate(keys):
+            if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+                continue
+            try:
+                key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+                verified = index
+                break
+            except InvalidSignature:
+                continue
+        if verified is None:
+            problems.append("the signature does not verify under any key in %s" % key_file)
+        if not problems:
+            report["keyIndex"] = verified
+            report["layer"] = number
             break
-        except InvalidSignature:
-            continue
+        candidates.append(problems)
     if report["keyIndex"] is None:
-        errors.append("the signature does not verify under any key in %s" % key_file)
+        # One layer: its own reasons; several: the first layer's (each was tried).
+        errors.extend(candidates[0] if candidates else ["no signature layer"])
     report["ok"] = not errors
     print(json.dumps(report))
 

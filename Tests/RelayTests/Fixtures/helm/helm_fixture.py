@@ -6,6 +6,7 @@ that resolves a chart from an OCI registry the way helm-controller does.
   index DIR [--wrong-digest VERSION]                      index.yaml for every *.tgz in DIR
   layout DIR TAG --chart TGZ                              an OCI layout holding the chart as `helm push` does
   layout DIR TAG --flux TARGZ --revision R                an OCI layout holding a `flux push artifact`
+  sign DIR MANIFEST_DIGEST REFERENCE PUBLIC_OUT           a publisher's cosign signature of it, tag sha256-<hex>.sig
   resolve HOST:PORT REPO RANGE OUTDIR [--user U --password P]
       tags/list (all pages) -> `_` read as `+` -> highest SemVer in RANGE -> HEAD + GET the
       manifest -> GET the config blob -> GET the chart layer -> digests checked -> untarred;
@@ -106,6 +107,40 @@ def layout(directory, tag, chart_path=None, flux_path=None, revision=None):
         f.write('{"imageLayoutVersion":"1.0.0"}')
     print(descriptor["digest"])
 
+def sign(directory, manifest_digest, reference, public_out):
+    """A publisher's cosign (v2, tag-mode) signature of MANIFEST_DIGEST, as `cosign sign --key`
+    stores it: an image under the tag sha256-<hex>.sig with one simple-signing layer. Needs
+    `cryptography` (run with the interop venv's python)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    with open(public_out, "wb") as f:
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    payload = json.dumps({"critical": {"identity": {"docker-reference": reference},
+                                       "image": {"docker-manifest-digest": manifest_digest},
+                                       "type": "cosign container image signature"}, "optional": None}, separators=(",", ":")).encode()
+    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    blobs = os.path.join(directory, "blobs", "sha256")
+    def put(data):
+        digest = sha256(data)
+        with open(os.path.join(blobs, digest[7:]), "wb") as f:
+            f.write(data)
+        return {"digest": digest, "size": len(data)}
+    layer = {"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", **put(payload),
+             "annotations": {"dev.cosignproject.cosign/signature": signature}}
+    config = json.dumps({"architecture": "", "created": "0001-01-01T00:00:00Z", "os": "",
+                         "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}, "config": {}}, separators=(",", ":")).encode()
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(config)}, "layers": [layer]}
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    tag = "sha256-" + manifest_digest[7:] + ".sig"
+    index_path = os.path.join(directory, "index.json")
+    existing = json.load(open(index_path))
+    existing["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(body),
+                                  "annotations": {"org.opencontainers.image.ref.name": tag}})
+    json.dump(existing, open(index_path, "w"))
+    print(tag)
+
 # ---- helm-controller-style resolution -------------------------------------------------------
 
 def parse_version(text):
@@ -196,6 +231,8 @@ def main(argv):
         index(args[0], wrong_digest=option("--wrong-digest"))
     elif command == "layout":
         layout(args[0], args[1], chart_path=option("--chart"), flux_path=option("--flux"), revision=option("--revision"))
+    elif command == "sign":
+        sign(args[0], args[1], args[2], args[3])
     elif command == "resolve":
         user, password = option("--user"), option("--password")
         resolve(args[0], args[1], args[2], args[3], auth=f"{user}:{password}" if user else None)
