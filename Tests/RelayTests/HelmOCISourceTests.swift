@@ -157,7 +157,7 @@ import Testing
 
         let harness = try RelayHarness(sources: [], agents: [.init(name: "edge", token: "t-edge", sources: ["podinfo", "app-manifests"])], dir: dir)
         let auth = "auth: {username: bob, passwordFile: \(dir.appending("registry.password").path)}, insecure: true"
-        harness.relayExtraYAML = "  - {name: podinfo, helm: {url: oci://\(registry.host)/charts, chart: podinfo, version: \"6.x\", \(auth)}, interval: 1h}\n"
+        harness.relayExtraYAML = "  - {name: podinfo, helm: {url: oci://\(registry.host)/charts, chart: podinfo, version: \"6.x\", \(auth)}, interval: 2s}\n"
             + "  - {name: app-manifests, oci: {url: oci://\(registry.host)/group/app/manifests, ref: {tag: latest}, \(auth)}, interval: 1h}\n"
         let port = try harness.serveFlux("edge")
         try harness.startRelay()
@@ -231,6 +231,15 @@ import Testing
         let offlineCheck = try runProcess(python, [verifier, offlineAgent, "app-manifests", "latest", publisherKey.path,
                                                    try dir.subdirectory("verify-offline").path], timeout: 120)
         #expect(offlineCheck.stdout.contains(#""ok": true"#), "\(offlineCheck.stdout)")
+
+        // A new chart version pushed upstream reaches the online agent with the next poll (2 s).
+        let next = dir.appending("podinfo-6.2.0.tgz")
+        _ = try Self.helmFixture(["chart", next.path, "podinfo", "6.2.0"])
+        _ = try Self.helmFixture(["layout", layout.path, "6.2.0", "--chart", next.path])
+        try registry.push(layout: layout, tag: "6.2.0", to: "charts/podinfo")
+        try harness.waitUntil("6.2.0 polled", timeout: 30) { try Self.tags(agent, "podinfo").contains("6.2.0") }
+        #expect(try Self.rawManifest("docker://\(agent)/podinfo:6.2.0") == (try Self.rawManifest("docker://\(registry.host)/charts/podinfo:6.2.0", creds: creds)))
+        #expect(try Self.tags(agent, "podinfo").isSuperset(of: ["6.1.0", "6.2.0"]))
     }
 
     static func resolve(_ host: String, _ repository: String, _ range: String, _ out: URL) throws -> [String: Any] {
