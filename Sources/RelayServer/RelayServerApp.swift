@@ -117,7 +117,7 @@ public enum RelayServerApp {
         if let postgres = registry.store as? PostgresStore {
             // Replicas: offer what the others packaged, and hear of their work at once.
             let follower = RevisionFollower(sources: config.sources, registry: registry, hub: hub, store: store, packer: packer,
-                                            logger: logger) { artifact in
+                                            maxArtifactBytes: config.limits.maxArtifactBytes, logger: logger) { artifact in
                 await chunkHashes.prime(path: store.path(forDigest: artifact.digest).path, digest: artifact.digest, chunkSize: chunkSize)
             }
             services.append(.init(service: RevisionFollowerService(follower: follower)))

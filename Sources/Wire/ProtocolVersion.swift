@@ -12,7 +12,11 @@ public struct ProtocolVersion: Sendable, Hashable, Comparable, CustomStringConve
     }
 
     /// The version this build speaks.
-    public static let current = ProtocolVersion(major: 1, minor: 0)
+    public static let current = ProtocolVersion(major: 1, minor: 1)
+
+    /// The first version whose agents understand `Artifact.oci` (Helm charts and OCI
+    /// artifacts): an older agent would serve such an artifact as a Git tarball.
+    public static let ociArtifacts = ProtocolVersion(major: 1, minor: 1)
 
     /// Two peers can talk when their major versions match; minor versions only add fields.
     public func isCompatible(with other: ProtocolVersion) -> Bool {

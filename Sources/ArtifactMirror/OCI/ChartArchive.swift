@@ -24,6 +24,15 @@ public struct ChartArchive: Sendable {
         guard let top = first.tar.names.first?.name.split(separator: "/").first.map(String.init), problems.isEmpty else {
             throw .invalidArgument("not a usable chart archive: " + (problems.isEmpty ? "it is empty" : problems.prefix(5).joined(separator: "; ")))
         }
+        guard first.tar.names.count == first.report.entries else {
+            throw .invalidArgument("refusing the chart archive: more than \(first.tar.names.count) entries")
+        }
+        // Helm's loader keeps the last of two entries with one name; Relay keeps neither.
+        var seen = Set<String>()
+        for (name, _) in first.tar.names where !seen.insert(name).inserted {
+            problems.append("'\(name)' appears twice")
+            if problems.count >= 5 { break }
+        }
         for (name, type) in first.tar.names {
             if type == UInt8(ascii: "2") || type == UInt8(ascii: "1") { problems.append("'\(name)' is a link; a chart holds files only") }
             let component = name.split(separator: "/").first.map(String.init) ?? ""

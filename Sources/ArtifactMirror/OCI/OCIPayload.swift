@@ -49,9 +49,13 @@ public struct OCIPayload: Sendable, Codable, Hashable {
 
     /// Largest manifest accepted (the distribution registry's own limit is 4 MiB).
     public static let maxManifestBytes = 4 << 20
-    /// Largest blob carried inline, and all inline blobs together.
-    public static let maxInlineBlobBytes = 1 << 20
-    public static let maxInlineTotalBytes = 4 << 20
+    /// Largest blob carried inline, and all inline blobs together. They travel in the agent's
+    /// DesiredState message (gRPC's default limit 4 MiB for all of an agent's artifacts), so
+    /// a payload stays well under it: the manifest, small blobs and signatures of one artifact
+    /// at most `maxCarriedBytes`.
+    public static let maxInlineBlobBytes = 256 << 10
+    public static let maxInlineTotalBytes = 512 << 10
+    public static let maxCarriedBytes = 768 << 10
     /// Manifest media types served (OCI and Docker schema 2 image manifests).
     public static let manifestMediaTypes: Set<String> = [
         "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
@@ -142,6 +146,10 @@ public struct OCIPayload: Sendable, Codable, Hashable {
             total += data.count
         }
         guard total <= Self.maxInlineTotalBytes else { throw .invalidArgument("the small blobs add up to more than \(Self.maxInlineTotalBytes) bytes") }
+        let carried = manifest.count + total + (signatureLayers ?? []).reduce(0) { $0 + $1.data.count }
+        guard carried <= Self.maxCarriedBytes else {
+            throw .invalidArgument("the manifest, small blobs and signatures add up to \(carried) bytes, more than the \(Self.maxCarriedBytes) carried per artifact")
+        }
         for digest in blobs.keys where named[digest] == nil || digest == layerDigest {
             throw .invalidArgument("the blob \(digest) is carried but the manifest does not name it")
         }

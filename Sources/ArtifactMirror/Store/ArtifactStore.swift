@@ -47,6 +47,17 @@ public struct ArtifactRecord: Sendable, Codable, Equatable {
     }
 }
 
+/// A locked temporary file (`ArtifactStore.reserveTemporaryFile`).
+public struct TemporaryFileReservation: Sendable {
+    public let path: String
+    let fd: Int32
+    /// Deletes the file if it is still there (not published) and drops the lock.
+    public func release() {
+        unlink(path)
+        close(fd)
+    }
+}
+
 /// Content-addressed artifact storage with an index of (source, revision, ignore rules) →
 /// digest and a per-source retention limit.
 ///
@@ -112,6 +123,21 @@ public final class ArtifactStore: Sendable {
         defer { lock.unlock() }
         let name = "pack-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).tar.gz.tmp"
         return try OutputFile(creating: root.appendingPathComponent("tmp/\(name)").path)
+    }
+
+    /// A temporary file in `tmp/` for a writer outside this module (an upstream download):
+    /// created and `flock`ed under the store lock like `temporaryFile()`, so orphan removal
+    /// (another pack, `artifact-mirror pack` on a shared store) never takes it while its
+    /// writer lives. The writer opens `path` itself; `release()` drops the lock once the file
+    /// is published or deleted.
+    public func reserveTemporaryFile(prefix: String) throws(ArtifactMirrorError) -> TemporaryFileReservation {
+        let lock = try FileLock(path: lockPath)
+        defer { lock.unlock() }
+        let path = root.appendingPathComponent("tmp/\(prefix)-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).tmp").path
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .storage(path: path, detail: "cannot create: \(errnoText())") }
+        while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+        return TemporaryFileReservation(path: path, fd: fd)
     }
 
     /// Moves a completed (closed, fsynced) temporary file into place under its digest,

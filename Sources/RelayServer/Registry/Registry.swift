@@ -135,7 +135,8 @@ public final class Registry: Sendable {
         try await store.write { db in
             try db.execute(sql: """
                 INSERT INTO revision(source, revision, digest, size, commit_, origin, created_ms, packaging, oci) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(source, digest) DO UPDATE SET revision = excluded.revision, created_ms = excluded.created_ms, oci = excluded.oci
+                ON CONFLICT(source, digest) DO UPDATE SET revision = excluded.revision, created_ms = excluded.created_ms, oci = excluded.oci,
+                    commit_ = CASE WHEN excluded.oci = '' THEN revision.commit_ ELSE excluded.commit_ END
                 """, arguments: [artifact.source, artifact.revision, artifact.digest, Int64(artifact.size), artifact.commit,
                                  artifact.origin, Self.milliseconds(artifact.createdAt), packaging, Self.ociText(artifact.oci)])
             if db.dialect == .postgres {

@@ -21,12 +21,14 @@ public final class RevisionFollower: Sendable {
     private let beforePublish: @Sendable (PackagedArtifact) async -> Void
     private let logger: Logger
     private let interval: Duration
+    /// limits.maxArtifactBytes, for mirrored (Helm, OCI) sources.
+    private let maxArtifactBytes: UInt64
     private let wake: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
     /// Digests this replica packaged differently: not packaged again every round.
     private let refused = Mutex<Set<String>>([])
 
     public init(sources: [ResolvedServerConfig.Source], registry: Registry, hub: DesiredStateHub, store: ArtifactStore,
-                packer: ArtifactPacker, interval: Duration = .seconds(5), logger: Logger,
+                packer: ArtifactPacker, interval: Duration = .seconds(5), maxArtifactBytes: UInt64 = .max, logger: Logger,
                 beforePublish: @escaping @Sendable (PackagedArtifact) async -> Void) {
         self.sources = sources
         self.registry = registry
@@ -34,6 +36,7 @@ public final class RevisionFollower: Sendable {
         self.store = store
         self.packer = packer
         self.interval = interval
+        self.maxArtifactBytes = maxArtifactBytes
         self.logger = logger
         self.beforePublish = beforePublish
         wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -90,9 +93,9 @@ public final class RevisionFollower: Sendable {
             // Mirrored, not packaged: bytes equal to the upstream's by digest. Offered here when
             // the upstream still serves that version; otherwise this replica's own poll records
             // the newer one.
-            let mirrored = try? await UpstreamPackager(store: store, maxArtifactBytes: .max, logger: logger)
+            let mirrored = try? await UpstreamPackager(store: store, maxArtifactBytes: maxArtifactBytes, logger: logger)
                 .package(source: source.name, upstream: upstream, current: nil)
-            return mirrored?.digest == artifact.digest && mirrored?.oci == artifact.oci
+            return mirrored?.digest == artifact.digest && mirrored?.oci?.manifestDigest == artifact.oci?.manifestDigest
         }
         guard let remote = source.remote else { return false }
         do {

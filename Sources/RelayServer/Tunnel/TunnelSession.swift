@@ -20,6 +20,9 @@ struct TunnelSession: Sendable {
     let writer: RPCWriter<Relay_V1_RelayMessage>
 
     private var welcomed = false
+    /// False for an agent older than protocol 1.1: Helm chart and OCI artifact sources are
+    /// withheld from it (it would serve them as Git tarballs).
+    private var takesOCIArtifacts = true
     /// A hub event that arrived before Hello (sent right after the Welcome).
     private var pendingState: TunnelEvent?
     /// Every artifact a DesiredState on this connection offered: what an Ack may name.
@@ -134,6 +137,7 @@ struct TunnelSession: Sendable {
     private mutating func handleHello(_ hello: Relay_V1_Hello) async throws -> Next {
         guard !welcomed else { throw RPCError(code: .failedPrecondition, message: "a second Hello on one Connect stream") }
         try Self.checkVersion(hello.protocolVersion)
+        takesOCIArtifacts = ProtocolVersion(hello.protocolVersion).map { $0 >= .ociArtifacts } ?? false
         try await presence.started(version: hello.agentVersion, held: hello.heldDigests.count)
         await recordHeld(hello.heldDigests)
         // An agent that PINGs at the transport needs no Heartbeat messages: the sweep goes by
@@ -276,7 +280,12 @@ struct TunnelSession: Sendable {
     /// Writes a hub event (a desired state's artifacts join `offered`); a drain ends the session.
     private mutating func send(_ event: TunnelEvent) async throws -> Next {
         switch event {
-        case .desiredState(let generation, let artifacts):
+        case .desiredState(let generation, var artifacts):
+            if !takesOCIArtifacts, artifacts.contains(where: { $0.oci != nil }) {
+                logger.warning("withholding Helm chart and OCI artifact sources from an agent older than protocol \(ProtocolVersion.ociArtifacts); upgrade relay-agent", metadata: [
+                    "agent": "\(agent.name)", "sources": "\(artifacts.filter { $0.oci != nil }.map(\.source))"])
+                artifacts.removeAll { $0.oci != nil }
+            }
             offered.formUnion(artifacts.map(OfferedArtifact.init))
             try await writer.write(.with {
                 $0.desiredState = .with {

@@ -12,36 +12,35 @@ import Yams
 /// (not the time of mirroring), so every replica and every poll builds the same manifest.
 enum HelmChartLayout {
     static func payload(chart: ChartArchive, created: String?, version: String) throws(UpstreamError) -> OCIPayload {
-        let metadata: [String: Any]
-        do {
-            guard let parsed = try Yams.load(yaml: String(decoding: chart.chartYAML, as: UTF8.self)) as? [String: Any] else {
-                throw UpstreamError(.refusedContent, "Chart.yaml is not a YAML mapping")
-            }
-            metadata = parsed
-        } catch let error as UpstreamError { throw error } catch {
-            throw UpstreamError(.refusedContent, "Chart.yaml does not parse: \(String(describing: error).prefix(200))")
-        }
+        let node = try UpstreamYAML.compose(String(decoding: chart.chartYAML, as: UTF8.self), what: "Chart.yaml")
+        guard case .mapping(let metadata) = node else { throw UpstreamError(.refusedContent, "Chart.yaml is not a YAML mapping") }
         let config = Data(configJSON(metadata).utf8)
         let configDigest = OCIPayload.digest(of: config)
+        // helm's generateChartOCIAnnotations, then Chart.yaml's annotations over them (all
+        // but title and version, which stay the chart's).
         var annotations: [String: String] = [:]
-        if let chartAnnotations = metadata["annotations"] as? [String: Any] {
-            for (key, value) in chartAnnotations { annotations[key] = "\(value)" }
-        }
-        let name = string(metadata["name"]) ?? chart.directory
         func set(_ key: String, _ value: String?) { if let value, !value.isEmpty { annotations[key] = value } }
-        set("org.opencontainers.image.description", string(metadata["description"]))
-        annotations["org.opencontainers.image.title"] = name
-        annotations["org.opencontainers.image.version"] = version
-        set("org.opencontainers.image.url", string(metadata["home"]))
+        let name = UpstreamYAML.text(metadata["name"]) ?? chart.directory
+        set("org.opencontainers.image.description", UpstreamYAML.text(metadata["description"]))
+        set("org.opencontainers.image.url", UpstreamYAML.text(metadata["home"]))
         annotations["org.opencontainers.image.created"] = created.flatMap { RFC3339.parse($0) }.map { RFC3339.format($0) } ?? "1970-01-01T00:00:00Z"
-        set("org.opencontainers.image.source", (metadata["sources"] as? [Any])?.first.flatMap(string))
-        if let maintainers = metadata["maintainers"] as? [[String: Any]], !maintainers.isEmpty {
+        if case .sequence(let sources)? = metadata["sources"] { set("org.opencontainers.image.source", sources.first.flatMap(UpstreamYAML.text)) }
+        if case .sequence(let maintainers)? = metadata["maintainers"], !maintainers.isEmpty {
             set("org.opencontainers.image.authors", maintainers.map { maintainer in
-                var text = string(maintainer["name"]) ?? ""
-                if let email = string(maintainer["email"]), !email.isEmpty { text += " (\(email))" }
+                guard case .mapping(let fields) = maintainer else { return "" }
+                var text = UpstreamYAML.text(fields["name"]) ?? ""
+                if let email = UpstreamYAML.text(fields["email"]), !email.isEmpty { text += " (\(email))" }
                 return text
             }.joined(separator: ", "))
         }
+        if case .mapping(let chartAnnotations)? = metadata["annotations"] {
+            for (key, value) in chartAnnotations {
+                guard let key = UpstreamYAML.text(key), let value = UpstreamYAML.text(value) else { continue }
+                annotations[key] = value
+            }
+        }
+        annotations["org.opencontainers.image.title"] = name
+        annotations["org.opencontainers.image.version"] = version
         // ocispec.Manifest field order; no top-level mediaType (Helm leaves it out).
         var json = "{\"schemaVersion\":2,\"config\":{\"mediaType\":\(go(OCIPayload.helmConfigMediaType)),\"digest\":\(go(configDigest)),\"size\":\(config.count)},"
         json += "\"layers\":[{\"mediaType\":\(go(OCIPayload.helmChartMediaType)),\"digest\":\(go(chart.digest)),\"size\":\(chart.size)}],"
@@ -50,52 +49,50 @@ enum HelmChartLayout {
                           blobs: [configDigest: config], tags: [OCIPayload.helmTag(forVersion: version)])
     }
 
-    /// Chart.yaml as `json.Marshal(chart.Metadata)` writes it: Go's field order, empty fields left out.
-    static func configJSON(_ metadata: [String: Any]) -> String {
-        let order = ["name", "home", "sources", "version", "description", "keywords", "maintainers", "icon", "apiVersion",
-                     "condition", "tags", "appVersion", "deprecated", "annotations", "kubeVersion", "dependencies", "type"]
-        let nested = ["maintainers": ["name", "email", "url"],
-                      "dependencies": ["name", "version", "repository", "condition", "tags", "enabled", "import-values", "alias"]]
-        var fields: [String] = []
-        for key in order {
-            guard let value = metadata[key], let text = encode(value, objectOrder: nested[key]) else { continue }
-            fields.append("\(go(key)):\(text)")
+    /// Chart.yaml as `json.Marshal(chart.Metadata)` writes it: Go's field order, empty fields
+    /// left out, and every field of Metadata's string type written as the scalar's own text (so
+    /// `appVersion: 1.10` is "1.10", which Helm's pull can read back into its string field).
+    static func configJSON(_ metadata: Node.Mapping) -> String {
+        enum Kind { case string, strings, bool, map, maintainers, dependencies }
+        let fields: [(String, Kind)] = [
+            ("name", .string), ("home", .string), ("sources", .strings), ("version", .string), ("description", .string),
+            ("keywords", .strings), ("maintainers", .maintainers), ("icon", .string), ("apiVersion", .string),
+            ("condition", .string), ("tags", .string), ("appVersion", .string), ("deprecated", .bool), ("annotations", .map),
+            ("kubeVersion", .string), ("dependencies", .dependencies), ("type", .string),
+        ]
+        func string(_ node: Node?) -> String? { UpstreamYAML.text(node).flatMap { $0.isEmpty ? nil : go($0) } }
+        func strings(_ node: Node?) -> String? {
+            guard case .sequence(let items)? = node, !items.isEmpty else { return nil }
+            return "[" + items.map { go(UpstreamYAML.text($0) ?? "") }.joined(separator: ",") + "]"
         }
-        return "{" + fields.joined(separator: ",") + "}"
-    }
-
-    /// A YAML value as Go's encoder writes it; nil for what `omitempty` leaves out.
-    private static func encode(_ value: Any, objectOrder: [String]? = nil) -> String? {
-        switch value {
-        case let text as String: return text.isEmpty ? nil : go(text)
-        case let flag as Bool: return flag ? "true" : nil
-        case let number as Int: return String(number)
-        case let number as Double: return String(number)
-        case let list as [Any]:
-            let items = list.compactMap { item -> String? in
-                if let objectOrder, let object = item as? [String: Any] { return encodeObject(object, order: objectOrder) }
-                return encode(item) ?? (item is String ? "\"\"" : nil)
+        func bool(_ node: Node?) -> String? { ["true", "yes", "on"].contains(UpstreamYAML.text(node)?.lowercased() ?? "") ? "true" : nil }
+        func map(_ node: Node?) -> String? {
+            guard case .mapping(let pairs)? = node, !pairs.isEmpty else { return nil }
+            let entries = pairs.compactMap { pair -> (String, String)? in
+                guard let key = UpstreamYAML.text(pair.key) else { return nil }
+                return (key, UpstreamYAML.text(pair.value) ?? "")
+            }.sorted { $0.0 < $1.0 }
+            return "{" + entries.map { "\(go($0.0)):\(go($0.1))" }.joined(separator: ",") + "}"
+        }
+        func objects(_ node: Node?, _ order: [(String, Kind)]) -> String? {
+            guard case .sequence(let items)? = node, !items.isEmpty else { return nil }
+            return "[" + items.map { item in
+                guard case .mapping(let object) = item else { return "{}" }
+                return "{" + order.compactMap { key, kind in value(object[key], kind).map { "\(go(key)):\($0)" } }.joined(separator: ",") + "}"
+            }.joined(separator: ",") + "]"
+        }
+        func value(_ node: Node?, _ kind: Kind) -> String? {
+            switch kind {
+            case .string: string(node)
+            case .strings: strings(node)
+            case .bool: bool(node)
+            case .map: map(node)
+            case .maintainers: objects(node, [("name", .string), ("email", .string), ("url", .string)])
+            case .dependencies: objects(node, [("name", .string), ("version", .string), ("repository", .string), ("condition", .string),
+                                               ("tags", .strings), ("enabled", .bool), ("alias", .string)])
             }
-            return items.isEmpty ? nil : "[" + items.joined(separator: ",") + "]"
-        case let map as [String: Any]:
-            guard !map.isEmpty else { return nil }
-            return "{" + map.keys.sorted().map { "\(go($0)):\(go(string(map[$0]) ?? ""))" }.joined(separator: ",") + "}"
-        default: return nil
         }
-    }
-
-    private static func encodeObject(_ object: [String: Any], order: [String]) -> String {
-        "{" + order.compactMap { key in object[key].flatMap { encode($0) }.map { "\(go(key)):\($0)" } }.joined(separator: ",") + "}"
-    }
-
-    private static func string(_ value: Any?) -> String? {
-        switch value {
-        case let text as String: text
-        case let number as Int: String(number)
-        case let number as Double: String(number)
-        case let flag as Bool: flag ? "true" : "false"
-        default: nil
-        }
+        return "{" + fields.compactMap { key, kind in value(metadata[key], kind).map { "\(go(key)):\($0)" } }.joined(separator: ",") + "}"
     }
 
     /// A JSON string as Go's encoder writes it: `<`, `>`, `&`, U+2028 and U+2029 escaped too.

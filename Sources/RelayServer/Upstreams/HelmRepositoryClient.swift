@@ -34,14 +34,17 @@ struct HelmRepositoryClient: Sendable {
         case 404: throw UpstreamError(.notFound, "\(url) answered 404: check helm.url (the index.yaml must be beside it)")
         default: throw UpstreamError(.badResponse, "\(url) answered HTTP \(reply.status.code)")
         }
-        struct Index: Decodable { var apiVersion: String?; var entries: [String: [Entry]]? }
-        let index: Index
-        do { index = try YAMLDecoder().decode(Index.self, from: reply.body) } catch {
-            throw UpstreamError(.badResponse, "\(url) is not a Helm repository index: \(String(describing: error).prefix(300))")
+        // Only this chart's entries are decoded; an entry Helm would skip (no version, say) is
+        // skipped here too rather than failing the whole index.
+        let index = try UpstreamYAML.compose(String(decoding: reply.body, as: UTF8.self), what: url)
+        guard case .mapping(let root) = index, case .mapping(let all)? = root["entries"] else {
+            throw UpstreamError(.badResponse, "\(url) is not a Helm repository index (no entries mapping)")
         }
-        guard let entries = index.entries?[upstream.chart], !entries.isEmpty else {
+        guard case .sequence(let listed)? = all[upstream.chart] else {
             throw UpstreamError(.notFound, "\(url) lists no chart '\(upstream.chart)'")
         }
+        let entries = listed.compactMap { try? YAMLDecoder().decode(Entry.self, from: $0) }
+        guard !entries.isEmpty else { throw UpstreamError(.notFound, "\(url) lists no usable version of '\(upstream.chart)'") }
         switch upstream.version {
         case .exact(let wanted):
             let version = SemanticVersion(lenient: wanted)

@@ -19,6 +19,7 @@ actor RegistryClient {
     ].joined(separator: ", ")
     static let maxTagPages = 100
     static let maxTagsBody = 4 << 20
+    static let maxTags = 100_000
 
     init(http: UpstreamHTTP, upstream: RegistryUpstream, repository: String) {
         self.http = http
@@ -33,8 +34,12 @@ actor RegistryClient {
         var tags: [String] = []
         var next: String? = "\(upstream.baseURL)/v2/\(repository)/tags/list?n=1000"
         var pages = 0
-        while let url = next, pages < Self.maxTagPages {
+        while let url = next {
             pages += 1
+            guard pages <= Self.maxTagPages, tags.count <= Self.maxTags else {
+                throw UpstreamError(.tooLarge, "\(where_) lists more than \(Self.maxTags) tags or \(Self.maxTagPages) pages; "
+                    + "the highest version cannot be chosen from a partial list: pin a version or tag")
+            }
             let reply = try await authorized(url, limit: Self.maxTagsBody, accept: "application/json")
             guard reply.status == .ok else { throw failure(reply, "list the tags of \(where_)") }
             struct TagList: Decodable { var tags: [String]? }
@@ -133,7 +138,12 @@ actor RegistryClient {
     }
 
     /// Sets `authorization` from a 401's challenge (`replacing` a cached token that expired).
+    /// Only the registry's own 401 is answered: a redirect target (object storage) asking for
+    /// credentials gets none.
     private func answer(challenge reply: UpstreamHTTP.Reply, replacing cached: Bool) async throws(UpstreamError) {
+        guard UpstreamHTTP.origin(of: reply.url) == UpstreamHTTP.origin(of: upstream.baseURL) else {
+            throw UpstreamError(.unauthorized, "\(UpstreamHTTP.redacted(reply.url)), where \(where_) redirected, answered 401; credentials are sent to the registry only")
+        }
         if cached { authorization = nil }
         guard let header = reply.headers.first(name: "www-authenticate"), let challenge = AuthChallenge(header) else {
             throw UpstreamError(.unauthorized, "\(where_) answered 401 without a usable WWW-Authenticate challenge")
@@ -146,8 +156,8 @@ actor RegistryClient {
             authorization = basic
         case "bearer":
             guard let realm = challenge.parameters["realm"], var components = URLComponents(string: realm),
-                  components.scheme == "https" || components.scheme == "http" else {
-                throw UpstreamError(.unauthorized, "\(where_): the Bearer challenge has no usable realm")
+                  components.scheme == "https" || (components.scheme == "http" && upstream.access.insecure) else {
+                throw UpstreamError(.unauthorized, "\(where_): the Bearer challenge has no usable realm (an https URL; http only with insecure: true)")
             }
             var query = components.queryItems ?? []
             if let service = challenge.parameters["service"] { query.append(URLQueryItem(name: "service", value: service)) }
@@ -155,9 +165,10 @@ actor RegistryClient {
             components.queryItems = query
             guard let tokenURL = components.string else { throw UpstreamError(.unauthorized, "\(where_): unusable token realm") }
             let basic = UpstreamHTTP.basic(upstream.access)
-            let tokenReply = try await http.get(tokenURL, limit: 1 << 20) { _ in
+            let realmOrigin = UpstreamHTTP.origin(of: tokenURL)
+            let tokenReply = try await http.get(tokenURL, limit: 1 << 20) { url in
                 var headers = HTTPHeaders()
-                if let basic { headers.add(name: "Authorization", value: basic) }
+                if let basic, UpstreamHTTP.origin(of: url) == realmOrigin { headers.add(name: "Authorization", value: basic) }
                 return headers
             }
             guard tokenReply.status == .ok else {

@@ -21,6 +21,11 @@ struct UpstreamHTTP: Sendable {
     let client: HTTPClient
     let readTimeout: TimeAmount
     static let maxRedirects = 5
+    /// Longest a whole body may take: a server trickling bytes under the read timeout does not
+    /// hold the source's packaging lock for ever. Small bodies, and large ones (at least 1 MiB/s
+    /// beyond the first 10 minutes).
+    static let smallBodyDeadline: Duration = .seconds(120)
+    static func downloadDeadline(bytes: UInt64) -> Duration { .seconds(600 + Int64(bytes >> 20)) }
 
     /// A client trusting `caFile` (PEM) besides nothing else when set, the system's roots otherwise.
     static func make(access: UpstreamAccess) throws(UpstreamError) -> UpstreamHTTP {
@@ -49,10 +54,14 @@ struct UpstreamHTTP: Sendable {
                 throw UpstreamError(.tooLarge, "\(Self.redacted(url)) is \(declared) bytes, more than the \(limit) accepted")
             }
             var body = Data()
+            let started = ContinuousClock.now
             for try await chunk in response.body {
                 body.append(contentsOf: chunk.readableBytesView)
                 if body.count > limit {
                     throw UpstreamError(.tooLarge, "\(Self.redacted(url)) is more than the \(limit) bytes accepted")
+                }
+                if ContinuousClock.now - started > Self.smallBodyDeadline {
+                    throw UpstreamError(.unreachable, "\(Self.redacted(url)) took more than \(Self.smallBodyDeadline) to send \(body.count) bytes")
                 }
             }
             return Reply(status: response.status, headers: response.headers, body: body, url: url)
@@ -66,7 +75,10 @@ struct UpstreamHTTP: Sendable {
         try await send(url, method: .GET, headers: headers) { response, url in
             guard response.status == .ok else {
                 var body = Data()
-                for try await chunk in response.body where body.count < 8192 { body.append(contentsOf: chunk.readableBytesView) }
+                for try await chunk in response.body {
+                    body.append(contentsOf: chunk.readableBytesView.prefix(8192 - body.count))
+                    if body.count >= 8192 { break }  // the rest of an error page is not read
+                }
                 return (Reply(status: response.status, headers: response.headers, body: body, url: url), "", 0)
             }
             if let length = response.headers.first(name: "content-length").flatMap(UInt64.init), length > limit {
@@ -77,9 +89,14 @@ struct UpstreamHTTP: Sendable {
             defer { close(fd) }
             var hasher = SHA256()
             var size: UInt64 = 0
+            let started = ContinuousClock.now
+            let deadline = Self.downloadDeadline(bytes: limit == .max ? 0 : limit)
             for try await chunk in response.body {
                 size += UInt64(chunk.readableBytes)
                 guard size <= limit else { throw UpstreamError(.tooLarge, "\(Self.redacted(url)) is more than the \(limit) bytes accepted") }
+                guard ContinuousClock.now - started <= deadline else {
+                    throw UpstreamError(.unreachable, "\(Self.redacted(url)) took more than \(deadline) (\(size) bytes so far); try again later or check the upstream")
+                }
                 try chunk.readableBytesView.withUnsafeBytes { raw in
                     hasher.update(bufferPointer: raw)
                     var offset = 0

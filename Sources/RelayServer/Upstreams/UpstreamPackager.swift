@@ -53,8 +53,9 @@ struct UpstreamPackager: Sendable {
            let listed = entry.digest, current.digest == "sha256:" + listed.lowercased(), store.holdsFile(digest: current.digest, size: current.size) {
             return current
         }
-        let path = temporaryPath()
-        defer { unlink(path) }
+        let reservation = try reserve()
+        defer { reservation.release() }
+        let path = reservation.path
         let (digest, _) = try await client.download(entry, to: path, limit: maxArtifactBytes)
         let chart = try checkedChart(path: path, digest: digest, chart: repository.chart, version: entry.version)
         let payload = try HelmChartLayout.payload(chart: chart, created: entry.created, version: entry.version)
@@ -107,12 +108,19 @@ struct UpstreamPackager: Sendable {
             }
             layer = first
         }
+        // Everything but the large layer travels inline: bounded before anything is fetched.
+        let small = ([parsed.config] + parsed.layers).filter { $0.digest != layer.digest }
+        let total = Set(small.map(\.digest)).count <= 64 ? small.reduce(UInt64(0)) { $0 + $1.size } : .max
+        guard total <= UInt64(OCIPayload.maxInlineTotalBytes) else {
+            throw UpstreamError(.tooLarge, "\(origin):\(reference): the config and small layers add up to more than \(OCIPayload.maxInlineTotalBytes) bytes (or more than 64 blobs); Relay carries artifacts with one content layer")
+        }
         var blobs: [String: Data] = [:]
-        for descriptor in [parsed.config] + parsed.layers where descriptor.digest != layer.digest && blobs[descriptor.digest] == nil {
+        for descriptor in small where blobs[descriptor.digest] == nil {
             blobs[descriptor.digest] = try await client.blob(descriptor)
         }
-        let path = temporaryPath()
-        defer { unlink(path) }
+        let reservation = try reserve()
+        defer { reservation.release() }
+        let path = reservation.path
         try await client.download(layer, to: path, limit: maxArtifactBytes)
         var files = 0
         if kind == .helm {
@@ -138,22 +146,28 @@ struct UpstreamPackager: Sendable {
     /// image), so that `OCIRepository.spec.verify` with the publisher's key still works at the
     /// agent. None when the upstream has no such tag.
     private func publisherSignatures(_ client: RegistryClient, of digest: String, origin: String) async throws(UpstreamError) -> [OCIPayload.SignatureLayer] {
+        // Optional: a signature image Relay cannot use is logged and left out, never a reason
+        // not to mirror the artifact (the relay's own signature is always served).
         let tag = digest.replacingOccurrences(of: "sha256:", with: "sha256-") + ".sig"
-        guard let image = try await client.manifestIfPresent(tag) else { return [] }
-        let parsed: OCIPayload.Manifest
-        do { parsed = try OCIPayload.parseManifest(image.bytes, mediaType: image.mediaType) } catch {
-            throw UpstreamError(.badResponse, "\(origin):\(tag), the publisher's signature: \(error)")
+        do {
+            guard let image = try await client.manifestIfPresent(tag) else { return [] }
+            let parsed = try OCIPayload.parseManifest(image.bytes, mediaType: image.mediaType)
+            let usable = parsed.layers.filter { $0.mediaType == OCIPayload.simpleSigningMediaType && $0.size <= UInt64(OCIPayload.maxSignatureLayerBytes) }
+            if usable.count > OCIPayload.maxSignatureLayers || usable.count < parsed.layers.count {
+                logger.warning("the publisher's signature image has layers Relay does not carry; the newest usable ones are mirrored", metadata: [
+                    "upstream": "\(origin)", "tag": "\(tag)", "layers": "\(parsed.layers.count)", "kept": "\(min(usable.count, OCIPayload.maxSignatureLayers))"])
+            }
+            var result: [OCIPayload.SignatureLayer] = []
+            for layer in usable.suffix(OCIPayload.maxSignatureLayers) {
+                result.append(.init(mediaType: layer.mediaType, data: try await client.blob(layer), annotations: layer.annotations ?? [:]))
+            }
+            return result
+        } catch let error as UpstreamError where error.code == .unauthorized || error.code == .unreachable {
+            throw error
+        } catch {
+            logger.warning("the publisher's signature is not mirrored", metadata: ["upstream": "\(origin)", "tag": "\(tag)", "error": "\(error)"])
+            return []
         }
-        let layers = parsed.layers.filter { $0.mediaType == OCIPayload.simpleSigningMediaType }
-        guard layers.count <= OCIPayload.maxSignatureLayers, layers.allSatisfy({ $0.size <= UInt64(OCIPayload.maxSignatureLayerBytes) }) else {
-            throw UpstreamError(.tooLarge, "\(origin):\(tag) holds more or larger signatures than Relay carries "
-                + "(\(OCIPayload.maxSignatureLayers) of at most \(OCIPayload.maxSignatureLayerBytes) bytes)")
-        }
-        var result: [OCIPayload.SignatureLayer] = []
-        for layer in layers {
-            result.append(.init(mediaType: layer.mediaType, data: try await client.blob(layer), annotations: layer.annotations ?? [:]))
-        }
-        return result
     }
 
     // MARK: - Shared
@@ -164,12 +178,13 @@ struct UpstreamPackager: Sendable {
             throw UpstreamError(.refusedContent, "chart \(chart ?? "") \(version): \(error)")
         }
         // Chart.yaml must be the chart and version asked for (a repository serving another is inconsistent).
-        let yaml = String(decoding: archive.chartYAML, as: UTF8.self)
-        let meta = try? YAMLChartMetadata.decode(yaml)
-        if let chart, meta?.name != chart {
-            throw UpstreamError(.refusedContent, "the archive for chart \(chart) \(version) holds chart '\(meta?.name ?? "?")'")
+        let node = try UpstreamYAML.compose(String(decoding: archive.chartYAML, as: UTF8.self), what: "Chart.yaml")
+        guard case .mapping(let meta) = node else { throw UpstreamError(.refusedContent, "Chart.yaml is not a YAML mapping") }
+        let name = UpstreamYAML.text(meta["name"])
+        if let chart, name != chart {
+            throw UpstreamError(.refusedContent, "the archive for chart \(chart) \(version) holds chart '\(name ?? "?")'")
         }
-        if !version.isEmpty, let found = meta?.version, SemanticVersion(lenient: found) != SemanticVersion(lenient: version) {
+        if !version.isEmpty, let found = UpstreamYAML.text(meta["version"]), SemanticVersion(lenient: found) != SemanticVersion(lenient: version) {
             throw UpstreamError(.refusedContent, "the archive for version \(version) holds version \(found)")
         }
         return archive
@@ -190,17 +205,9 @@ struct UpstreamPackager: Sendable {
                                 createdAt: now, oci: payload)
     }
 
-    private func temporaryPath() -> String {
-        store.root.appendingPathComponent("tmp/upstream-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).tmp").path
-    }
-}
-
-/// The two Chart.yaml fields checked against what was asked for.
-enum YAMLChartMetadata {
-    struct Meta: Decodable { var name: String?; var version: String? }
-    static func decode(_ yaml: String) throws -> Meta {
-        let loaded = try Yams.load(yaml: yaml) as? [String: Any]
-        func text(_ value: Any?) -> String? { value.map { "\($0)" } }
-        return Meta(name: text(loaded?["name"]), version: text(loaded?["version"]))
+    private func reserve() throws(UpstreamError) -> TemporaryFileReservation {
+        do { return try store.reserveTemporaryFile(prefix: "upstream") } catch {
+            throw UpstreamError(.unreachable, "cannot create a temporary file in the store: \(error)")
+        }
     }
 }
