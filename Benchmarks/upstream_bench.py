@@ -79,9 +79,11 @@ def peak_rss_of(argv):
     """Runs argv in a wrapper whose only child it is: (seconds, peak RSS KiB)."""
     code = ("import resource,subprocess,sys,time;t=time.monotonic();r=subprocess.run(sys.argv[1:]);"
             "print(time.monotonic()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
-    out = subprocess.run([sys.executable, "-c", code] + argv, capture_output=True, text=True, check=True).stdout.split()
-    if out[2] != "0":
-        raise fb.PhaseFailed("%s failed" % argv[0])
+    result = subprocess.run([sys.executable, "-c", code] + argv, capture_output=True, text=True, check=True)
+    out = result.stdout.split()
+    if out[-1] != "0":
+        raise fb.PhaseFailed("%s failed: %s" % (argv[0], result.stderr[-2000:]))
+    out = out[-3:]
     return float(out[0]), int(out[1])
 
 
