@@ -30,7 +30,12 @@ public enum RelayServerApp {
         let known = try await registry.latestArtifacts().filter {
             configured.contains($0.key) && FileSystemCheck.exists(store.path(forDigest: $0.value.digest).path)
         }
-        let hub = DesiredStateHub(initial: known, supersededDelay: config.drainRetryAfter)
+        let governed = RolloutController.governed(config)
+        let hub = DesiredStateHub(initial: known, supersededDelay: config.drainRetryAfter, governed: Set(governed.map(\.name)))
+        let rollouts = RolloutController(sources: governed, freezes: config.freezes, registry: registry, hub: hub,
+                                         notifications: config.notifications, publicURL: config.publicURL, logger: logger)
+        // Assignments before the first agent is served (it would get nothing of a governed source).
+        await rollouts.pass()
         // Chunk checksums are computed once per artifact, when it is packaged (or, for what
         // the store already holds, in the background at start), not by every Fetch.
         let chunkHashes = ChunkHashCache()
@@ -93,7 +98,10 @@ public enum RelayServerApp {
 
         let router = WebhookRouter.make(webhookToken: config.webhookToken, sources: config.sources,
                                         scheduler: scheduler, hub: hub, authFailures: authFailures)
-        StatusAPI(registry: registry, feed: statusFeed, readers: config.readers, sources: config.sources.map(\.name), logger: logger)
+        StatusAPI(registry: registry, feed: statusFeed, readers: config.readers + config.admins, sources: config.sources.map(\.name), logger: logger)
+            .add(to: router)
+        RolloutAPI(registry: registry, hub: hub, rollouts: rollouts, store: store, readers: config.readers, admins: config.admins,
+                   sources: config.sources.map(\.name), logger: logger)
             .add(to: router)
         let http = Application(router: router, server: .limited(httpLimits, metricsPrefix: "relay"),
                                configuration: .init(address: .hostname(config.http.host, port: config.http.port),
@@ -110,6 +118,8 @@ public enum RelayServerApp {
             .init(service: SchedulerService(scheduler: scheduler)),
             .init(service: StatusRetention(registry: registry, policy: config.statusRetention, logger: logger)),
             .init(service: StatusFeedFollower(feed: statusFeed, registry: registry)),
+            .init(service: RolloutService(controller: rollouts, freezePeriods: GitLabFreezePeriods(
+                config: config, registry: registry, logger: logger, changed: { rollouts.poke() }))),
             .init(service: NotifierService(notifier: Notifier(
                 registry: registry, feed: statusFeed, sources: config.sources, notifications: config.notifications,
                 publicURL: config.publicURL, logger: logger))),
@@ -193,6 +203,23 @@ struct SessionWatchService: Service {
                 group.addTask { await access.watch() }
             }
         }
+    }
+}
+
+/// The rollout controller and the GitLab freeze-period reader, until shutdown.
+struct RolloutService: Service {
+    let controller: RolloutController
+    let freezePeriods: GitLabFreezePeriods
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await controller.run() }
+                group.addTask { await freezePeriods.run() }
+            }
+        }
+        // Nothing to govern: wait for shutdown (a service that returns would stop the relay).
+        try? await gracefulShutdown()
     }
 }
 

@@ -9,7 +9,8 @@ struct RelayServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-server",
         abstract: "Mirror Git sources, package them as Flux artifacts and push them to relay agents.",
-        subcommands: [Serve.self, Agents.self, HashToken.self, CheckConfig.self, DevCerts.self, Keys.self, Bundle.self, DatabaseCommand.self]
+        subcommands: [Serve.self, Agents.self, HashToken.self, CheckConfig.self, DevCerts.self, Keys.self, Bundle.self, DatabaseCommand.self,
+                      Release.self, Wait.self, Diff.self]
     )
 }
 

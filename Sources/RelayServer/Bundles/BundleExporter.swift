@@ -115,7 +115,12 @@ public struct BundleExporter: Sendable {
         let latest = try await registry.latestArtifacts()
         var packaged: [PackagedArtifact] = []
         for source in sources {
-            guard let artifact = latest[source] else { throw BundleExportError.notPackaged(source: source) }
+            guard var artifact = latest[source] else { throw BundleExportError.notPackaged(source: source) }
+            // A source under rollout rules (waves, freezes): what the relay gives this agent now.
+            if let digest = try await registry.rolloutAssignments(source: source)[agent], digest != artifact.digest,
+               let assigned = try await registry.artifact(digest: digest, amongSources: [source]) {
+                artifact = assigned
+            }
             packaged.append(artifact)
         }
         var held = Set<String>()

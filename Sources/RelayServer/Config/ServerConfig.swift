@@ -45,8 +45,10 @@ public struct ServerConfig: Sendable, Decodable {
         public var auth: SourceAuth?
         /// Extra ignore patterns (like GitRepository `.spec.ignore`).
         public var ignore: String?
-        /// Post Flux status to this GitLab project as commit statuses.
+        /// Post Flux status to this GitLab project as commit statuses (and deployments).
         public var gitlab: GitLab?
+        /// Waves a new revision goes through (default: every agent at once).
+        public var rollout: Rollout?
     }
 
     public struct GitLab: Sendable, Decodable {
@@ -56,6 +58,12 @@ public struct ServerConfig: Sendable, Decodable {
         public var project: String
         /// A token with the api scope (Developer role or more on the project).
         public var tokenFile: String
+        /// Agents → GitLab environments: each delivery becomes a deployment there.
+        public var environments: [Environment]?
+        /// Also hold revisions during the project's own deploy freeze periods (Freeze Periods API).
+        public var freezePeriods: Bool?
+        /// How often the freeze periods are read again (default 5m).
+        public var freezePeriodsInterval: ConfigDuration?
     }
 
     public struct Notifications: Sendable, Decodable {
@@ -105,6 +113,10 @@ public struct ServerConfig: Sendable, Decodable {
     public var drainRedirect: String?
     /// Who may read the status API, stream and page.
     public var readers: [Reader]?
+    /// Who may also change things through the API (release a held revision); admins can read too.
+    public var admins: [Reader]?
+    /// Deploy freezes: new revisions are held for the agents they cover while they are open.
+    public var freezes: [Freeze]?
     /// Failure and recovery notifications.
     public var notifications: Notifications?
     /// The relay's page as people reach it (link in GitLab commit statuses).
@@ -152,12 +164,18 @@ public struct ResolvedServerConfig: Sendable {
         /// Branch names a GitLab push for this source may name (from `ref.branch`).
         public var branch: String?
         public var gitlab: GitLabTarget?
+        /// Waves; nil: every granted agent gets a new revision at once.
+        public var rollout: RolloutPolicy? = nil
     }
 
     public struct GitLabTarget: Sendable, Equatable {
         /// `<url>/api/v4/projects/<url-encoded project>`
         public var projectAPI: String
         public var token: String
+        /// Agents → environments (deployments are recorded for the agents named here).
+        public var environments: [EnvironmentRule] = []
+        /// How often the project's freeze periods are read; nil: they are not.
+        public var freezePeriodsInterval: Duration? = nil
     }
 
     public struct Notifications: Sendable {
@@ -192,6 +210,10 @@ public struct ResolvedServerConfig: Sendable {
     public var drainRetryAfter: Duration
     public var drainRedirect: HostPort?
     public var readers: [Reader] = []
+    /// `admins:` (they may read too).
+    public var admins: [Reader] = []
+    /// `freezes:`.
+    public var freezes: [FreezeRule] = []
     public var notifications = Notifications()
     public var publicURL: String?
     public var httpLimits: HTTPLimits = .relayDefaults
@@ -345,10 +367,19 @@ extension ServerConfig: ConfigFile {
                 }
                 let encoded = target.project.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? target.project
                 let base = target.url.hasSuffix("/") ? String(target.url.dropLast()) : target.url
-                gitlab = .init(projectAPI: "\(base)/api/v4/projects/\(encoded)", token: try secret(target.tokenFile, "\(field).gitlab.tokenFile"))
+                gitlab = .init(projectAPI: "\(base)/api/v4/projects/\(encoded)", token: try secret(target.tokenFile, "\(field).gitlab.tokenFile"),
+                               environments: try source.resolveEnvironments(field: field, fail: fail))
+                if target.freezePeriods == true {
+                    let every = target.freezePeriodsInterval?.duration ?? .seconds(300)
+                    guard every >= .seconds(1) else { throw fail("\(field).gitlab.freezePeriodsInterval", "must be at least 1s") }
+                    gitlab?.freezePeriodsInterval = every
+                } else if target.freezePeriodsInterval != nil {
+                    throw fail("\(field).gitlab.freezePeriodsInterval", "applies with freezePeriods: true only")
+                }
             }
             resolvedSources.append(.init(name: source.name, remote: remote, upstream: upstream, reference: reference, interval: interval,
-                                         credentials: credentials, ignore: source.ignore, branch: source.ref?.branch, gitlab: gitlab))
+                                         credentials: credentials, ignore: source.ignore, branch: source.ref?.branch, gitlab: gitlab,
+                                         rollout: try source.resolveRollout(field: field, fail: fail)))
         }
 
         var resolvedAgents: [ResolvedServerConfig.Agent] = []
@@ -368,6 +399,12 @@ extension ServerConfig: ConfigFile {
             let field = "readers[\(index)]"
             try checkName(reader.name, field, "reader", &readerNames)
             resolvedReaders.append(.init(name: reader.name, tokenSHA256: try tokenHash(reader.tokenSHA256, reader.tokenFile, field)))
+        }
+        var resolvedAdmins: [ResolvedServerConfig.Reader] = []
+        for (index, admin) in (admins ?? []).enumerated() {
+            let field = "admins[\(index)]"
+            try checkName(admin.name, field, "admin", &readerNames)
+            resolvedAdmins.append(.init(name: admin.name, tokenSHA256: try tokenHash(admin.tokenSHA256, admin.tokenFile, field)))
         }
         var resolvedNotifications = ResolvedServerConfig.Notifications()
         for (index, slack) in (notifications?.slack ?? []).enumerated() {
@@ -461,6 +498,7 @@ extension ServerConfig: ConfigFile {
             dataDirectory: URL(fileURLWithPath: absolute(dataDir)), webhookToken: webhook,
             sources: resolvedSources, agents: resolvedAgents, limits: resolvedLimits,
             drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), drainRedirect: redirect, readers: resolvedReaders,
+            admins: resolvedAdmins, freezes: try resolveFreezes(fail: fail),
             notifications: resolvedNotifications, publicURL: publicURL,
             httpLimits: try HTTPLimits.resolve(httpLimits, defaults: .relayDefaults, file: file),
             statusRetention: try StatusRetention.Policy.resolve(status?.retention, fail: fail),

@@ -176,5 +176,6 @@ enum PostgresSchema {
             """),
         // A Helm chart or OCI artifact's manifest and small blobs (JSON of OCIPayload).
         ("v2", "ALTER TABLE revision ADD COLUMN oci TEXT NOT NULL DEFAULT ''"),
+        ("v3", RolloutSchema.sql(dialect: .postgres)),
     ]
 }

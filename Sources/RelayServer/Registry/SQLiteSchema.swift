@@ -120,6 +120,9 @@ extension Registry {
             // A Helm chart or OCI artifact's manifest and small blobs (JSON of OCIPayload).
             try db.execute(sql: "ALTER TABLE revision ADD COLUMN oci TEXT NOT NULL DEFAULT ''")
         }
+        migrator.registerMigration("v15-rollouts") { db in
+            try db.execute(sql: RolloutSchema.sql(dialect: .sqlite))
+        }
         return migrator
     }
     static func registerTokenMigration(_ migrator: inout DatabaseMigrator) {

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 
 /// Turns stored status into GitLab commit statuses, Slack messages and JSON webhooks.
 ///
@@ -24,6 +25,8 @@ public final class Notifier: Sendable {
     let retryMax: Duration
     /// Who claims outbox items (this process; several replicas may share the outbox).
     let replica = "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)"
+    /// GitLab environments already set up by this process (see `syncEnvironment`).
+    let environmentsSynced = Mutex<Set<String>>([])
 
     public init(registry: Registry, feed: StatusFeed, sources: [ResolvedServerConfig.Source],
                 notifications: ResolvedServerConfig.Notifications, publicURL: String?, logger: Logger,
@@ -86,11 +89,19 @@ public final class Notifier: Sendable {
 
     // MARK: - Derive
 
-    struct Item { var target: String; var url: String; var body: Data }
+    struct Item {
+        var target: String
+        var url: String
+        var body: Data
+        var method = "POST"
+        /// A GitLab deployment (`gitlab_deployment.id`) whose GitLab id completes the URL
+        /// (`{deployment}`), or 0.
+        var deployment: Int64 = 0
+    }
 
     /// Queues what new deliveries and status entries call for; returns how many it read.
     func derive() async throws -> Int {
-        try await derivePending() + deriveFromStatus()
+        try await derivePending() + deriveDeployments() + deriveFromStatus()
     }
 
     /// A revision delivered to an agent but not yet picked up by Flux: `pending` for every
@@ -132,13 +143,17 @@ public final class Notifier: Sendable {
         }
     }
 
-    private func enqueue(_ db: any SQLConnection, _ item: Item) throws {
-        try db.execute(sql: "INSERT INTO outbox(target, url, body, next_attempt_ms, created_ms) VALUES (?, ?, ?, ?, ?)",
-                       arguments: [item.target, item.url, String(decoding: item.body, as: UTF8.self),
-                                   Registry.milliseconds(Date()), Registry.milliseconds(Date())])
+    func enqueue(_ db: any SQLConnection, _ item: Item) throws {
+        try Self.enqueue(db, item)
     }
 
-    private func setCursor(_ db: any SQLConnection, _ name: String, _ position: Int64) throws {
+    static func enqueue(_ db: any SQLConnection, _ item: Item) throws {
+        try db.execute(sql: "INSERT INTO outbox(target, url, body, next_attempt_ms, created_ms, method, deployment) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       arguments: [item.target, item.url, String(decoding: item.body, as: UTF8.self),
+                                   Registry.milliseconds(Date()), Registry.milliseconds(Date()), item.method, item.deployment])
+    }
+
+    func setCursor(_ db: any SQLConnection, _ name: String, _ position: Int64) throws {
         try db.execute(sql: """
             INSERT INTO notifier_cursor(name, position) VALUES (?, ?)
             ON CONFLICT(name) DO UPDATE SET position = excluded.position
@@ -176,6 +191,7 @@ public final class Notifier: Sendable {
                     gitlabState = state
                     gitlabSHA = sha
                 }
+                items += try deploymentOutcome(db, agent: record.agent, object: object)
                 for item in items { try enqueue(db, item) }
                 if object.state == "deleted" {
                     try db.execute(sql: "DELETE FROM notify_state WHERE agent = ? AND kind = ? AND namespace = ? AND name = ?",
@@ -248,7 +264,11 @@ public final class Notifier: Sendable {
 
     // MARK: - Deliver
 
-    struct Pending { var id: Int64; var target: String; var url: String; var body: String; var attempts: Int; var due: Int64 }
+    struct Pending {
+        var id: Int64; var target: String; var url: String; var body: String; var attempts: Int; var due: Int64
+        var method = "POST"
+        var deployment: Int64 = 0
+    }
 
     /// Sends the head item of every target whose head is due, until nothing is due. Each head
     /// is claimed first (a lease in the outbox row): of several replicas, one sends it.
@@ -268,8 +288,21 @@ public final class Notifier: Sendable {
     static let sendLease: Duration = .seconds(60)
 
     func send(_ item: Pending) async {
-        var request = HTTPClientRequest(url: item.url)
-        request.method = .POST
+        var url = item.url
+        if item.deployment != 0, url.contains("{deployment}") {
+            // GitLab's id of the deployment, known once its creation was answered.
+            guard let remote = try? await registry.gitlabDeploymentID(item.deployment), remote != 0 else {
+                logger.error("deployment update dropped: GitLab did not create the deployment", metadata: ["target": "\(item.target)"])
+                try? await registry.store.write { [self] db in
+                    try db.execute(sql: "DELETE FROM outbox WHERE id = ? AND claimed_by = ?", arguments: [item.id, replica])
+                }
+                return
+            }
+            url = url.replacingOccurrences(of: "{deployment}", with: String(remote))
+        }
+        if item.deployment != 0, item.method == "POST" { await syncEnvironment(item) }
+        var request = HTTPClientRequest(url: url)
+        request.method = item.method == "PUT" ? .PUT : .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "User-Agent", value: "relay-server")
         if item.target.hasPrefix("gitlab:"), let token = sources.first(where: { "gitlab:\($0.name)" == item.target })?.gitlab?.token {
@@ -282,7 +315,14 @@ public final class Notifier: Sendable {
             let text = String(buffer: try await response.body.collect(upTo: 1 << 16))
             let code = Int(response.status.code)
             switch code {
-            case 200..<300: outcome = (true, nil)
+            case 200..<300:
+                outcome = (true, nil)
+                if item.deployment != 0, item.method == "POST",
+                   let id = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["id"] as? Int {
+                    try? await registry.store.write { db in
+                        try db.execute(sql: "UPDATE gitlab_deployment SET remote_id = ? WHERE id = ?", arguments: [Int64(id), item.deployment])
+                    }
+                }
             case 429, 500...599: outcome = (false, "\(code) \(text.prefix(200))")
             default:
                 logger.error("notification refused; dropping it", metadata: [
@@ -348,7 +388,8 @@ extension Registry {
                                          arguments: [until, owner, row["id"] as Int64, now])
                 guard won > 0 else { continue }
                 claimed.append(Notifier.Pending(id: row["id"], target: row["target"], url: row["url"], body: row["body"],
-                                                attempts: row["attempts"], due: row["next_attempt_ms"]))
+                                                attempts: row["attempts"], due: row["next_attempt_ms"], method: row["method"],
+                                                deployment: row["deployment"]))
             }
             return claimed
         }

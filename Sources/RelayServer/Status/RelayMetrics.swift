@@ -8,6 +8,12 @@ enum RelayMetrics {
     static let fetches = Counter(label: "relay_fetches_total")
     static let fetchResumes = Counter(label: "relay_fetch_resumes_total")
     static let deliveries = Counter(label: "relay_deliveries_total")
+    /// Rollouts a failure halted (rollout waves).
+    static let rolloutsHalted = Counter(label: "relay_rollouts_halted_total")
+    /// Agent × source pairs a revision is held from now (freezes, waves, halts).
+    static let rolloutHeld = Gauge(label: "relay_rollout_held_agents")
+    /// Revisions released through a freeze by an operator.
+    static let rolloutReleases = Counter(label: "relay_rollout_releases_total")
     /// From packaging to the agent's acknowledgement.
     static let deliveryLatency = Timer(label: "relay_delivery_latency_seconds")
     static let statusEntries = Counter(label: "relay_status_entries_total")

@@ -24,6 +24,12 @@ public actor DesiredStateHub {
     }
 
     private var latest: [String: PackagedArtifact]
+    /// Sources under rollout rules (waves, freezes): their agents get what `assignments`
+    /// says, set by the `RolloutController`, never simply the newest.
+    private let governed: Set<String>
+    /// Per governed source, per agent: the artifact it is given (absent: none yet; an agent
+    /// keeps serving what it holds when a desired state does not name a source).
+    private var assignments: [String: [String: PackagedArtifact]] = [:]
     private var generation: UInt64
     private var subscribers: [UUID: Subscriber] = [:]
     private var draining: (delay: Duration, spread: Duration, reason: String, redirect: String)?
@@ -35,8 +41,9 @@ public actor DesiredStateHub {
     static let supersessionMemory: Duration = .seconds(600)
     static let maxSupersededDelay: Duration = .seconds(300)
 
-    public init(initial: [String: PackagedArtifact] = [:], supersededDelay: Duration = .seconds(2)) {
+    public init(initial: [String: PackagedArtifact] = [:], supersededDelay: Duration = .seconds(2), governed: Set<String> = []) {
         latest = initial
+        self.governed = governed
         // Generations only need to increase within one relay process; agents compare them
         // per connection.
         generation = 1
@@ -51,11 +58,31 @@ public actor DesiredStateHub {
         }
         latest[artifact.source] = artifact
         generation += 1
+        // A governed source's agents hear of it through `assign`.
+        guard !governed.contains(artifact.source) else { return true }
         for subscriber in subscribers.values where subscriber.sources.contains(artifact.source) {
-            subscriber.deliver(snapshot(for: subscriber.sources))
+            subscriber.deliver(snapshot(for: subscriber))
         }
         return true
     }
+
+    /// Sets what each agent of a governed source is given; agents whose artifact changed are
+    /// sent their new desired state.
+    public func assign(source: String, _ perAgent: [String: PackagedArtifact]) {
+        let before = assignments[source] ?? [:]
+        guard before != perAgent else { return }
+        assignments[source] = perAgent
+        let changed = Set(before.keys).union(perAgent.keys).filter { before[$0] != perAgent[$0] }
+        generation += 1
+        for subscriber in subscribers.values where subscriber.sources.contains(source) && changed.contains(subscriber.agent) {
+            subscriber.deliver(snapshot(for: subscriber))
+        }
+    }
+
+    /// What a governed source's agent is given now (nil: nothing, or not governed).
+    public func assigned(source: String, agent: String) -> PackagedArtifact? { assignments[source]?[agent] }
+
+    public var governedSources: Set<String> { governed }
 
     /// `publish`, unless the source's current artifact was packaged later (another path
     /// published a newer revision while this one was being prepared).
@@ -73,12 +100,13 @@ public actor DesiredStateHub {
     /// state (or the drain, while draining).
     public func subscribe(agent: String, sources: Set<String>, deliver: @escaping @Sendable (TunnelEvent) -> Void) -> UUID {
         let id = UUID()
-        subscribers[id] = Subscriber(agent: agent, sources: sources, deliver: deliver)
+        let subscriber = Subscriber(agent: agent, sources: sources, deliver: deliver)
+        subscribers[id] = subscriber
         if let draining {
             deliver(.drain(retryAfter: Self.spread(draining.delay, over: draining.spread), reason: draining.reason,
                            redirect: draining.redirect))
         } else {
-            deliver(snapshot(for: sources))
+            deliver(snapshot(for: subscriber))
         }
         return id
     }
@@ -132,9 +160,10 @@ public actor DesiredStateHub {
 
     public var subscriberCount: Int { subscribers.count }
 
-    private func snapshot(for sources: Set<String>) -> TunnelEvent {
-        .desiredState(generation: generation,
-                      artifacts: sources.sorted().compactMap { latest[$0] })
+    private func snapshot(for subscriber: Subscriber) -> TunnelEvent {
+        .desiredState(generation: generation, artifacts: subscriber.sources.sorted().compactMap { source in
+            governed.contains(source) ? assignments[source]?[subscriber.agent] : latest[source]
+        })
     }
 
     /// Uniform in [delay, delay + spread].

@@ -1,0 +1,258 @@
+import Foundation
+import Testing
+
+/// Rollouts governed the way GitLab users expect, end to end with a real relay and real
+/// agents: waves over six clusters, deploy freezes with releases, GitLab deployments,
+/// `relay-server wait` and `diff`. GitLab is the notify STAND-IN (it cannot run here; it
+/// follows GitLab's documented API), the Kubernetes API the kube-apiserver STAND-IN written to
+/// the way kustomize-controller writes status.
+@Suite struct RolloutTests {
+    /// A relay, one Git source and agents each with its own cluster (kube stand-in) whose
+    /// Kustomization `podinfo` consumes the source.
+    final class Fleet: @unchecked Sendable {
+        let dir: TemporaryDirectory
+        let repo: TestRepo
+        let harness: RelayHarness
+        var apis: [String: KubeStandIn] = [:]
+        let notify: NotifyStandIn
+        var commits: [String] = []
+        let clockFile: URL
+        var base: String { "http://127.0.0.1:\(harness.httpPort)" }
+
+        init(_ prefix: String, agents: [String], clusters: Bool, sourceYAML: String = "", relayYAML: (NotifyStandIn, TemporaryDirectory) -> String = { _, _ in "" }) throws {
+            dir = try TemporaryDirectory(prefix: prefix)
+            notify = try NotifyStandIn(dir: dir)
+            try Data(notify.gitlabToken.utf8).write(to: dir.appending("gitlab.token"))
+            try Data("admin-secret\n".utf8).write(to: dir.appending("admin.token"))
+            try Data("reader-secret\n".utf8).write(to: dir.appending("reader.token"))
+            clockFile = dir.appending("clock-offset")
+            try Data("0".utf8).write(to: clockFile)
+            repo = try TestRepo.create(at: dir.appending("podinfo"))
+            try repo.write("apps/deploy.yaml", "kind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  replicas: 1\n")
+            try repo.write("apps/service.yaml", "kind: Service\n")
+            try repo.write("README.md", "podinfo\n")
+            try repo.write("docs/logo.png", "PNG one\n")
+            commits.append(try repo.commit("initial"))
+            harness = try RelayHarness(sources: [.init(name: "podinfo", repo: repo, branch: "main")],
+                                       agents: agents.map { .init(name: $0, token: "t-\($0)", sources: ["podinfo"]) }, dir: dir)
+            harness.sourceExtraYAML["podinfo"] = "gitlab: {url: \"\(notify.base)\", project: group/podinfo, tokenFile: \(dir.appending("gitlab.token").path)\(sourceYAML)}"
+            harness.relayExtraYAML = "admins:\n  - {name: alice, tokenFile: \(dir.appending("admin.token").path)}\n" + relayYAML(notify, dir)
+            for agent in agents where clusters {
+                let api = try KubeStandIn(dir: dir)
+                apis[agent] = api
+                let kubeconfig = dir.appending("kubeconfig-\(agent)")
+                try api.writeKubeconfig(to: kubeconfig)
+                let port = try LoopbackPort.free()
+                try api.seed(KubeStandIn.ociRepository("podinfo", url: "oci://127.0.0.1:\(port)/podinfo"))
+                try api.seed(KubeStandIn.kustomization("podinfo", source: "podinfo", status: KubeStandIn.progressingStatus()))
+                try harness.serveFlux(agent, port: port, yaml: """
+                    flux:
+                      url: http://127.0.0.1:\(port)
+                      status: {watch: true}
+                      kubernetes: {kubeconfig: \(kubeconfig.path)}
+
+                    """)
+            }
+            try harness.startRelay(environment: ["RELAY_TEST_CLOCK_OFFSET_FILE": clockFile.path])
+            for agent in agents { try harness.startAgent(agent) }
+        }
+
+        func revision(_ index: Int) -> String { "main@sha1:\(commits[index])" }
+
+        /// The revision the agent serves Flux as current ("" for none).
+        func current(_ agent: String) throws -> String {
+            try harness.published(agent).first { $0.source == "podinfo" }?.revision ?? ""
+        }
+
+        func newCommit(_ path: String, _ contents: String) throws {
+            try repo.write(path, contents)
+            commits.append(try repo.commit("change \(path)"))
+            _ = try harness.pushWebhook(source: harness.sources[0])
+        }
+
+        func setStatus(_ agent: String, _ status: [String: Any]) throws {
+            try apis[agent]!.setStatus(group: "kustomize.toolkit.fluxcd.io", version: "v1", plural: "kustomizations",
+                                       namespace: "flux-system", name: "podinfo", status: status)
+        }
+
+        func ready(_ agents: [String], _ index: Int) throws {
+            for agent in agents { try setStatus(agent, KubeStandIn.readyStatus(revision: revision(index))) }
+        }
+
+        func rollout() throws -> [String: Any] {
+            let answer = try HTTPProbe.request(base + "/api/v1/sources/podinfo/rollout", headers: ["Authorization: Bearer \(harness.readerToken)"])
+            return (try? JSONSerialization.jsonObject(with: answer.body) as? [String: Any]) ?? [:]
+        }
+
+        func agentView(_ agent: String) throws -> [String: Any] {
+            ((try rollout()["agents"] as? [[String: Any]]) ?? []).first { $0["agent"] as? String == agent } ?? [:]
+        }
+
+        /// Moves the relay's clock to `date` (RELAY_TEST_CLOCK_OFFSET_FILE).
+        func setClock(_ date: Date) throws {
+            try Data(String(date.timeIntervalSinceNow).utf8).write(to: clockFile, options: .atomic)
+        }
+
+        func wait(_ arguments: [String]) throws -> ProcessOutput {
+            try runProcess(Binaries.relayServer, ["wait", "--relay", base, "--token-file", dir.appending("reader.token").path,
+                                                  "--source", "podinfo"] + arguments, timeout: 90, allowFailure: true)
+        }
+
+        func shutdown() {
+            harness.shutdown()
+            for api in apis.values { api.stop() }
+            notify.stop()
+            dir.remove()
+        }
+    }
+
+    static func utc(_ text: String) -> Date { ISO8601DateFormatter().date(from: text)! }
+
+    @Test func threeWavesOverSixClustersHaltOnAFailureAndRollBack() throws {
+        let canaries = ["canary-1", "canary-2"], eu = ["eu-1", "eu-2"], us = ["us-1", "us-2"]
+        let fleet = try Fleet("rollout-waves", agents: canaries + eu + us, clusters: true,
+                              sourceYAML: "}, rollout: {rollbackOnFailure: true, waves: [{agents: [canary-*]}, {agents: [eu-*], soak: 3s}, {agents: [\"*\"]}]") { notify, _ in
+            "notifications:\n  webhooks: [{url: \"\(notify.base)/hook/relay\"}]\n"
+        }
+        defer { fleet.shutdown() }
+        let h = fleet.harness
+        // Revision 1 reaches wave 1 only.
+        try h.waitUntil("canaries get revision 1", timeout: 30) { try canaries.allSatisfy { try fleet.current($0) == fleet.revision(0) } }
+        #expect(try (eu + us).allSatisfy { try fleet.current($0).isEmpty })
+        #expect(try fleet.agentView("eu-1")["state"] as? String == "held")
+        #expect(((try fleet.agentView("us-1")["hold"] as? [String: Any])?["kind"]) as? String == "wave")
+        // Canaries healthy → wave 2; eu healthy → wave 3 only after the 3 s soak.
+        try fleet.ready(canaries, 0)
+        try h.waitUntil("eu gets revision 1", timeout: 30) { try eu.allSatisfy { try fleet.current($0) == fleet.revision(0) } }
+        #expect(try us.allSatisfy { try fleet.current($0).isEmpty })
+        try fleet.ready(eu, 0)
+        let euHealthy = Date()
+        try h.waitUntil("us gets revision 1", timeout: 30) { try us.allSatisfy { try fleet.current($0) == fleet.revision(0) } }
+        #expect(Date().timeIntervalSince(euHealthy) >= 3, "wave 3 started before wave 2's soak ended")
+        try fleet.ready(us, 0)
+        try h.waitUntil("rollout complete", timeout: 30) { try fleet.rollout()["state"] as? String == "complete" }
+        // The pipeline gate: every agent healthy with revision 1 → 0.
+        let done = try fleet.wait(["--revision", String(fleet.commits[0].prefix(10)), "--timeout", "30s"])
+        #expect(done.status == 0, "\(done.stdout)\(done.stderr)")
+
+        // Revision 2: canaries healthy, then eu-1 fails.
+        try fleet.newCommit("apps/deploy.yaml", "kind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  replicas: 2\n")
+        try h.waitUntil("canaries get revision 2", timeout: 30) { try canaries.allSatisfy { try fleet.current($0) == fleet.revision(1) } }
+        #expect(try (eu + us).allSatisfy { try fleet.current($0) == fleet.revision(0) })
+        try fleet.ready(canaries, 1)
+        try h.waitUntil("eu gets revision 2", timeout: 30) { try eu.allSatisfy { try fleet.current($0) == fleet.revision(1) } }
+        try fleet.setStatus("eu-1", KubeStandIn.failingStatus(revision: fleet.revision(1), message: "Deployment/podinfo: 0/2 replicas ready"))
+        try h.waitUntil("halted", timeout: 30) { try fleet.rollout()["state"] as? String == "halted" }
+        #expect(try fleet.rollout()["failedAgent"] as? String == "eu-1")
+        // rollbackOnFailure: wave 2 returns to revision 1; wave 3 never leaves it.
+        try h.waitUntil("eu rolled back", timeout: 30) { try eu.allSatisfy { try fleet.current($0) == fleet.revision(0) } }
+        Thread.sleep(forTimeInterval: 3)
+        #expect(try us.allSatisfy { try fleet.current($0) == fleet.revision(0) }, "wave 3 must keep the previous revision")
+        #expect(try canaries.allSatisfy { try fleet.current($0) == fleet.revision(1) })
+        // The halt is announced with the failing cluster and Flux's message.
+        try h.waitUntil("halt notification", timeout: 30) {
+            try fleet.notify.requests("webhook").contains { ($0["body"] as? [String: Any])?["type"] as? String == "rollout-halted" }
+        }
+        let halt = try #require(try fleet.notify.requests("webhook").compactMap { $0["body"] as? [String: Any] }.first { $0["type"] as? String == "rollout-halted" })
+        #expect(halt["agent"] as? String == "eu-1")
+        #expect((halt["message"] as? String)?.contains("0/2 replicas ready") == true)
+        // Gates: eu with revision 2 → 1 (and says who failed); us → 2 (timed out, held).
+        let failed = try fleet.wait(["--revision", fleet.revision(1), "--agents", "eu-*", "--timeout", "30s"])
+        #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
+        #expect(failed.stdout.contains("FAILED eu-1") && failed.stdout.contains("0/2 replicas ready"))
+        let timedOut = try fleet.wait(["--revision", fleet.revision(1), "--agents", "us-*", "--timeout", "3s"])
+        #expect(timedOut.status == 2, "\(timedOut.stdout)\(timedOut.stderr)")
+        #expect(timedOut.stdout.contains("us-1") && timedOut.stdout.contains("held"))
+
+        // A newer revision supersedes the halted one, starting again at wave 1.
+        try fleet.newCommit("apps/deploy.yaml", "kind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  replicas: 3\n")
+        try h.waitUntil("canaries get revision 3", timeout: 30) { try canaries.allSatisfy { try fleet.current($0) == fleet.revision(2) } }
+        #expect(try fleet.rollout()["state"] as? String == "rolling")
+        #expect(try (eu + us).allSatisfy { try fleet.current($0) == fleet.revision(0) })
+    }
+
+    @Test func aFreezeHoldsNewRevisionsForTheFrozenAgentsUntilReleasedOrItEnds() throws {
+        let fleet = try Fleet("rollout-freeze", agents: ["edge-1", "frozen-1"], clusters: false) { _, _ in
+            """
+            freezes:
+              - {name: weekend, start: "0 23 * * FRI", end: "0 7 * * MON", timeZone: UTC, agents: [frozen-*]}
+
+            """
+        }
+        defer { fleet.shutdown() }
+        let h = fleet.harness
+        try fleet.setClock(Self.utc("2026-12-09T12:00:00Z"))  // a Wednesday: no freeze
+        try h.waitUntil("both get revision 1", timeout: 30) {
+            try fleet.current("edge-1") == fleet.revision(0) && fleet.current("frozen-1") == fleet.revision(0)
+        }
+        // Saturday noon: frozen. Revision 2 is packaged and reaches edge-1 only.
+        try fleet.setClock(Self.utc("2026-12-12T12:00:00Z"))
+        Thread.sleep(forTimeInterval: 1.5)
+        try fleet.newCommit("apps/deploy.yaml", "kind: Deployment\n# two\n")
+        try h.waitUntil("edge-1 gets revision 2", timeout: 30) { try fleet.current("edge-1") == fleet.revision(1) }
+        try h.waitUntil("frozen-1 shown as held", timeout: 30) { try fleet.agentView("frozen-1")["state"] as? String == "held" }
+        let hold = try #require(try fleet.agentView("frozen-1")["hold"] as? [String: Any])
+        #expect(hold["kind"] as? String == "freeze")
+        #expect((hold["reason"] as? String)?.contains("weekend") == true)
+        #expect((hold["until"] as? String)?.hasPrefix("2026-12-14T07:00:00") == true, "\(hold)")
+        Thread.sleep(forTimeInterval: 2)
+        #expect(try fleet.current("frozen-1") == fleet.revision(0), "a frozen agent must keep its revision")
+        // GitLab: pending on the commit, saying why and until when.
+        try h.waitUntil("pending status for the held agent", timeout: 30) {
+            try fleet.notify.requests("gitlab").contains { call in
+                let params = call["params"] as? [String: Any]
+                return call["status"] as? Int == 201 && call["sha"] as? String == fleet.commits[1]
+                    && params?["name"] as? String == "relay/frozen-1/rollout" && params?["state"] as? String == "pending"
+                    && (params?["description"] as? String)?.contains("deploy freeze 'weekend' until 2026-12-14T07:00:00Z") == true
+            }
+        }
+        // An operator pushes revision 2 through: recorded with who and why.
+        let release = try runProcess(Binaries.relayServer, ["release", "--config", h.dir.appending("relay.yaml").path, "--source", "podinfo",
+                                                            "--agent", "frozen-1", "--reason", "hotfix for CVE", "--by", "bob"], timeout: 30)
+        #expect(release.stdout.contains("released \(fleet.revision(1))"))
+        try h.waitUntil("frozen-1 gets the released revision", timeout: 30) { try fleet.current("frozen-1") == fleet.revision(1) }
+        let recorded = try #require(try fleet.agentView("frozen-1")["release"] as? [String: Any])
+        #expect(recorded["by"] as? String == "bob" && recorded["reason"] as? String == "hotfix for CVE")
+
+        // Revision 3 is held again (a release is for one revision). A reader may not release;
+        // an admin may, through the API.
+        try fleet.newCommit("apps/deploy.yaml", "kind: Deployment\n# three\n")
+        try h.waitUntil("edge-1 gets revision 3", timeout: 30) { try fleet.current("edge-1") == fleet.revision(2) }
+        Thread.sleep(forTimeInterval: 2)
+        #expect(try fleet.current("frozen-1") == fleet.revision(1))
+        let body = try JSONSerialization.data(withJSONObject: ["agent": "frozen-1", "reason": "customer escalation"])
+        let asReader = try HTTPProbe.request(fleet.base + "/api/v1/sources/podinfo/release", method: "POST",
+                                             headers: ["Authorization: Bearer \(h.readerToken)", "Content-Type: application/json"], body: body)
+        #expect(asReader.status == 403)
+        let asAdmin = try HTTPProbe.request(fleet.base + "/api/v1/sources/podinfo/release", method: "POST",
+                                            headers: ["Authorization: Bearer admin-secret", "Content-Type: application/json"], body: body)
+        #expect(asAdmin.status == 200, "\(asAdmin.text)")
+        #expect(asAdmin.text.contains("\"by\":\"alice\""))
+        try h.waitUntil("frozen-1 gets revision 3", timeout: 30) { try fleet.current("frozen-1") == fleet.revision(2) }
+
+        // Revision 4 waits for the end of the freeze (Monday 07:00 UTC), then arrives by itself.
+        try fleet.repo.write("docs/logo.png", "PNG two\n")
+        try fleet.newCommit("apps/extra.yaml", "kind: ConfigMap\n")
+        try h.waitUntil("edge-1 gets revision 4", timeout: 30) { try fleet.current("edge-1") == fleet.revision(3) }
+        Thread.sleep(forTimeInterval: 2)
+        #expect(try fleet.current("frozen-1") == fleet.revision(2))
+        try fleet.setClock(Self.utc("2026-12-14T07:00:30Z"))
+        try h.waitUntil("frozen-1 gets revision 4 when the freeze ends", timeout: 30) { try fleet.current("frozen-1") == fleet.revision(3) }
+        #expect(try fleet.agentView("frozen-1")["hold"] == nil)
+
+        // diff between revisions 1 and 4 equals git's diff of the two trees over what the artifacts hold.
+        let diff = try runProcess(Binaries.relayServer, ["diff", "--config", h.dir.appending("relay.yaml").path, "--source", "podinfo",
+                                                         "--from", fleet.commits[0], "--to", fleet.revision(3)], timeout: 30)
+        let paths = try runProcess("/usr/bin/env", ["git", "-C", fleet.repo.url.path, "ls-tree", "-r", "--name-only", fleet.commits[3]]).stdout
+            .split(separator: "\n").map(String.init)
+            .filter { !$0.hasSuffix(".png") }  // Flux's default ignore rules leave images out of artifacts
+        let git = try runProcess("/usr/bin/env", ["git", "-C", fleet.repo.url.path, "-c", "core.quotepath=off", "diff", "--no-color",
+                                                  "--no-renames", "--no-ext-diff", "-U3", fleet.commits[0], fleet.commits[3], "--"] + paths,
+                                 allowFailure: true).stdout
+        #expect(!diff.stdout.isEmpty)
+        #expect(diff.stdout == git)
+        let api = try HTTPProbe.request(fleet.base + "/api/v1/sources/podinfo/diff?from=\(fleet.commits[0])&to=\(fleet.commits[3])",
+                                        headers: ["Authorization: Bearer \(h.readerToken)"])
+        #expect(api.status == 200 && api.text == git)
+    }
+}
