@@ -255,4 +255,69 @@ import Testing
                                         headers: ["Authorization: Bearer \(h.readerToken)"])
         #expect(api.status == 200 && api.text == git)
     }
+
+    @Test func deliveriesBecomeGitLabDeploymentsInTheAgentsEnvironment() throws {
+        let fleet = try Fleet("rollout-deployments", agents: ["edge"], clusters: true, sourceYAML: """
+            , environments: [{agents: [edge], name: "production/{agent}", tier: production, clusterAgentID: 7, kubernetesNamespace: flux-system, \
+            fluxResourcePath: kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/podinfo}]
+            """)
+        defer { fleet.shutdown() }
+        let h = fleet.harness
+        /// The deployment calls GitLab accepted or refused, in order: method, deployment id (PUT), status, sha (POST).
+        func calls() throws -> [String] {
+            try fleet.notify.requests("gitlab").filter { ($0["path"] as? String)?.contains("/deployments") == true && $0["injected"] is NSNull }
+                .map { call in
+                    let params = call["params"] as? [String: Any] ?? [:]
+                    let path = call["path"] as? String ?? ""
+                    let code = call["status"] as? Int ?? 0
+                    if call["method"] as? String == "POST" {
+                        return "POST \(params["status"] ?? "") \(params["environment"] ?? "") \(params["sha"] ?? "") ref=\(params["ref"] ?? "") tag=\(params["tag"] ?? "") → \(code)"
+                    }
+                    return "\(call["method"] ?? "") \(path.split(separator: "/").last ?? "") \(params["status"] ?? "") → \(code)"
+                }
+        }
+        func deployments() throws -> [[String: Any]] {
+            (try fleet.notify.control("GET", "gitlab/deployments") as? [[String: Any]]) ?? []
+        }
+        func id(_ sha: String) throws -> Int {
+            try deployments().first { $0["sha"] as? String == sha }?["id"] as? Int ?? -1
+        }
+        let c = fleet.commits
+        try h.waitUntil("deployment running for revision 1", timeout: 30) { try calls().count == 1 }
+        // The environment was created first, with the fields that make GitLab show the Flux objects.
+        let environments = (try fleet.notify.control("GET", "gitlab/environments") as? [[String: Any]]) ?? []
+        let environment = try #require(environments.first { $0["name"] as? String == "production/edge" })
+        #expect(environment["tier"] as? String == "production")
+        #expect(environment["kubernetes_namespace"] as? String == "flux-system")
+        #expect(environment["flux_resource_path"] as? String == "kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/podinfo")
+        try fleet.ready(["edge"], 0)
+        try h.waitUntil("success", timeout: 30) { try calls().count == 2 }
+
+        try fleet.newCommit("apps/deploy.yaml", "kind: Deployment\n# two\n")
+        try h.waitUntil("running for revision 2", timeout: 30) { try calls().count == 3 }
+        try fleet.setStatus("edge", KubeStandIn.failingStatus(revision: fleet.revision(1), message: "Deployment/podinfo: 0/2 replicas ready"))
+        try h.waitUntil("failed", timeout: 30) { try calls().count == 4 }
+
+        try fleet.newCommit("apps/deploy.yaml", "kind: Deployment\n# three\n")
+        try h.waitUntil("revision 3 delivered", timeout: 30) { try fleet.current("edge") == fleet.revision(2) && calls().count == 5 }
+        try fleet.newCommit("apps/deploy.yaml", "kind: Deployment\n# four\n")
+        try h.waitUntil("revision 3 superseded", timeout: 30) { try calls().count == 7 }
+        let c3 = fleet.commits[3]
+        #expect(try calls() == [
+            "POST running production/edge \(c[0]) ref=main tag=0 → 201",
+            "PUT \(try id(c[0])) success → 200",
+            "POST running production/edge \(fleet.commits[1]) ref=main tag=0 → 201",
+            "PUT \(try id(fleet.commits[1])) failed → 200",
+            "POST running production/edge \(fleet.commits[2]) ref=main tag=0 → 201",
+            "PUT \(try id(fleet.commits[2])) canceled → 200",
+            "POST running production/edge \(c3) ref=main tag=0 → 201",
+        ])
+        #expect(try deployments().map { $0["status"] as? String } == ["success", "failed", "canceled", "running"])
+        // GitLab refuses updates of deployments made by CI jobs (403): refused is dropped, not retried.
+        try fleet.notify.control("POST", "gitlab/deployments/\(try id(c3))/ci")
+        try fleet.ready(["edge"], 3)
+        try h.waitUntil("the refused update", timeout: 30) { try calls().last == "PUT \(try id(c3)) success → 403" }
+        Thread.sleep(forTimeInterval: 3)
+        #expect(try calls().filter { $0.hasPrefix("PUT \(try id(c3))") }.count == 1)
+    }
 }
