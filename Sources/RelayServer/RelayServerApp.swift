@@ -34,6 +34,11 @@ public enum RelayServerApp {
         let hub = DesiredStateHub(initial: known, supersededDelay: config.drainRetryAfter, governed: Set(governed.map(\.name)))
         let rollouts = RolloutController(sources: governed, freezes: config.freezes, registry: registry, hub: hub,
                                          notifications: config.notifications, publicURL: config.publicURL, logger: logger)
+        let accessFile = config.access.map {
+            AccessFileWatcher(settings: $0, config: config, registry: registry, hub: hub, store: store, logger: logger)
+        }
+        // The access file's grants over relay.yaml's (just synchronised), before agents are served.
+        try await accessFile?.reapply()
         // Assignments before the first agent is served (it would get nothing of a governed source).
         await rollouts.pass()
         // Chunk checksums are computed once per artifact, when it is packaged (or, for what
@@ -119,7 +124,7 @@ public enum RelayServerApp {
             .init(service: StatusRetention(registry: registry, policy: config.statusRetention, logger: logger)),
             .init(service: StatusFeedFollower(feed: statusFeed, registry: registry)),
             .init(service: RolloutService(controller: rollouts, freezePeriods: GitLabFreezePeriods(
-                config: config, registry: registry, logger: logger, changed: { rollouts.poke() }))),
+                config: config, registry: registry, logger: logger, changed: { rollouts.poke() }), accessFile: accessFile)),
             .init(service: NotifierService(notifier: Notifier(
                 registry: registry, feed: statusFeed, sources: config.sources, notifications: config.notifications,
                 publicURL: config.publicURL, logger: logger))),
@@ -210,12 +215,14 @@ struct SessionWatchService: Service {
 struct RolloutService: Service {
     let controller: RolloutController
     let freezePeriods: GitLabFreezePeriods
+    let accessFile: AccessFileWatcher?
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { await controller.run() }
                 group.addTask { await freezePeriods.run() }
+                if let accessFile { group.addTask { await accessFile.run() } }
             }
         }
         // Nothing to govern: wait for shutdown (a service that returns would stop the relay).

@@ -136,6 +136,21 @@ extension ServerConfig {
     }
 }
 
+extension ServerConfig {
+    func resolveAccess(_ sources: [ResolvedServerConfig.Source], fail: (String, String) -> ConfigError) throws(ConfigError) -> AccessFileWatcher.Settings? {
+        guard let access else { return nil }
+        guard let source = sources.first(where: { $0.name == access.source }) else {
+            throw fail("access.source", "unknown source '\(access.source)': name a Git source from sources:")
+        }
+        guard source.remote != nil else { throw fail("access.source", "'\(access.source)' is not a Git source (url:)") }
+        let path = access.path ?? "relay-access.yaml"
+        guard !path.isEmpty, !path.hasPrefix("/"), !path.split(separator: "/").contains(".."), !path.hasSuffix("/") else {
+            throw fail("access.path", "expected a file path inside the repository, e.g. relay-access.yaml")
+        }
+        return .init(source: access.source, path: path)
+    }
+}
+
 extension ServerConfig.Source {
     func resolveRollout(field: String, fail: (String, String) -> ConfigError) throws(ConfigError) -> RolloutPolicy? {
         guard let rollout else { return nil }

@@ -117,6 +117,15 @@ public struct ServerConfig: Sendable, Decodable {
     public var admins: [Reader]?
     /// Deploy freezes: new revisions are held for the agents they cover while they are open.
     public var freezes: [Freeze]?
+    /// Grants reviewed in Git: the agents and their sources from a file in a Git source.
+    public var access: AccessSettings?
+
+    public struct AccessSettings: Sendable, Decodable {
+        /// A Git source in `sources:` (agents need not be granted it).
+        public var source: String
+        /// The file in it (default relay-access.yaml).
+        public var path: String?
+    }
     /// Failure and recovery notifications.
     public var notifications: Notifications?
     /// The relay's page as people reach it (link in GitLab commit statuses).
@@ -214,6 +223,8 @@ public struct ResolvedServerConfig: Sendable {
     public var admins: [Reader] = []
     /// `freezes:`.
     public var freezes: [FreezeRule] = []
+    /// `access:`.
+    public var access: AccessFileWatcher.Settings?
     public var notifications = Notifications()
     public var publicURL: String?
     public var httpLimits: HTTPLimits = .relayDefaults
@@ -498,7 +509,7 @@ extension ServerConfig: ConfigFile {
             dataDirectory: URL(fileURLWithPath: absolute(dataDir)), webhookToken: webhook,
             sources: resolvedSources, agents: resolvedAgents, limits: resolvedLimits,
             drainRetryAfter: drainRetryAfter?.duration ?? .seconds(2), drainRedirect: redirect, readers: resolvedReaders,
-            admins: resolvedAdmins, freezes: try resolveFreezes(fail: fail),
+            admins: resolvedAdmins, freezes: try resolveFreezes(fail: fail), access: try resolveAccess(resolvedSources, fail: fail),
             notifications: resolvedNotifications, publicURL: publicURL,
             httpLimits: try HTTPLimits.resolve(httpLimits, defaults: .relayDefaults, file: file),
             statusRetention: try StatusRetention.Policy.resolve(status?.retention, fail: fail),

@@ -42,6 +42,13 @@ enum RolloutSchema {
             CREATE INDEX gitlab_deployment_by_agent ON gitlab_deployment(source, agent, id);
             -- The freeze periods last read from each source's GitLab project (JSON).
             CREATE TABLE gitlab_freeze (source TEXT PRIMARY KEY, periods TEXT NOT NULL, read_ms \(int) NOT NULL);
+            -- The access file (relay.yaml `access:`) last applied: read again at start.
+            CREATE TABLE access_file (
+                id \(int) PRIMARY KEY CHECK (id = 1),
+                source TEXT NOT NULL, revision TEXT NOT NULL, digest TEXT NOT NULL, content TEXT NOT NULL, applied_ms \(int) NOT NULL
+            );
+            -- Each agent's GitLab environment as the access file names it.
+            CREATE TABLE agent_environment (agent TEXT PRIMARY KEY, environment TEXT NOT NULL);
             -- A notification's HTTP method, and the deployment whose GitLab id completes its URL.
             ALTER TABLE outbox ADD COLUMN method TEXT NOT NULL DEFAULT 'POST';
             ALTER TABLE outbox ADD COLUMN deployment \(int) NOT NULL DEFAULT 0;

@@ -96,9 +96,11 @@ public actor RolloutController {
         let releases = try await registry.releases(source: source.name, digest: latest.digest)
         let environments = source.gitlab?.environments ?? []
         let rules = freezes + (try await gitlabFreezeRules(source))
+        // The access file's environments first, then the source's gitlab.environments.
+        let named = rules.isEmpty ? [:] : try await registry.agentEnvironments()
         var frozen: [String: RolloutHold] = [:]
         for agent in agents {
-            let environment = environments.rule(for: agent)?.environment(for: agent)
+            let environment = named[agent] ?? environments.rule(for: agent)?.environment(for: agent)
             for rule in rules where rule.covers(agent: agent, environment: environment) {
                 let state = rule.window.state(at: now)
                 guard state.frozen else { continue }

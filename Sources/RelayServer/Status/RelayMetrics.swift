@@ -12,6 +12,9 @@ enum RelayMetrics {
     static let rolloutsHalted = Counter(label: "relay_rollouts_halted_total")
     /// Agent × source pairs a revision is held from now (freezes, waves, halts).
     static let rolloutHeld = Gauge(label: "relay_rollout_held_agents")
+    /// Access files applied, and refused (invalid: the last good one stays).
+    static let accessFileApplied = Counter(label: "relay_access_file_applied_total")
+    static let accessFileRefused = Counter(label: "relay_access_file_refused_total")
     /// Revisions released through a freeze by an operator.
     static let rolloutReleases = Counter(label: "relay_rollout_releases_total")
     /// From packaging to the agent's acknowledgement.

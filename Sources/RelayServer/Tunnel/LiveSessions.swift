@@ -13,6 +13,8 @@ enum SessionEvent: Sendable {
     case silent
     /// The session's token no longer belongs to its agent.
     case revoked
+    /// The agent's grants changed (an access file, `agents`): it reconnects to get them.
+    case regranted
 }
 
 /// One live Connect stream as the relay-wide watchers see it: when its agent was last heard,
@@ -20,6 +22,8 @@ enum SessionEvent: Sendable {
 /// newer desired state replaces an unsent one, and a drain is kept apart so nothing hides it.
 final class LiveSession: Sendable {
     let agent: String
+    /// The sources granted when the session opened (what its hub subscription covers).
+    let sources: Set<String>
     let events: AsyncStream<SessionEvent>
     private let sink: AsyncStream<SessionEvent>.Continuation
     private let lastHeard: Atomic<UInt64>
@@ -36,8 +40,9 @@ final class LiveSession: Sendable {
         var drain: TunnelEvent?
     }
 
-    init(agent: String, tokenSHA256: String, connection: ConnectionClock?) {
+    init(agent: String, sources: Set<String> = [], tokenSHA256: String, connection: ConnectionClock?) {
         self.agent = agent
+        self.sources = sources
         self.connection = connection
         self.tokenSHA256 = Mutex(tokenSHA256)
         lastHeard = Atomic(DispatchTime.now().uptimeNanoseconds)
@@ -98,8 +103,8 @@ final class LiveSession: Sendable {
 final class LiveSessions: Sendable {
     private let sessions = Mutex<[ObjectIdentifier: LiveSession]>([:])
 
-    func open(agent: String, tokenSHA256: String, connection: ConnectionClock?) -> LiveSession {
-        let session = LiveSession(agent: agent, tokenSHA256: tokenSHA256, connection: connection)
+    func open(agent: String, sources: Set<String> = [], tokenSHA256: String, connection: ConnectionClock?) -> LiveSession {
+        let session = LiveSession(agent: agent, sources: sources, tokenSHA256: tokenSHA256, connection: connection)
         sessions.withLock { $0[ObjectIdentifier(session)] = session }
         return session
     }
@@ -119,8 +124,14 @@ final class LiveSessions: Sendable {
 
     /// Tells every session whose token no longer names its agent that it was revoked.
     func revoke(notIn access: AccessSnapshot) {
-        let revoked = sessions.withLock { $0.values.filter { access.identities[$0.token]?.name != $0.agent } }
-        for session in revoked { session.yield(.revoked) }
+        let all = sessions.withLock { Array($0.values) }
+        for session in all {
+            guard let identity = access.identities[session.token], identity.name == session.agent else {
+                session.yield(.revoked)
+                continue
+            }
+            if identity.sources != session.sources { session.yield(.regranted) }
+        }
     }
 
     /// The dead-peer sweep, until cancelled.

@@ -150,7 +150,7 @@ final class TunnelService: Relay_V1_Tunnel.ServiceProtocol, Sendable {
     /// Runs the session; one reader task feeds it the agent's messages.
     private func serveConnection(agent: AgentIdentity, tokenSHA256: String, connection: ConnectionClock?, messages: RPCAsyncSequence<Relay_V1_AgentMessage, any Error>,
                                  writer: RPCWriter<Relay_V1_RelayMessage>) async throws {
-        let live = sessions.open(agent: agent.name, tokenSHA256: tokenSHA256, connection: connection)
+        let live = sessions.open(agent: agent.name, sources: agent.sources, tokenSHA256: tokenSHA256, connection: connection)
         defer { sessions.close(live) }
         let subscription = await hub.subscribe(agent: agent.name, sources: agent.sources, deliver: { live.deliver($0) })
         defer { Task { await hub.unsubscribe(subscription) } }

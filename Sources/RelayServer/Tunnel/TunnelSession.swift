@@ -79,6 +79,7 @@ struct TunnelSession: Sendable {
         case .closed: return .end
         case .silent: throw silence()
         case .revoked: return try await revoked()
+        case .regranted: return try await regranted()
         case .hub: return try await deliverMail()
         case .message(let message):
             live.heard()
@@ -115,6 +116,20 @@ struct TunnelSession: Sendable {
         try await writer.write(.with { $0.drain = .with {
             $0.retryAfterMs = 0
             $0.reason = "token revoked: reconnect with the agent's current token"
+        } })
+        return .end
+    }
+
+    /// The agent's grants changed: it is sent away to come back at once, so its next session
+    /// covers what it may have now (an ungranted source is no longer offered or served).
+    private func regranted() async throws -> Next {
+        let now = (try? await service.access.current().identities[live.token]?.sources) ?? []
+        guard now != live.sources else { return .proceed }
+        logger.notice("agent's grants changed; it reconnects to get them", metadata: [
+            "agent": "\(agent.name)", "sources": "\(now.sorted())"])
+        try await writer.write(.with { $0.drain = .with {
+            $0.retryAfterMs = 100
+            $0.reason = "the agent's grants changed (now: \(now.sorted().joined(separator: ", "))): reconnect"
         } })
         return .end
     }
