@@ -121,7 +121,7 @@ struct UpstreamHTTP: Sendable {
             request.method = method
             request.headers = headers(current)
             let response: HTTPClientResponse
-            do { response = try await client.execute(request, timeout: readTimeout) } catch {
+            do { response = try await execute(request) } catch {
                 throw UpstreamError(.unreachable, "\(Self.redacted(current)): \(error)")
             }
             if [301, 302, 303, 307, 308].contains(response.status.code), let location = response.headers.first(name: "location"),
@@ -134,6 +134,18 @@ struct UpstreamHTTP: Sendable {
             }
         }
         throw UpstreamError(.badResponse, "\(Self.redacted(url)): more than \(Self.maxRedirects) redirects")
+    }
+
+    /// `client.execute`, sent once more when a GET or HEAD went out on a kept-alive connection
+    /// the server had just closed (lighttpd and others close idle connections at their own
+    /// timeout; the request and the close cross on the wire). Nothing was answered, so asking
+    /// again is safe for these methods.
+    private func execute(_ request: HTTPClientRequest) async throws -> HTTPClientResponse {
+        do {
+            return try await client.execute(request, timeout: readTimeout)
+        } catch let error as HTTPClientError where error == .remoteConnectionClosed && (request.method == .GET || request.method == .HEAD) {
+            return try await client.execute(request, timeout: readTimeout)
+        }
     }
 
     /// scheme://host[:port] of a URL, to decide where credentials may go.
