@@ -236,9 +236,30 @@ import Testing
         try h.waitUntil("edge-1 gets revision 4", timeout: 30) { try fleet.current("edge-1") == fleet.revision(3) }
         Thread.sleep(forTimeInterval: 2)
         #expect(try fleet.current("frozen-1") == fleet.revision(2))
+        // The page's rollout view (headless Chromium) shows the held cell, then the cell change
+        // without a reload when the freeze ends.
+        let python = try InteropTests.python()
+        let chromium = try #require(findExecutable("chromium"), "chromium is installed by scripts/setup.sh")
+        let artifacts = InteropTests.repoRoot.appendingPathComponent(".test-artifacts")
+        try FileManager.default.createDirectory(at: artifacts, withIntermediateDirectories: true)
+        let ready = fleet.dir.appending("page-ready"), pageLog = fleet.dir.appending("page-check.log")
+        let check = try BackgroundProcess(name: "page-check", executable: python, arguments: [
+            StatusFeedTests.fixture("page/page_check.py"), "--url", "\(fleet.base)/?access_token=\(h.readerToken)",
+            "--selector", "#rollout-podinfo-frozen-1", "--attribute", "data-state", "--initial", "held", "--final", "pending",
+            "--ready-file", ready.path, "--screenshot", artifacts.appendingPathComponent("rollout-page.png").path,
+            "--timeout", "30", "--chromium", chromium,
+        ], logFile: pageLog)
+        defer { check.stop() }
+        try h.waitUntil("page shows the held cell", timeout: 40) { FileManager.default.fileExists(atPath: ready.path) }
         try fleet.setClock(Self.utc("2026-12-14T07:00:30Z"))
         try h.waitUntil("frozen-1 gets revision 4 when the freeze ends", timeout: 30) { try fleet.current("frozen-1") == fleet.revision(3) }
         #expect(try fleet.agentView("frozen-1")["hold"] == nil)
+        try h.waitUntil("page check finished", timeout: 40) { (try? String(contentsOf: pageLog, encoding: .utf8))?.contains("{\"ok\"") == true }
+        let line = try #require(try String(contentsOf: pageLog, encoding: .utf8).split(separator: "\n").last { $0.hasPrefix("{\"ok\"") })
+        let page = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(page["ok"] as? Bool == true && page["reloaded"] as? Bool == false, "\(page)")
+        #expect((page["text"] as? String)?.contains("frozen-1") == true, "\(page["text"] ?? "")")
+        #expect((page["consoleErrors"] as? [Any])?.isEmpty == true, "\(page["consoleErrors"] ?? "")")
 
         // diff between revisions 1 and 4 equals git's diff of the two trees over what the artifacts hold.
         let diff = try runProcess(Binaries.relayServer, ["diff", "--config", h.dir.appending("relay.yaml").path, "--source", "podinfo",

@@ -9,6 +9,7 @@ import RelayShared
 /// Rollouts, pipeline gates and diffs on the relay's `http` address. Reads need a reader (or
 /// admin) token, a release an admin token (`admins:` in relay.yaml).
 ///
+/// - `GET /api/v1/rollouts`: every governed source's rollout (what the page shows).
 /// - `GET /api/v1/sources/{source}/rollout`: waves, each agent's state, holds (why, until when).
 /// - `GET /api/v1/sources/{source}/health?revision=R&agents=GLOB`: per targeted agent, what Flux
 ///   says of revision R (a revision string, a commit SHA or its prefix, or a digest), and
@@ -28,6 +29,13 @@ struct RolloutAPI: Sendable {
     let logger: Logger
 
     func add(to router: Router<PeerRequestContext>) {
+        router.get("api/v1/rollouts") { request, _ in
+            try await authorized(request, admin: false) { _ in
+                var views: [RolloutView] = []
+                for source in sources { if let view = await rollouts.view(source: source) { views.append(view) } }
+                return try json(views)
+            }
+        }
         let api = router.group("api/v1/sources")
         api.get(":source/rollout") { request, context in
             try await authorized(request, admin: false) { _ in

@@ -29,12 +29,20 @@ enum StatusPage {
       .rev { font-family: ui-monospace, monospace; font-size: .75rem; display: block; margin-top: .2rem; }
       .msg { color: #57606a; font-size: .75rem; display: block; margin-top: .2rem; max-width: 22rem; overflow-wrap: anywhere; }
       #live.on { color: #116329; } #live.off { color: #a40e26; }
+      .state.healthy { background: #dafbe1; color: #116329; }
+      .state.held, .state.pending, .state.rolling, .state.soaking { background: #fff8c5; color: #7d4e00; }
+      .state.halted, .state.done, .state.complete { background: #eaeef2; color: #57606a; }
+      .state.halted { background: #ffebe9; color: #a40e26; }
+      section.rollout { margin-top: 1.5rem; }
+      section.rollout h2 { font-size: 1.05rem; margin: 0 0 .3rem; }
+      .timeline { color: #57606a; font-size: .8rem; margin-bottom: .4rem; }
     </style>
     </head>
     <body>
     <h1>Relay: clusters × sources</h1>
     <div id="meta"><span id="live" class="off">connecting…</span> · <span id="updated"></span></div>
     <table id="matrix"><thead><tr><th>cluster</th></tr></thead><tbody></tbody></table>
+    <div id="rollouts"></div>
     <script>
     "use strict";
     const token = new URLSearchParams(location.search).get("access_token") || "";
@@ -81,6 +89,42 @@ enum StatusPage {
       document.getElementById("updated").textContent = "updated " + new Date(o.generatedAt).toLocaleTimeString();
       document.body.dataset.feedId = String(o.feedID);
     }
+    // Rollouts (sources with waves or freezes): waves, each cluster's state, held cells with why and until when.
+    function renderRollouts(list) {
+      const root = document.getElementById("rollouts");
+      root.replaceChildren(...list.map((r) => {
+        const section = el("section", { class: "rollout", id: "rollout-" + r.source, "data-state": r.state },
+          el("h2", {}, "Rollout of " + r.source + " ", el("span", { class: "rev" }, short(r.revision)), " ",
+            el("span", { class: "state " + r.state }, r.state + (r.state === "complete" ? "" : " · wave " + Math.min(r.wave, r.waves.length) + " of " + r.waves.length))),
+          el("div", { class: "timeline" }, "started " + ago(r.startedAt) + " · last change " + ago(r.updatedAt)
+            + (r.failedAgent ? " · halted by " + r.failedAgent + ": " + r.message : "")));
+        const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "wave"), el("th", {}, "clusters"))));
+        const body = el("tbody");
+        for (const w of r.waves) {
+          const cells = el("td");
+          for (const a of r.agents.filter((x) => x.wave === w.number)) {
+            const cell = el("div", { class: "cell", id: "rollout-" + r.source + "-" + a.agent, "data-state": a.state },
+              el("strong", {}, a.agent), " ", el("span", { class: "state " + a.state }, a.state),
+              el("span", { class: "rev" }, "given " + short(a.revision)));
+            if (a.hold) cell.append(el("span", { class: "msg hold" }, a.hold.reason + (a.hold.until ? " (until " + new Date(a.hold.until).toISOString() + ")" : "")));
+            if (a.release) cell.append(el("span", { class: "msg" }, "released by " + a.release.by + ": " + a.release.reason));
+            if (a.message && !a.hold) cell.append(el("span", { class: "msg" }, a.message));
+            cells.append(cell);
+          }
+          body.append(el("tr", { "data-wave": String(w.number) },
+            el("th", {}, "wave " + w.number, el("span", { class: "heard" }, w.state + (w.soakSeconds ? " · soak " + w.soakSeconds + " s" : ""))), cells));
+        }
+        table.append(body);
+        section.append(table);
+        return section;
+      }));
+    }
+    async function refreshRollouts() {
+      try {
+        const r = await fetch("/api/v1/rollouts?" + auth, { headers: token ? { Authorization: "Bearer " + token } : {} });
+        if (r.ok) renderRollouts(await r.json());
+      } catch (e) { /* the next poll tries again */ }
+    }
     let pending = false, last = 0;
     async function refresh() {
       const wait = Math.max(0, 500 - (Date.now() - last));
@@ -101,6 +145,8 @@ enum StatusPage {
       es.onerror = () => { live.textContent = "reconnecting…"; live.className = "off"; };
     }
     refresh();
+    refreshRollouts();
+    setInterval(refreshRollouts, 2000);
     setTimeout(follow, 300);
     setInterval(refresh, 30000);
     </script>
