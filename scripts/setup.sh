@@ -14,7 +14,7 @@
 # is named here explicitly (lighttpd's TLS module is only a Recommends of lighttpd).
 set -euo pipefail
 
-packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl ca-certificates tar gzip curl skopeo chromium procps postgresql util-linux docker-registry apache2-utils)
+packages=(libgit2-dev zlib1g-dev libsqlite3-dev pkg-config git lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl ca-certificates tar gzip curl skopeo chromium procps postgresql util-linux docker-registry apache2-utils jq)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 
 missing=()

@@ -70,11 +70,26 @@ struct Diff: AsyncParsableCommand {
     @Option(help: "Path to relay.yaml (reads the relay's store), or use --relay.") var config: String?
     @Option(help: "A relay's HTTP address (asks its API instead of the local store).") var relay: String?
     @Option(name: .customLong("token-file"), help: "A reader token (with --relay).") var tokenFile: String?
-    @Option(help: "The source.") var source: String
-    @Option(help: "The old revision (revision string, commit SHA or prefix, digest).") var from: String
-    @Option(help: "The new revision.") var to: String
+    @Option(help: "The source.") var source: String?
+    @Option(help: "The old revision (revision string, commit SHA or prefix, digest).") var from: String?
+    @Option(help: "The new revision.") var to: String?
+    @Option(name: .customLong("from-artifact"), help: "Instead of revisions: two artifact files (e.g. from artifact-mirror pack of a merge request's base and head).")
+    var fromArtifact: String?
+    @Option(name: .customLong("to-artifact"), help: "The new artifact file (with --from-artifact).") var toArtifact: String?
 
     func run() async throws {
+        if let fromArtifact, let toArtifact {
+            do {
+                print(try LocalDiff.files(fromArtifact, toArtifact), terminator: "")
+            } catch {
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            return
+        }
+        guard let source, let from, let to else {
+            throw ValidationError("give --source, --from and --to (revisions), or --from-artifact and --to-artifact (files)")
+        }
         if let relay {
             guard let tokenFile else { throw ValidationError("--relay needs --token-file") }
             let token: String

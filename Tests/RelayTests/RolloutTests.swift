@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Yams
 
 /// Rollouts governed the way GitLab users expect, end to end with a real relay and real
 /// agents: waves over six clusters, deploy freezes with releases, GitLab deployments,
@@ -340,5 +341,52 @@ import Testing
         try h.waitUntil("the refused update", timeout: 30) { try calls().last == "PUT \(try id(c3)) success → 403" }
         Thread.sleep(forTimeInterval: 3)
         #expect(try calls().filter { $0.hasPrefix("PUT \(try id(c3))") }.count == 1)
+    }
+
+    /// deploy/examples/gitlab-ci.yml: the merge-request job's commands, run as the job runs
+    /// them, print git's diff of the two commits over what the artifacts hold; every flag the
+    /// rollout job passes to `relay-server wait` exists.
+    @Test func theGitLabCIExampleDiffsAMergeRequestAndGatesTheRollout() throws {
+        let file = InteropTests.repoRoot.appendingPathComponent("deploy/examples/gitlab-ci.yml")
+        let pipeline = try #require(try Yams.load(yaml: String(contentsOf: file, encoding: .utf8)) as? [String: Any])
+        let diffJob = try #require(pipeline["relay-diff"] as? [String: Any])
+        let rolloutJob = try #require(pipeline["relay-rollout"] as? [String: Any])
+        let diffRule = ((diffJob["rules"] as? [[String: Any]])?.first?["if"] as? String) ?? ""
+        #expect(diffRule.contains("merge_request_event"))
+        let rolloutRule = ((rolloutJob["rules"] as? [[String: Any]])?.first?["if"] as? String) ?? ""
+        #expect(rolloutRule.contains("CI_DEFAULT_BRANCH"))
+
+        let dir = try TemporaryDirectory(prefix: "gitlab-ci-example")
+        defer { dir.remove() }
+        let repo = try TestRepo.create(at: dir.appending("project"))
+        try repo.write("apps/deploy.yaml", "kind: Deployment\nspec:\n  replicas: 1\n")
+        try repo.write("docs/logo.png", "PNG one\n")
+        let base = try repo.commit("base")
+        try repo.write("apps/deploy.yaml", "kind: Deployment\nspec:\n  replicas: 3\n")
+        try repo.write("apps/config.yaml", "kind: ConfigMap\n")
+        try repo.write("docs/logo.png", "PNG two\n")
+        let head = try repo.commit("head")
+        let script = try #require(diffJob["script"] as? [String])
+        let commands = script.prefix { !$0.contains("curl") && !$0.contains("body=") }.joined(separator: "\n")
+        #expect(commands.contains("relay-server diff"))
+        let work = try dir.subdirectory("job")
+        let binaries = URL(fileURLWithPath: Binaries.relayServer).deletingLastPathComponent().path
+        let run = try runProcess("/bin/bash", ["-euo", "pipefail", "-c", "cd \(work.path) && " + commands.replacingOccurrences(of: "\n", with: " && ")],
+                                 environment: ProcessInfo.processInfo.environment.merging([
+                                     "CI_PROJECT_DIR": repo.url.path, "CI_MERGE_REQUEST_DIFF_BASE_SHA": base, "CI_COMMIT_SHA": head,
+                                     "PATH": "\(binaries):\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")"]) { $1 },
+                                 timeout: 120, allowFailure: true)
+        #expect(run.status == 0, "\(run.stderr)")
+        let diff = try String(contentsOf: work.appendingPathComponent("relay.diff"), encoding: .utf8)
+        let git = try runProcess("/usr/bin/env", ["git", "-C", repo.url.path, "-c", "core.quotepath=off", "diff", "--no-color", "--no-renames",
+                                                  "--no-ext-diff", "-U3", base, head, "--", "apps"], allowFailure: true).stdout
+        #expect(!diff.isEmpty && diff == git, "\(diff)")
+        #expect(!diff.contains("logo.png"), "Flux's ignore rules leave images out of artifacts")
+
+        let wait = try #require((rolloutJob["script"] as? [String])?.first { $0.contains("relay-server wait") })
+        let help = try runProcess(Binaries.relayServer, ["wait", "--help"]).stdout
+        for flag in wait.split(separator: " ").filter({ $0.hasPrefix("--") }) {
+            #expect(help.contains(String(flag)), "relay-server wait has no \(flag)")
+        }
     }
 }

@@ -18,7 +18,7 @@ enum StatusPage {
       table { border-collapse: collapse; background: #fff; box-shadow: 0 1px 2px #0002; }
       th, td { border: 1px solid #d0d7de; padding: .45rem .6rem; vertical-align: top; text-align: left; }
       th { background: #eef1f4; font-weight: 600; }
-      th.agent .heard { display: block; font-weight: 400; font-size: .75rem; color: #57606a; }
+      th .heard { display: block; font-weight: 400; font-size: .75rem; color: #57606a; }
       th.agent.offline { color: #8c959f; }
       td.cell { min-width: 13rem; font-size: .85rem; }
       .state { display: inline-block; padding: .05rem .45rem; border-radius: .7rem; font-weight: 600; font-size: .75rem; }

@@ -143,6 +143,12 @@ public enum LocalDiff {
         return try RevisionDiff.unified(old: old, new: new, store: store)
     }
 
+    /// Two artifact files (`.tar.gz`), as the relay would diff them.
+    public static func files(_ old: String, _ new: String) throws -> String {
+        TreeDiff.unified(old: try ArtifactFiles.read(path: old), new: try ArtifactFiles.read(path: new), oldLabel: "", newLabel: "",
+                         blobID: RevisionDiff.gitBlobID)
+    }
+
     struct DiffError: Error, CustomStringConvertible {
         var description: String
         init(_ description: String) { self.description = description }
