@@ -389,4 +389,33 @@ import Yams
             #expect(help.contains(String(flag)), "relay-server wait has no \(flag)")
         }
     }
+
+    @Test func theProjectsGitLabFreezePeriodsHoldRevisionsToo() throws {
+        let fleet = try Fleet("rollout-gitlab-freeze", agents: ["edge"], clusters: false, sourceYAML: ", freezePeriods: true, freezePeriodsInterval: 1s")
+        defer { fleet.shutdown() }
+        let h = fleet.harness
+        let periods = "/api/v4/projects/group%2Fpodinfo/freeze_periods"
+        let created = try HTTPProbe.request(fleet.notify.base + periods, method: "POST",
+                                            headers: ["PRIVATE-TOKEN: \(fleet.notify.gitlabToken)", "Content-Type: application/json"],
+                                            body: try JSONSerialization.data(withJSONObject: [
+                                                "freeze_start": "0 23 * * FRI", "freeze_end": "0 7 * * MON", "cron_timezone": "Europe/Berlin"]))
+        #expect(created.status == 201, "\(created.text)")
+        let id = try #require((try JSONSerialization.jsonObject(with: created.body) as? [String: Any])?["id"] as? Int)
+        try fleet.setClock(Self.utc("2026-12-09T12:00:00Z"))
+        try h.waitUntil("revision 1", timeout: 30) { try fleet.current("edge") == fleet.revision(0) }
+        try fleet.setClock(Self.utc("2026-12-12T12:00:00Z"))  // Saturday: inside the project's freeze
+        Thread.sleep(forTimeInterval: 2)
+        try fleet.newCommit("apps/deploy.yaml", "kind: Deployment\n# two\n")
+        try h.waitUntil("held by GitLab's freeze period", timeout: 30) {
+            ((try fleet.agentView("edge")["hold"] as? [String: Any])?["reason"] as? String)?.contains("GitLab freeze period \(id)") == true
+        }
+        let hold = try #require(try fleet.agentView("edge")["hold"] as? [String: Any])
+        #expect((hold["until"] as? String)?.hasPrefix("2026-12-14T06:00:00") == true, "07:00 in Berlin: \(hold)")
+        #expect(try fleet.current("edge") == fleet.revision(0))
+        // The period is deleted in GitLab: the next read lifts the hold.
+        let deleted = try HTTPProbe.request(fleet.notify.base + periods + "/\(id)", method: "DELETE",
+                                            headers: ["PRIVATE-TOKEN: \(fleet.notify.gitlabToken)"])
+        #expect(deleted.status == 204)
+        try h.waitUntil("revision 2 after the period is gone", timeout: 30) { try fleet.current("edge") == fleet.revision(1) }
+    }
 }
