@@ -213,6 +213,27 @@ struct ConfigErrorTests {
         try ConfigCheck.relay(mistake)
     }
 
+    @Test("relay.yaml: rollout, freeze, environment and access mistakes name the field", arguments: [
+        ConfigMistake("      branch: main", "      branch: main\n    rollout: {waves: []}", "sources[0].rollout.waves: list at least one wave"),
+        ConfigMistake("      branch: main", "      branch: main\n    rollout: {waves: [{agents: [\"[a-\"]}]}",
+                      "sources[0].rollout.waves[0].agents[0]: '[a-' is not a valid glob"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\nfreezes: [{start: \"0 25 * * FRI\", end: \"0 7 * * MON\"}]",
+                      "freezes[0].start: field 2 (hour): 25 is out of range 0-23"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\nfreezes: [{start: \"0 23 * * FRI\", end: \"0 7 * *\"}]",
+                      "freezes[0].end: expected 5 fields"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\nfreezes: [{start: \"0 23 * * FRI\", end: \"0 7 * * MON\", timeZone: Mars/Olympus}]",
+                      "freezes[0].timeZone: 'Mars/Olympus' is not an IANA time zone name"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\naccess: {source: nope}", "access.source: unknown source 'nope'"),
+        ConfigMistake("dataDir: relay-data", "dataDir: relay-data\naccess: {source: podinfo, path: ../x.yaml}", "access.path: expected a file path inside the repository"),
+        ConfigMistake("      branch: main", "      branch: main\n    gitlab: {url: https://gitlab.example, project: g/p, tokenFile: agent.token, environments: [{agents: [edge], name: prod, tier: live}]}",
+                      "sources[0].gitlab.environments[0].tier: 'live' is not one of GitLab's tiers"),
+        ConfigMistake("      branch: main", "      branch: main\n    gitlab: {url: https://gitlab.example, project: g/p, tokenFile: agent.token, environments: [{agents: [edge], name: prod, kubernetesNamespace: flux-system}]}",
+                      "sources[0].gitlab.environments[0].clusterAgentID: kubernetesNamespace and fluxResourcePath need the GitLab cluster agent's id"),
+    ])
+    func rolloutMistakes(_ mistake: ConfigMistake) throws {
+        try ConfigCheck.relay(mistake)
+    }
+
     @Test("agent.yaml: a wrong value type gives the line")
     func malformedAgentYAML() throws {
         try ConfigCheck.agent(ConfigMistake("dataDir: agent-data", "dataDir: [a, b]",

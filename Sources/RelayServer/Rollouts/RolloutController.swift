@@ -79,6 +79,7 @@ public actor RolloutController {
                 logger.error("rollout pass failed; retrying", metadata: ["source": "\(source.name)", "error": "\(error)"])
             }
         }
+        RelayMetrics.rolloutHeld.record(views.values.reduce(0) { sum, view in sum + view.agents.filter { $0.hold != nil }.count })
     }
 
     public func view(source: String) -> RolloutView? { views[source] }
