@@ -39,6 +39,7 @@ public enum RelayServerApp {
         }
         // The access file's grants over relay.yaml's (just synchronised), before agents are served.
         try await accessFile?.reapply()
+        if config.sources.contains(where: { !($0.gitlab?.environments.isEmpty ?? true) }) { try await Notifier.startDeployments(registry) }
         // Assignments before the first agent is served (it would get nothing of a governed source).
         await rollouts.pass()
         // Chunk checksums are computed once per artifact, when it is packaged (or, for what

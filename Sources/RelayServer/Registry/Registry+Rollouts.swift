@@ -97,15 +97,23 @@ extension Registry {
         }
     }
 
-    /// The newest delivery of `source` to each agent (digest): what it holds, as far as the relay knows.
-    public func latestDeliveries(source: String) async throws -> [String: String] {
-        try await store.read { db in
+    /// The newest delivery of `source` to each of `agents` (digest): what it holds, as far as
+    /// the relay knows. Read only for agents the rollout has not assigned anything yet, a few.
+    public func latestDeliveries(source: String, agents: [String]) async throws -> [String: String] {
+        guard !agents.isEmpty else { return [:] }
+        return try await store.read { db in
             var result: [String: (Int64, String)] = [:]
-            for row in try SQLRow.fetchAll(db, sql: "SELECT agent, digest, delivered_ms FROM delivery WHERE source = ?", arguments: [source]) {
-                let at: Int64 = row["delivered_ms"]
-                let agent: String = row["agent"]
-                if let known = result[agent], known.0 >= at { continue }
-                result[agent] = (at, row["digest"])
+            for start in stride(from: 0, to: agents.count, by: 500) {
+                let chunk = Array(agents[start..<min(start + 500, agents.count)])
+                let marks = chunk.map { _ in "?" }.joined(separator: ",")
+                let rows = try SQLRow.fetchAll(db, sql: "SELECT agent, digest, delivered_ms FROM delivery WHERE source = ? AND agent IN (\(marks))",
+                                               arguments: SQLArguments([source] + chunk))
+                for row in rows {
+                    let at: Int64 = row["delivered_ms"]
+                    let agent: String = row["agent"]
+                    if let known = result[agent], known.0 >= at { continue }
+                    result[agent] = (at, row["digest"])
+                }
             }
             return result.mapValues(\.1)
         }

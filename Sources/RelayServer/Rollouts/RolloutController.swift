@@ -112,7 +112,8 @@ public actor RolloutController {
         }
         let inputs = RolloutPlanner.Inputs(
             latest: latest, record: record, policy: source.policy, agents: agents, objects: objects, assigned: assigned,
-            delivered: try await registry.latestDeliveries(source: source.name), frozen: frozen, released: Set(releases.keys), now: now)
+            delivered: try await registry.latestDeliveries(source: source.name, agents: agents.filter { assigned[$0] == nil }),
+            frozen: frozen, released: Set(releases.keys), now: now)
         let plan = RolloutPlanner.plan(inputs)
 
         if plan.record != record {

@@ -44,6 +44,18 @@ extension Notifier {
         }
     }
 
+    /// Called at start, before agents are served: on the first start with deployments, they
+    /// start from now, not with every delivery in the registry's history.
+    static func startDeployments(_ registry: Registry) async throws {
+        try await registry.store.write { db in
+            try db.lockForTransaction(PostgresSchema.notifierLock)
+            guard try Int64.fetchOne(db, sql: "SELECT position FROM notifier_cursor WHERE name = 'deployments'") == nil else { return }
+            let last = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(rowid), 0) FROM delivery") ?? 0
+            try db.execute(sql: "INSERT INTO notifier_cursor(name, position) VALUES ('deployments', ?) ON CONFLICT(name) DO NOTHING",
+                           arguments: [last])
+        }
+    }
+
     /// `success` or `failed` for the agent's running deployment when a Flux object consuming
     /// the source reports its commit Ready or failing.
     func deploymentOutcome(_ db: any SQLConnection, agent: String, object: StatusRecord.Object) throws -> [Item] {
