@@ -33,7 +33,7 @@ public enum RelayServerApp {
         let governed = RolloutController.governed(config)
         let hub = DesiredStateHub(initial: known, supersededDelay: config.drainRetryAfter, governed: Set(governed.map(\.name)))
         let rollouts = RolloutController(sources: governed, freezes: config.freezes, registry: registry, hub: hub,
-                                         notifications: config.notifications, publicURL: config.publicURL, logger: logger)
+                                         notifications: config.notifications, publicURL: config.publicURL, replica: config.replica, logger: logger)
         let accessFile = config.access.map {
             AccessFileWatcher(settings: $0, config: config, registry: registry, hub: hub, store: store, logger: logger)
         }

@@ -15,6 +15,7 @@ struct Release: AsyncParsableCommand {
     @Option(help: "The agent that gets the revision now.") var agent: String
     @Option(help: "Why (recorded, shown on the page and in the commit status).") var reason: String
     @Option(help: "Who releases it (default: $USER@<hostname>).") var by: String?
+    @Option(help: "The revision you mean (revision, commit or prefix, digest): refused if the newest is another one.") var revision: String?
 
     func run() async throws {
         let resolved: ResolvedServerConfig
@@ -23,7 +24,8 @@ struct Release: AsyncParsableCommand {
         let registry = try await Registry.open(resolved, logger: Logger(label: "relay-server.registry"))
         let who = by ?? "\(ProcessInfo.processInfo.environment["USER"] ?? "operator")@\(ProcessInfo.processInfo.hostName)"
         do {
-            let release = try await RolloutReleases.release(source: source, agent: agent, reason: reason, by: who, registry: registry)
+            let release = try await RolloutReleases.release(source: source, agent: agent, reason: reason, by: who, expected: revision,
+                                                            registry: registry)
             await registry.close()
             print("released \(release.revision) of \(source) to \(agent) (by \(release.by): \(release.reason))")
         } catch {

@@ -225,6 +225,15 @@ import Yams
         let asReader = try HTTPProbe.request(fleet.base + "/api/v1/sources/podinfo/release", method: "POST",
                                              headers: ["Authorization: Bearer \(h.readerToken)", "Content-Type: application/json"], body: body)
         #expect(asReader.status == 403)
+        // An admin naming a revision that is no longer the newest releases nothing (409); an
+        // admin token in the URL is refused.
+        let stale = try HTTPProbe.request(fleet.base + "/api/v1/sources/podinfo/release", method: "POST",
+                                          headers: ["Authorization: Bearer admin-secret", "Content-Type: application/json"],
+                                          body: try JSONSerialization.data(withJSONObject: ["agent": "frozen-1", "reason": "x", "revision": fleet.commits[1]]))
+        #expect(stale.status == 409, "\(stale.text)")
+        let inURL = try HTTPProbe.request(fleet.base + "/api/v1/sources/podinfo/release?access_token=admin-secret", method: "POST",
+                                          headers: ["Content-Type: application/json"], body: body)
+        #expect(inURL.status == 401)
         let asAdmin = try HTTPProbe.request(fleet.base + "/api/v1/sources/podinfo/release", method: "POST",
                                             headers: ["Authorization: Bearer admin-secret", "Content-Type: application/json"], body: body)
         #expect(asAdmin.status == 200, "\(asAdmin.text)")

@@ -23,8 +23,8 @@ public struct AccessFile: Sendable, Equatable, Codable {
     }
     public var agents: [Agent]
 
-    /// Largest file read (a grant list for 10,000 agents fits many times over).
-    public static let maxBytes = 4 << 20
+    /// Largest file read (a grant list for 10,000 agents fits).
+    public static let maxBytes = 1 << 20
 
     public struct Invalid: Error, CustomStringConvertible, Equatable {
         public var file: String

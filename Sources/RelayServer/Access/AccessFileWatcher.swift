@@ -58,6 +58,12 @@ public actor AccessFileWatcher {
     }
 
     func process(_ artifact: PackagedArtifact) async throws {
+        // Never an older revision over a newer one (a replica that is behind).
+        if let applied = try await registry.appliedAccessFile(), applied.digest != artifact.digest,
+           let previous = try await registry.artifact(digest: applied.digest, amongSources: [settings.source]),
+           previous.createdAt > artifact.createdAt {
+            return
+        }
         let outcome: Result<AccessFile, AccessFile.Invalid>
         do {
             outcome = .success(try await parse(artifact))
@@ -80,19 +86,28 @@ public actor AccessFileWatcher {
     }
 
     private func parse(_ artifact: PackagedArtifact) async throws -> AccessFile {
-        let files: [String: Data]
-        do { files = try ArtifactFiles.read(path: store.path(forDigest: artifact.digest).path) } catch {
-            throw AccessFile.Invalid(file: settings.path, field: "", reason: "cannot read the artifact: \(error)")
+        let found: Data?
+        do { found = try ArtifactFiles.read(path: store.path(forDigest: artifact.digest).path, file: settings.path) } catch {
+            throw AccessFile.Invalid(file: settings.path, field: "", reason: "cannot read it: \(error)")
         }
-        guard let data = files[settings.path] else {
+        guard let data = found else {
             throw AccessFile.Invalid(file: settings.path, field: "", reason: "not in \(artifact.revision) (or left out by ignore rules)")
         }
-        let known = Set(try await registry.agentTokens().filter { !$0.tokens.isEmpty && $0.managedBy != "git" }.map(\.name))
-        do {
-            return try AccessFile.parse(String(decoding: data, as: UTF8.self), file: settings.path, sources: sources, knownAgents: known)
-        } catch {
-            throw error
+        let agents = try await registry.agentTokens()
+        let known = Set(agents.filter { !$0.tokens.isEmpty && $0.managedBy != "git" }.map(\.name))
+        let file = try AccessFile.parse(String(decoding: data, as: UTF8.self), file: settings.path, sources: sources, knownAgents: known)
+        // A token hash may name one agent only (the registry's key): refused here, not at apply.
+        let others = try await registry.tokenOwners()
+        for (index, agent) in file.agents.enumerated() {
+            guard let token = agent.tokenSHA256 else { continue }
+            if let owner = others[token], owner != agent.name, agents.first(where: { $0.name == owner })?.managedBy != "git" || file.agents.contains(where: { $0.name == owner }) {
+                throw AccessFile.Invalid(file: settings.path, field: "agents[\(index)].tokenSHA256", reason: "this token is already agent '\(owner)''s")
+            }
+            if file.agents[..<index].contains(where: { $0.tokenSHA256 == token }) {
+                throw AccessFile.Invalid(file: settings.path, field: "agents[\(index)].tokenSHA256", reason: "two agents share this token; give each its own")
+            }
         }
+        return file
     }
 
     private func postStatus(_ artifact: PackagedArtifact, state: String, description: String) async throws {
@@ -172,6 +187,17 @@ extension Registry {
         try await store.read { db in
             var result: [String: String] = [:]
             for row in try SQLRow.fetchAll(db, sql: "SELECT agent, environment FROM agent_environment") { result[row["agent"]] = row["environment"] }
+            return result
+        }
+    }
+}
+
+extension Registry {
+    /// Token hash → agent, for every token.
+    func tokenOwners() async throws -> [String: String] {
+        try await store.read { db in
+            var result: [String: String] = [:]
+            for row in try SQLRow.fetchAll(db, sql: "SELECT token_sha256, agent FROM agent_token") { result[row["token_sha256"]] = row["agent"] }
             return result
         }
     }

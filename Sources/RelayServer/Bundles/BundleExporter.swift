@@ -114,12 +114,19 @@ public struct BundleExporter: Sendable {
         let sources = try await grants(agent)
         let latest = try await registry.latestArtifacts()
         var packaged: [PackagedArtifact] = []
+        let governed = Set(RolloutController.governed(config).map(\.name))
         for source in sources {
             guard var artifact = latest[source] else { throw BundleExportError.notPackaged(source: source) }
-            // A source under rollout rules (waves, freezes): what the relay gives this agent now.
-            if let digest = try await registry.rolloutAssignments(source: source)[agent], digest != artifact.digest,
-               let assigned = try await registry.artifact(digest: digest, amongSources: [source]) {
-                artifact = assigned
+            // A source under rollout rules (waves, freezes): what the relay gives this agent
+            // now, and nothing while it has been given nothing.
+            if governed.contains(source) {
+                guard let digest = try await registry.rolloutAssignments(source: source)[agent] else {
+                    progress("\(source): held for \(agent) by its rollout rules; not in this bundle")
+                    continue
+                }
+                if digest != artifact.digest, let assigned = try await registry.artifact(digest: digest, amongSources: [source]) {
+                    artifact = assigned
+                }
             }
             packaged.append(artifact)
         }

@@ -4,6 +4,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOPosix
+import Synchronization
 import RelayShared
 
 /// Rollouts, pipeline gates and diffs on the relay's `http` address. Reads need a reader (or
@@ -129,7 +131,13 @@ struct RolloutAPI: Sendable {
 
     // MARK: - Release
 
-    struct ReleaseRequest: Decodable { var agent: String; var reason: String }
+    struct ReleaseRequest: Decodable {
+        var agent: String
+        var reason: String
+        /// The revision the admin means (revision string, commit or prefix, digest): refused
+        /// with 409 when the newest is another one by now.
+        var revision: String?
+    }
 
     func release(source: String, request: Request, admin: String) async throws -> Response {
         let body = try await request.body.collect(upTo: 64 << 10)
@@ -137,7 +145,7 @@ struct RolloutAPI: Sendable {
             throw HTTPError(.badRequest, message: #"expected {"agent": "<name>", "reason": "<why>"}"#)
         }
         let release = try await RolloutReleases.release(source: source, agent: parsed.agent, reason: parsed.reason, by: admin,
-                                                        registry: registry)
+                                                        expected: parsed.revision, registry: registry)
         rollouts.poke()
         logger.notice("revision released through a freeze", metadata: [
             "source": "\(source)", "agent": "\(release.agent)", "revision": "\(release.revision)", "by": "\(admin)", "reason": "\(release.reason)"])
@@ -152,10 +160,27 @@ struct RolloutAPI: Sendable {
             throw HTTPError(.badRequest, message: "from and to are required (revision strings, commit SHAs or digests)")
         }
         let old = try await resolve(from, source: source), new = try await resolve(to, source: source)
-        let text = try RevisionDiff.unified(old: old, new: new, store: store)
+        // Unpacking two artifacts is CPU and memory: two at a time, on NIO's blocking pool.
+        guard Self.diffsRunning.withLock({ running in
+            guard running < Self.maxDiffs else { return false }
+            running += 1
+            return true
+        }) else {
+            throw HTTPError(.tooManyRequests, message: "\(Self.maxDiffs) diffs are being computed; ask again shortly")
+        }
+        defer { Self.diffsRunning.withLock { $0 -= 1 } }
+        let store = store
+        let text = try await NIOThreadPool.singleton.runIfActive { try RevisionDiff.unified(old: old, new: new, store: store) }
+        guard text.utf8.count <= Self.maxDiffBytes else {
+            throw HTTPError(.contentTooLarge, message: "the diff is larger than \(Self.maxDiffBytes >> 20) MiB; compare with relay-server diff --config on the relay")
+        }
         return Response(status: .ok, headers: [.contentType: "text/x-diff; charset=utf-8", .cacheControl: "no-store"],
                         body: .init(byteBuffer: ByteBuffer(string: text)))
     }
+
+    static let maxDiffs = 2
+    static let maxDiffBytes = 32 << 20
+    static let diffsRunning = Mutex(0)
 
     // MARK: - Helpers
 
@@ -173,6 +198,9 @@ struct RolloutAPI: Sendable {
         for entry in readers where TokenHash.constantTimeEqual(hash, entry.tokenSHA256) { name = name ?? entry.name }
         guard let name else {
             return error(.unauthorized, "this token is not a reader or admin token", headers: [.wwwAuthenticate: #"Bearer realm="relay", error="invalid_token""#])
+        }
+        if admin, request.headers[.authorization] == nil {
+            return error(.unauthorized, "send the admin token in the Authorization header (a token in a URL ends up in logs)")
         }
         guard !admin || isAdmin else {
             return error(.forbidden, "releasing a held revision needs an admin token (admins: in relay.yaml); '\(name)' is a reader")
@@ -196,7 +224,8 @@ struct RolloutAPI: Sendable {
 /// Releases of a held revision, from the API or `relay-server release`.
 public enum RolloutReleases {
     /// Records that `agent` gets `source`'s newest revision through any freeze.
-    public static func release(source: String, agent: String, reason: String, by: String, registry: Registry) async throws -> RolloutRelease {
+    public static func release(source: String, agent: String, reason: String, by: String, expected: String? = nil,
+                               registry: Registry) async throws -> RolloutRelease {
         let reason = reason.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !reason.isEmpty else { throw HTTPError(.badRequest, message: "a reason is required: it is recorded with the release") }
         guard try await registry.grantedAgents(source: source).contains(agent) else {
@@ -204,6 +233,9 @@ public enum RolloutReleases {
         }
         guard let latest = try await registry.latestArtifacts()[source] else {
             throw HTTPError(.conflict, message: "source '\(source)' has no packaged revision yet")
+        }
+        if let expected, try await registry.findRevision(expected, source: source)?.digest != latest.digest {
+            throw HTTPError(.conflict, message: "the newest revision of '\(source)' is \(latest.revision), not '\(expected)': nothing released")
         }
         let release = RolloutRelease(source: source, agent: agent, digest: latest.digest, revision: latest.revision,
                                      by: by, reason: String(reason.prefix(500)), at: Date())

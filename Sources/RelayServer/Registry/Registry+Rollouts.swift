@@ -170,5 +170,30 @@ extension Registry {
         }
     }
 
+    /// Claims or renews the rollout governor lease for `replica`; whether this replica holds it.
+    public func claimRolloutGovernor(replica: String, lease: Duration) async throws -> Bool {
+        let now = Self.milliseconds(Date())
+        let until = now + lease.components.seconds * 1000
+        return try await store.write { db in
+            try db.execute(sql: """
+                INSERT INTO rollout_governor(id, replica, until_ms) VALUES (1, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET replica = excluded.replica, until_ms = excluded.until_ms
+                WHERE rollout_governor.replica = excluded.replica OR rollout_governor.until_ms < ?
+                """, arguments: [replica, until, now])
+            return try String.fetchOne(db, sql: "SELECT replica FROM rollout_governor WHERE id = 1") == replica
+        }
+    }
+
+    /// The last rollout commit status said per agent of `source`.
+    public func rolloutStatuses(source: String) async throws -> [String: String] {
+        try await store.read { db in
+            var result: [String: String] = [:]
+            for row in try SQLRow.fetchAll(db, sql: "SELECT agent, said FROM rollout_status WHERE source = ?", arguments: [source]) {
+                result[row["agent"]] = row["said"]
+            }
+            return result
+        }
+    }
+
     static func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
 }

@@ -11,12 +11,14 @@ public enum RegistryCopy {
     static let tables = [
         "agent", "grant_", "agent_token", "agent_key", "revision", "delivery", "status_entry", "flux_object",
         "status_journal_mark", "notifier_cursor", "outbox", "notify_state", "status_bundle_import", "bundle_export",
+        "rollout", "rollout_assignment", "rollout_release", "rollout_status", "gitlab_deployment", "gitlab_freeze", "access_file",
+        "agent_environment",
     ]
     /// Tables whose SQLite `rowid` orders reads (PostgreSQL keeps it in a `rowid` column).
     static let rowidTables: Set<String> = ["agent_token", "delivery", "status_journal_mark"]
     /// Identity columns whose sequences must continue after the copied ids.
     static let identities = [("agent_token", "rowid"), ("delivery", "rowid"), ("status_entry", "id"), ("status_journal_mark", "rowid"),
-                             ("outbox", "id"), ("status_bundle_import", "id")]
+                             ("outbox", "id"), ("status_bundle_import", "id"), ("rollout_release", "id"), ("gitlab_deployment", "id")]
 
     public enum Failure: Error, CustomStringConvertible {
         case targetNotEmpty(location: String, table: String, rows: Int)

@@ -40,6 +40,10 @@ enum RolloutSchema {
                 created_ms \(int) NOT NULL
             );
             CREATE INDEX gitlab_deployment_by_agent ON gitlab_deployment(source, agent, id);
+            -- Which replica governs rollouts (one writer; a lease it renews every pass).
+            CREATE TABLE rollout_governor (id \(int) PRIMARY KEY CHECK (id = 1), replica TEXT NOT NULL, until_ms \(int) NOT NULL);
+            -- The last "relay/<agent>/rollout" commit status said per source and agent (said once, across restarts).
+            CREATE TABLE rollout_status (source TEXT NOT NULL, agent TEXT NOT NULL, said TEXT NOT NULL, PRIMARY KEY (source, agent));
             -- The freeze periods last read from each source's GitLab project (JSON).
             CREATE TABLE gitlab_freeze (source TEXT PRIMARY KEY, periods TEXT NOT NULL, read_ms \(int) NOT NULL);
             -- The access file (relay.yaml `access:`) last applied: read again at start.

@@ -23,11 +23,12 @@ public actor RolloutController {
     let publicURL: String?
     let clock: RelayClock
     let logger: Logger
+    /// This process among replicas: only the one holding the governor lease writes rollouts;
+    /// the others serve the assignments it stored.
+    let replica: String
     private var views: [String: RolloutView] = [:]
     /// Digest → artifact, for what assignments name.
     private var artifacts: [String: PackagedArtifact] = [:]
-    /// What the last GitLab "rollout" status said per source and agent (not said twice).
-    private var posted: [String: String] = [:]
     private var gitlabFreezes: [String: (json: String, rules: [FreezeRule])] = [:]
     private let wake: AsyncStream<Void>
     private let poker: AsyncStream<Void>.Continuation
@@ -39,7 +40,9 @@ public actor RolloutController {
     }
 
     public init(sources: [Source], freezes: [FreezeRule], registry: Registry, hub: DesiredStateHub,
-                notifications: ResolvedServerConfig.Notifications, publicURL: String?, clock: RelayClock = .system, logger: Logger) {
+                notifications: ResolvedServerConfig.Notifications, publicURL: String?, clock: RelayClock = .system, replica: String = "",
+                logger: Logger) {
+        self.replica = replica
         self.sources = sources
         self.freezes = freezes
         self.registry = registry
@@ -74,8 +77,14 @@ public actor RolloutController {
 
     /// One pass over every governed source.
     public func pass() async {
+        // One writer among replicas: a lease renewed every pass (SQLite: always this process).
+        let governing: Bool
+        do { governing = try await registry.claimRolloutGovernor(replica: replica, lease: .seconds(5)) } catch {
+            logger.error("cannot read the rollout governor lease; retrying", metadata: ["error": "\(error)"])
+            return
+        }
         for source in sources {
-            do { try await govern(source) } catch {
+            do { try await govern(source, writes: governing) } catch {
                 logger.error("rollout pass failed; retrying", metadata: ["source": "\(source.name)", "error": "\(error)"])
             }
         }
@@ -86,7 +95,9 @@ public actor RolloutController {
 
     // MARK: - One source
 
-    private func govern(_ source: Source) async throws {
+    /// `writes`: this process governs (stores progress, notifies); otherwise it only serves
+    /// the assignments the governing replica stored.
+    private func govern(_ source: Source, writes: Bool) async throws {
         guard let latest = await hub.artifact(forSource: source.name) else { return }
         artifacts[latest.digest] = latest
         let now = clock.now()
@@ -99,15 +110,18 @@ public actor RolloutController {
         let rules = freezes + (try await gitlabFreezeRules(source))
         // The access file's environments first, then the source's gitlab.environments.
         let named = rules.isEmpty ? [:] : try await registry.agentEnvironments()
+        // Each window's state once per pass; then which open ones cover each agent.
+        let open = rules.compactMap { rule -> (FreezeRule, RolloutHold)? in
+            let state = rule.window.state(at: now)
+            guard state.frozen else { return nil }
+            let until = state.until.map { RolloutView.localTime($0, rule.window.timeZone) } ?? "its end"
+            return (rule, RolloutHold(kind: .freeze, reason: "deploy freeze '\(rule.name)' until \(until)", until: state.until))
+        }
         var frozen: [String: RolloutHold] = [:]
-        for agent in agents {
-            let environment = named[agent] ?? environments.rule(for: agent)?.environment(for: agent)
-            for rule in rules where rule.covers(agent: agent, environment: environment) {
-                let state = rule.window.state(at: now)
-                guard state.frozen else { continue }
-                let until = state.until.map { RolloutView.localTime($0, rule.window.timeZone) } ?? "its end"
-                frozen[agent] = RolloutHold(kind: .freeze, reason: "deploy freeze '\(rule.name)' until \(until)", until: state.until)
-                break
+        if !open.isEmpty {
+            for agent in agents {
+                let environment = named[agent] ?? environments.rule(for: agent)?.environment(for: agent)
+                if let hold = open.first(where: { $0.0.covers(agent: agent, environment: environment) })?.1 { frozen[agent] = hold }
             }
         }
         let inputs = RolloutPlanner.Inputs(
@@ -115,7 +129,25 @@ public actor RolloutController {
             delivered: try await registry.latestDeliveries(source: source.name, agents: agents.filter { assigned[$0] == nil }),
             frozen: frozen, released: Set(releases.keys), now: now)
         let plan = RolloutPlanner.plan(inputs)
-
+        views[source.name] = RolloutView(source: source, latest: latest, plan: plan, agents: agents, objects: objects,
+                                         environments: environments, releases: releases, artifacts: artifacts)
+        guard writes else {
+            // Another replica governs: serve what it stored.
+            var stored: [String: PackagedArtifact] = [:]
+            for (agent, digest) in assigned {
+                if let artifact = try await artifact(digest, source: source.name) { stored[agent] = artifact }
+            }
+            await hub.assign(source: source.name, stored)
+            return
+        }
+        if let failed = plan.newlyHalted {
+            // Queued before the halt is stored: a failure between the two announces it twice
+            // rather than never.
+            logger.warning("rollout halted", metadata: ["source": "\(source.name)", "revision": "\(latest.revision)",
+                                                        "agent": "\(failed)", "message": "\(plan.record.message)"])
+            RelayMetrics.rolloutsHalted.increment()
+            try await notifyHalt(source: source.name, record: plan.record)
+        }
         if plan.record != record {
             try await registry.saveRollout(plan.record)
             if record?.digest != plan.record.digest {
@@ -132,15 +164,7 @@ public actor RolloutController {
             if let artifact = try await artifact(digest, source: source.name) { given[agent] = artifact }
         }
         await hub.assign(source: source.name, given)
-        if let failed = plan.newlyHalted {
-            logger.warning("rollout halted", metadata: ["source": "\(source.name)", "revision": "\(latest.revision)",
-                                                        "agent": "\(failed)", "message": "\(plan.record.message)"])
-            RelayMetrics.rolloutsHalted.increment()
-            try await notifyHalt(source: source.name, record: plan.record)
-        }
         try await postHeldStatuses(source, latest: latest, plan: plan, releases: releases)
-        views[source.name] = RolloutView(source: source, latest: latest, plan: plan, agents: agents, objects: objects,
-                                         environments: environments, releases: releases, artifacts: artifacts)
     }
 
     private func artifact(_ digest: String, source: String) async throws -> PackagedArtifact? {
@@ -179,9 +203,11 @@ public actor RolloutController {
     private func postHeldStatuses(_ source: Source, latest: PackagedArtifact, plan: RolloutPlanner.Plan,
                                   releases: [String: RolloutRelease]) async throws {
         guard let gitlab = source.gitlab, let sha = Notifier.commit(of: latest.revision) else { return }
+        let posted = try await registry.rolloutStatuses(source: source.name)
+        var said: [String: String] = [:]
         var items: [Notifier.Item] = []
         for (agent, given) in plan.given.merging(plan.holds.mapValues { _ in "" }, uniquingKeysWith: { a, _ in a }) {
-            let key = "\(source.name)\u{0}\(agent)"
+            let key = agent
             let state: String, description: String
             if given == latest.digest {
                 // Only where a hold was said before.
@@ -192,17 +218,25 @@ public actor RolloutController {
                 state = "pending"
                 description = "held for \(agent): \(hold.reason)"
             } else { continue }
-            let said = "\(sha)\u{0}\(state)\u{0}\(description)"
-            guard posted[key] != said else { continue }
-            posted[key] = said
+            let text = "\(sha)\u{0}\(state)\u{0}\(description)"
+            guard posted[key] != text else { continue }
+            said[key] = text
             var body = ["state": state, "name": "relay/\(agent)/rollout", "description": String(description.prefix(255))]
             if let ref = latest.revision.split(separator: "@").first, latest.revision.contains("@") { body["ref"] = String(ref) }
             if let publicURL { body["target_url"] = String(publicURL.prefix(255)) }
             items.append(.init(target: "gitlab:\(source.name)", url: "\(gitlab.projectAPI)/statuses/\(sha)", body: Notifier.json(body)))
         }
         guard !items.isEmpty else { return }
-        let queued = items
-        try await registry.store.write { db in for item in queued { try Notifier.enqueue(db, item) } }
+        let queued = items, name = source.name, remembered = said
+        try await registry.store.write { db in
+            for item in queued { try Notifier.enqueue(db, item) }
+            for (agent, text) in remembered {
+                try db.execute(sql: """
+                    INSERT INTO rollout_status(source, agent, said) VALUES (?, ?, ?)
+                    ON CONFLICT(source, agent) DO UPDATE SET said = excluded.said
+                    """, arguments: [name, agent, text])
+            }
+        }
     }
 }
 
@@ -266,9 +300,10 @@ public struct RolloutView: Sendable, Codable {
             } else { state = "pending" }
             return Wave(number: index + 1, agents: agents.filter { waveOf($0) == index }, soakSeconds: wave.soak.seconds, state: state)
         }
+        let byAgent = Dictionary(grouping: objects, by: \.agent)
         self.agents = agents.map { agent in
             let given = plan.given[agent]
-            let (health, why) = RevisionHealth.of(latest.revision, objects: objects.filter { $0.agent == agent })
+            let (health, why) = RevisionHealth.of(latest.revision, objects: byAgent[agent] ?? [])
             let hold = plan.holds[agent]
             let state = given == latest.digest ? (health == .unknown ? "pending" : health.rawValue) : (hold != nil ? "held" : "pending")
             return Agent(agent: agent, wave: waveOf(agent) + 1, environment: environments.rule(for: agent)?.environment(for: agent),

@@ -26,15 +26,19 @@ public enum RevisionHealth: String, Sendable, Codable {
     case progressing
     case unknown
 
-    /// Judged from the agent's Flux objects consuming the source.
-    static func of(_ revision: String, objects: [FluxObjectState]) -> (RevisionHealth, String) {
+    /// Judged from the agent's Flux objects of the source: its consumers (Kustomizations and
+    /// HelmReleases) when it has any, all of them otherwise. Healthy only when every one has
+    /// applied the revision and is Ready.
+    static func of(_ revision: String, objects all: [FluxObjectState]) -> (RevisionHealth, String) {
+        let consumers = all.filter { $0.kind == "Kustomization" || $0.kind == "HelmRelease" }
+        let objects = consumers.isEmpty ? all : consumers
         let failing = objects.first { object in
             (object.state == "failing" || object.state == "failed")
                 && (object.revisionAttempted == revision || (object.revisionAttempted.isEmpty && object.revisionApplied == revision))
         }
         if let failing { return (.failed, "\(failing.kind) \(failing.namespace)/\(failing.name): \(failing.message)") }
         let applied = objects.filter { $0.revisionApplied == revision }
-        if !applied.isEmpty, applied.allSatisfy({ $0.state == "ready" }) { return (.healthy, "") }
+        if !applied.isEmpty, applied.count == objects.count, applied.allSatisfy({ $0.state == "ready" }) { return (.healthy, "") }
         if !applied.isEmpty { return (.progressing, "") }
         return (.unknown, "")
     }

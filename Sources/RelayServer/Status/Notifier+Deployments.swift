@@ -38,6 +38,19 @@ extension Notifier {
                 body["ref"] = delivery.revision.contains("@") ? String(delivery.revision.split(separator: "@")[0]) : sha
                 try enqueue(db, Item(target: "gitlab:\(delivery.source)", url: "\(gitlab.projectAPI)/deployments",
                                      body: Self.jsonAny(body), method: "POST", deployment: id))
+                // Flux may have reported the commit before this delivery was read (the two
+                // cursors move independently): settle the deployment from what is known now.
+                let objects = try SQLRow.fetchAll(db, sql: """
+                    SELECT state, revision_applied, revision_attempted FROM flux_object
+                    WHERE agent = ? AND source = ? AND kind IN ('Kustomization', 'HelmRelease')
+                    """, arguments: [delivery.agent, delivery.source])
+                let outcomes = objects.compactMap { row in
+                    Self.deploymentStatus(state: row["state"], applied: row["revision_applied"], attempted: row["revision_attempted"], sha: sha)
+                }
+                if let outcome = outcomes.contains("failed") ? "failed" : outcomes.first {
+                    try db.execute(sql: "UPDATE gitlab_deployment SET status = ? WHERE id = ?", arguments: [outcome, id])
+                    try enqueue(db, updateItem(gitlab, source: delivery.source, deployment: id, status: outcome))
+                }
             }
             try setCursor(db, "deployments", last.0)
             return deliveries.count
@@ -61,15 +74,23 @@ extension Notifier {
     func deploymentOutcome(_ db: any SQLConnection, agent: String, object: StatusRecord.Object) throws -> [Item] {
         guard let gitlab = sources.first(where: { $0.name == object.source })?.gitlab, !gitlab.environments.isEmpty,
               let open = try Self.openDeployment(db, source: object.source, agent: agent) else { return [] }
-        let status: String
-        switch object.state {
-        case "ready" where Self.commit(of: object.revisionApplied) == open.sha: status = "success"
-        case "failing", "failed" where Self.commit(of: object.revisionAttempted.isEmpty ? object.revisionApplied : object.revisionAttempted) == open.sha:
-            status = "failed"
-        default: return []
-        }
+        guard let status = Self.deploymentStatus(state: object.state, applied: object.revisionApplied, attempted: object.revisionAttempted,
+                                                 sha: open.sha) else { return [] }
         try db.execute(sql: "UPDATE gitlab_deployment SET status = ? WHERE id = ?", arguments: [status, open.id])
         return [updateItem(gitlab, source: object.source, deployment: open.id, status: status)]
+    }
+
+    /// `success` when the object is Ready with `sha` applied, `failed` when it failed with
+    /// `sha` attempted, else nil.
+    static func deploymentStatus(state: String, applied: String, attempted: String, sha: String) -> String? {
+        switch state {
+        case "ready":
+            return commit(of: applied) == sha ? "success" : nil
+        case "failing", "failed":
+            return commit(of: attempted.isEmpty ? applied : attempted) == sha ? "failed" : nil
+        default:
+            return nil
+        }
     }
 
     private func updateItem(_ gitlab: ResolvedServerConfig.GitLabTarget, source: String, deployment: Int64, status: String) -> Item {

@@ -291,7 +291,13 @@ public final class Notifier: Sendable {
         var url = item.url
         if item.deployment != 0, url.contains("{deployment}") {
             // GitLab's id of the deployment, known once its creation was answered.
-            guard let remote = try? await registry.gitlabDeploymentID(item.deployment), remote != 0 else {
+            let remote: Int64
+            do { remote = try await registry.gitlabDeploymentID(item.deployment) } catch {
+                // Asked again when the claim lapses (`sendLease`).
+                logger.warning("cannot read the deployment's GitLab id; retrying", metadata: ["error": "\(error)"])
+                return
+            }
+            guard remote != 0 else {
                 logger.error("deployment update dropped: GitLab did not create the deployment", metadata: ["target": "\(item.target)"])
                 try? await registry.store.write { [self] db in
                     try db.execute(sql: "DELETE FROM outbox WHERE id = ? AND claimed_by = ?", arguments: [item.id, replica])
