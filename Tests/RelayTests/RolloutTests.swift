@@ -427,4 +427,42 @@ import Yams
         #expect(deleted.status == 204)
         try h.waitUntil("revision 2 after the period is gone", timeout: 30) { try fleet.current("edge") == fleet.revision(1) }
     }
+
+    /// Two replicas on one PostgreSQL: one governs (a lease), both serve its decisions; when it
+    /// stops, the other takes over and the held revision arrives when the freeze ends.
+    @Test func replicasHoldTheSameWayAndTheSurvivorTakesOverGoverning() throws {
+        let cluster = try ReplicaCluster("rollout-replicas", replicas: 2, agents: 2) { _ in
+            "freezes:\n  - {name: weekend, start: \"0 23 * * FRI\", end: \"0 7 * * MON\", agents: [edge-01]}\n"
+        }
+        defer { cluster.shutdown() }
+        let clock = cluster.base.appending("clock-offset")
+        func setClock(_ text: String) throws {
+            try Data(String(Self.utc(text).timeIntervalSinceNow).utf8).write(to: clock, options: .atomic)
+        }
+        try setClock("2026-12-09T12:00:00Z")
+        for replica in cluster.replicas { try replica.startRelay(environment: ["RELAY_TEST_CLOCK_OFFSET_FILE": clock.path]) }
+        try cluster.startAgents()
+        let h = cluster.replicas[0]
+        func current(_ agent: String) throws -> String { try h.published(agent).first { $0.source == "podinfo" }?.revision ?? "" }
+        let first = try cluster.repos[0].head()
+        try h.waitUntil("both agents get revision 1", timeout: 60) {
+            try current("edge-00").hasSuffix(first) && current("edge-01").hasSuffix(first)
+        }
+        try setClock("2026-12-12T12:00:00Z")
+        Thread.sleep(forTimeInterval: 2)
+        try cluster.repos[0].write("podinfo.yaml", "name: podinfo\nreplicas: 2\n")
+        let second = try cluster.repos[0].commit("second")
+        _ = try cluster.replicas[1].pushWebhook(source: cluster.replicas[1].sources[0])
+        try h.waitUntil("edge-00 gets revision 2", timeout: 60) { try current("edge-00").hasSuffix(second) }
+        Thread.sleep(forTimeInterval: 3)
+        #expect(try current("edge-01").hasSuffix(first), "held on whichever replica it is connected to")
+        let governor = try cluster.sql("SELECT replica FROM rollout_governor")
+        #expect(governor == "r0" || governor == "r1")
+        // The governing replica stops: the other takes the lease; the freeze ends; revision 2 arrives.
+        let index = governor == "r0" ? 0 : 1
+        cluster.replicas[index].stopRelay()
+        try setClock("2026-12-14T07:00:30Z")
+        try h.waitUntil("edge-01 gets revision 2 from the survivor", timeout: 60) { try current("edge-01").hasSuffix(second) }
+        #expect(try cluster.sql("SELECT replica FROM rollout_governor") == "r\(1 - index)")
+    }
 }
