@@ -79,11 +79,6 @@ public actor DesiredStateHub {
         }
     }
 
-    /// What a governed source's agent is given now (nil: nothing, or not governed).
-    public func assigned(source: String, agent: String) -> PackagedArtifact? { assignments[source]?[agent] }
-
-    public var governedSources: Set<String> { governed }
-
     /// `publish`, unless the source's current artifact was packaged later (another path
     /// published a newer revision while this one was being prepared).
     @discardableResult
