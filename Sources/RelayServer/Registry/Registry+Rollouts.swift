@@ -97,25 +97,12 @@ extension Registry {
         }
     }
 
-    /// The newest delivery of `source` to each of `agents` (digest): what it holds, as far as
-    /// the relay knows. Read only for agents the rollout has not assigned anything yet, a few.
-    public func latestDeliveries(source: String, agents: [String]) async throws -> [String: String] {
-        guard !agents.isEmpty else { return [:] }
-        return try await store.read { db in
-            var result: [String: (Int64, String)] = [:]
-            for start in stride(from: 0, to: agents.count, by: 500) {
-                let chunk = Array(agents[start..<min(start + 500, agents.count)])
-                let marks = chunk.map { _ in "?" }.joined(separator: ",")
-                let rows = try SQLRow.fetchAll(db, sql: "SELECT agent, digest, delivered_ms FROM delivery WHERE source = ? AND agent IN (\(marks))",
-                                               arguments: SQLArguments([source] + chunk))
-                for row in rows {
-                    let at: Int64 = row["delivered_ms"]
-                    let agent: String = row["agent"]
-                    if let known = result[agent], known.0 >= at { continue }
-                    result[agent] = (at, row["digest"])
-                }
-            }
-            return result.mapValues(\.1)
+    /// Deliveries of `source` recorded after row `row`, oldest first (at most `limit`).
+    public func deliveries(source: String, afterRow row: Int64, limit: Int = 10_000) async throws -> [(row: Int64, agent: String, digest: String, at: Int64)] {
+        try await store.read { db in
+            try SQLRow.fetchAll(db, sql: """
+                SELECT rowid AS row_, agent, digest, delivered_ms FROM delivery WHERE source = ? AND rowid > ? ORDER BY rowid LIMIT ?
+                """, arguments: [source, row, limit]).map { ($0["row_"], $0["agent"], $0["digest"], $0["delivered_ms"]) }
         }
     }
 

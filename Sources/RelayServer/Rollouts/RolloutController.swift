@@ -30,6 +30,10 @@ public actor RolloutController {
     /// Digest → artifact, for what assignments name.
     private var artifacts: [String: PackagedArtifact] = [:]
     private var gitlabFreezes: [String: (json: String, rules: [FreezeRule])] = [:]
+    /// Per source: the newest delivery to each agent, kept up to date from the delivery rows
+    /// after `row` (read once, then only what is new: a pass over 10,000 agents no longer
+    /// asks the database for every unassigned agent each second).
+    private var delivered: [String: (row: Int64, latest: [String: (at: Int64, digest: String)])] = [:]
     private let wake: AsyncStream<Void>
     private let poker: AsyncStream<Void>.Continuation
 
@@ -126,7 +130,7 @@ public actor RolloutController {
         }
         let inputs = RolloutPlanner.Inputs(
             latest: latest, record: record, policy: source.policy, agents: agents, objects: objects, assigned: assigned,
-            delivered: try await registry.latestDeliveries(source: source.name, agents: agents.filter { assigned[$0] == nil }),
+            delivered: try await deliveries(source.name).filter { assigned[$0.key] == nil },
             frozen: frozen, released: Set(releases.keys), now: now)
         let plan = RolloutPlanner.plan(inputs)
         views[source.name] = RolloutView(source: source, latest: latest, plan: plan, agents: agents, objects: objects,
@@ -165,6 +169,19 @@ public actor RolloutController {
         }
         await hub.assign(source: source.name, given)
         try await postHeldStatuses(source, latest: latest, plan: plan, releases: releases)
+    }
+
+    /// Agent → digest of its newest delivery of `source`.
+    private func deliveries(_ source: String) async throws -> [String: String] {
+        var known = delivered[source] ?? (0, [:])
+        while true {
+            let rows = try await registry.deliveries(source: source, afterRow: known.row)
+            for row in rows where (known.latest[row.agent]?.at ?? .min) <= row.at { known.latest[row.agent] = (row.at, row.digest) }
+            known.row = rows.last?.row ?? known.row
+            if rows.count < 10_000 { break }
+        }
+        delivered[source] = known
+        return known.latest.mapValues(\.digest)
     }
 
     private func artifact(_ digest: String, source: String) async throws -> PackagedArtifact? {
