@@ -49,7 +49,7 @@ def rss_mib(pid):
     return 0.0
 
 
-def run(binary, work, agents, variant, seconds):
+def run(binary, work, agents, variant, seconds, perf=False):
     data = os.path.join(work, variant)
     os.makedirs(data)
     port, http = free_port(), free_port()
@@ -99,7 +99,16 @@ def run(binary, work, agents, variant, seconds):
         ready = time.monotonic() - started
         time.sleep(5)  # the first passes (assignments written) are not the steady state
         before = cpu_seconds(process.pid)
-        time.sleep(seconds)
+        if perf:
+            out = os.path.join(data, "perf.data")
+            subprocess.run(["perf", "record", "-q", "-F", "499", "-g", "-o", out, "-p", str(process.pid), "--", "sleep", str(seconds)],
+                           capture_output=True)
+            report = subprocess.run(["perf", "report", "-i", out, "--stdio", "--no-children", "--percent-limit", "2", "-g", "none"],
+                                    capture_output=True, text=True).stdout
+            print(f"== perf: {variant}\n" + "\n".join(l for l in report.splitlines() if l.strip() and not l.startswith("#"))[:4000],
+                  file=sys.stderr)
+        else:
+            time.sleep(seconds)
         used = cpu_seconds(process.pid) - before
         return {"variant": variant, "agents": agents, "readySeconds": round(ready, 2),
                 "cpuPercent": round(100 * used / seconds, 1), "rssMiB": round(rss_mib(process.pid), 1)}
@@ -117,6 +126,8 @@ def main():
     parser.add_argument("--agents", type=int, default=10000)
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--binary", default=os.path.join(ROOT, ".build/release/relay-server"))
+    parser.add_argument("--variants", default="plain,freeze,waves", help="comma-separated; the first is the reference")
+    parser.add_argument("--perf", action="store_true", help="perf record each window; print the top symbols")
     args = parser.parse_args()
     if not os.access(args.binary, os.X_OK):
         raise SystemExit(f"{args.binary} missing: swift build -c release --product relay-server")
@@ -130,7 +141,7 @@ def main():
         env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x")
         subprocess.run(["git", "-C", repo, "add", "."], check=True)
         subprocess.run(["git", "-C", repo, "commit", "-qm", "one"], check=True, env=env)
-        results = [run(args.binary, work, args.agents, variant, args.seconds) for variant in ("plain", "freeze", "waves")]
+        results = [run(args.binary, work, args.agents, variant, args.seconds, args.perf) for variant in args.variants.split(",")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = results[0]

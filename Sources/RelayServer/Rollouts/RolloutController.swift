@@ -297,7 +297,8 @@ public struct RolloutView: Sendable, Codable {
          artifacts: [String: PackagedArtifact]) {
         let record = plan.record
         let policyWaves = source.policy?.waves ?? [.init(agents: ["*"], soak: .zero)]
-        func waveOf(_ agent: String) -> Int { source.policy?.wave(of: agent) ?? 0 }
+        func waveOf(_ agent: String) -> Int { plan.waves[agent] ?? source.policy?.wave(of: agent) ?? 0 }
+        let members = Dictionary(grouping: agents, by: waveOf)
         self.source = source.name
         revision = latest.revision
         digest = latest.digest
@@ -315,7 +316,7 @@ public struct RolloutView: Sendable, Codable {
             } else if index == record.wave && record.state == .rolling {
                 state = record.waveHealthyAt == nil ? "rolling" : "soaking"
             } else { state = "pending" }
-            return Wave(number: index + 1, agents: agents.filter { waveOf($0) == index }, soakSeconds: wave.soak.seconds, state: state)
+            return Wave(number: index + 1, agents: members[index] ?? [], soakSeconds: wave.soak.seconds, state: state)
         }
         let byAgent = Dictionary(grouping: objects, by: \.agent)
         self.agents = agents.map { agent in

@@ -81,12 +81,18 @@ public struct RolloutPlanner: Sendable {
         public var holds: [String: RolloutHold]
         /// The agent whose failure halted the rollout in this pass.
         public var newlyHalted: String?
+        /// Each agent's wave (0-based), matched once per pass.
+        public var waves: [String: Int] = [:]
     }
 
     public static func plan(_ inputs: Inputs) -> Plan {
         let latest = inputs.latest
         let waves = inputs.policy?.waves ?? [RolloutPolicy.Wave(agents: ["*"], soak: .zero)]
-        func wave(of agent: String) -> Int { inputs.policy?.wave(of: agent) ?? 0 }
+        // Glob matching is the costly part of a pass over many agents: once per agent.
+        var waveOf: [String: Int] = [:]
+        waveOf.reserveCapacity(inputs.agents.count)
+        for agent in inputs.agents { waveOf[agent] = inputs.policy?.wave(of: agent) ?? 0 }
+        func wave(of agent: String) -> Int { waveOf[agent] ?? inputs.policy?.wave(of: agent) ?? 0 }
         var record = startOrContinue(inputs)
         let members = Dictionary(grouping: inputs.agents, by: wave(of:))
         var objectsByAgent: [String: [FluxObjectState]] = [:]
@@ -157,7 +163,7 @@ public struct RolloutPlanner: Sendable {
                 hold(RolloutHold(kind: .wave, reason: "waiting for wave \(agentWave + 1) (wave \(record.wave + 1) of \(waves.count) is rolling out)"))
             }
         }
-        return Plan(record: record, given: given, holds: holds, newlyHalted: newlyHalted)
+        return Plan(record: record, given: given, holds: holds, newlyHalted: newlyHalted, waves: waveOf)
     }
 
     /// The record for the newest revision: kept when it is the one being rolled out, else a
