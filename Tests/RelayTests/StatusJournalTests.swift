@@ -13,7 +13,20 @@ import Wire
     /// Closes `journal` (releasing its lock) and opens the directory again.
     static func reopen(_ journal: inout StatusJournal, _ dir: TemporaryDirectory) throws -> StatusJournal {
         journal = try StatusJournal(directory: dir.url.appendingPathComponent("placeholder-\(UUID().uuidString)"))
-        return try StatusJournal(directory: dir.url)
+        return try openAgain(dir.url)
+    }
+
+    /// Opens a journal this process just closed. Tests running in parallel spawn processes: a
+    /// child between fork and exec holds a copy of every descriptor (CLOEXEC closes them only
+    /// at exec), the journal's locked one too, so the lock can outlive the close by as long as
+    /// a loaded machine takes to reach that exec. Waits for that, up to 20 s.
+    static func openAgain(_ url: URL) throws -> StatusJournal {
+        let deadline = Date().addingTimeInterval(20)
+        while true {
+            do { return try StatusJournal(directory: url) } catch JournalError.inUse where Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
     }
 
     @Test func sequencesSurviveRestartsAndOnlyAcknowledgedEntriesGo() throws {
@@ -51,7 +64,7 @@ import Wire
         let whole = bytes.count
         bytes.append(contentsOf: [0, 0, 0, 40, 1, 2, 3])  // half a record, as a crash mid-write leaves it
         try bytes.write(to: url)
-        var reopened: StatusJournal? = try StatusJournal(directory: dir.url)
+        var reopened: StatusJournal? = try Self.openAgain(dir.url)
         #expect(reopened!.entries(after: 0, limit: 100).map(\.sequence) == Array(1...5))
         #expect(try Data(contentsOf: url).count == whole)
         #expect(try reopened!.append([Self.event(6)]) == [6])
@@ -60,7 +73,7 @@ import Wire
         var damaged = try Data(contentsOf: url)
         damaged[damaged.count - 6] ^= 0xFF
         try damaged.write(to: url)
-        #expect(try StatusJournal(directory: dir.url).entries(after: 0, limit: 100).map(\.sequence) == Array(1...5))
+        #expect(try Self.openAgain(dir.url).entries(after: 0, limit: 100).map(\.sequence) == Array(1...5))
     }
 
     @Test func aFullJournalDropsTheOldestAndSaysSo() throws {
@@ -114,6 +127,6 @@ import Wire
         let messages = entries.map(\.event.message)
         opened = nil
         _ = consume journal
-        #expect(try StatusJournal(directory: dir.url).entries(after: 0, limit: 10_000).map(\.event.message) == messages)
+        #expect(try Self.openAgain(dir.url).entries(after: 0, limit: 10_000).map(\.event.message) == messages)
     }
 }
