@@ -115,7 +115,7 @@ public struct CosignSignature: Sendable, Equatable, Codable {
     }
 
     /// One layer of a cosign signature image.
-    public struct ImageLayer: Sendable, Equatable {
+    public struct ImageLayer: Sendable, Codable, Hashable {
         public var mediaType: String
         public var data: Data
         public var annotations: [String: String]

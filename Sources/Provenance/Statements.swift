@@ -89,16 +89,8 @@ public struct BundleOCIContent: Sendable, Codable, Equatable {
     /// The publisher's cosign signatures of the manifest, one image layer each.
     public var signatureLayers: [SignatureLayer]?
 
-    public struct SignatureLayer: Sendable, Codable, Equatable {
-        public var mediaType: String
-        public var data: Data
-        public var annotations: [String: String]
-        public init(mediaType: String, data: Data, annotations: [String: String]) {
-            self.mediaType = mediaType
-            self.data = data
-            self.annotations = annotations
-        }
-    }
+    /// The same layer a cosign signature image holds (same JSON fields as before).
+    public typealias SignatureLayer = CosignSignature.ImageLayer
 
     public init(kind: String, mediaType: String, manifest: Data, blobs: [String: Data], tags: [String],
                 signatureLayers: [SignatureLayer]? = nil) {

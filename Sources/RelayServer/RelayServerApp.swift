@@ -106,7 +106,7 @@ public enum RelayServerApp {
                                         scheduler: scheduler, hub: hub, authFailures: authFailures)
         StatusAPI(registry: registry, feed: statusFeed, readers: config.readers + config.admins, sources: config.sources.map(\.name), logger: logger)
             .add(to: router)
-        RolloutAPI(registry: registry, hub: hub, rollouts: rollouts, store: store, readers: config.readers, admins: config.admins,
+        RolloutAPI(registry: registry, rollouts: rollouts, store: store, readers: config.readers, admins: config.admins,
                    sources: config.sources.map(\.name), logger: logger)
             .add(to: router)
         let http = Application(router: router, server: .limited(httpLimits, metricsPrefix: "relay"),

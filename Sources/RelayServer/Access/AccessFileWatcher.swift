@@ -112,9 +112,8 @@ public actor AccessFileWatcher {
 
     private func postStatus(_ artifact: PackagedArtifact, state: String, description: String) async throws {
         guard let gitlab, let sha = Notifier.commit(of: artifact.revision) else { return }
-        var body = ["state": state, "name": "relay/access", "description": String(description.prefix(255))]
-        if let ref = artifact.revision.split(separator: "@").first, artifact.revision.contains("@") { body["ref"] = String(ref) }
-        let item = Notifier.Item(target: "gitlab:\(settings.source)", url: "\(gitlab.projectAPI)/statuses/\(sha)", body: Notifier.json(body))
+        let item = Notifier.commitStatus(gitlab, source: settings.source, sha: sha, revision: artifact.revision, state: state,
+                                         name: "relay/access", description: description, targetURL: nil)
         try await registry.store.write { db in try Notifier.enqueue(db, item) }
     }
 }

@@ -22,7 +22,6 @@ import RelayShared
 ///   revisions deliver, as a unified diff (`text/x-diff`).
 struct RolloutAPI: Sendable {
     let registry: Registry
-    let hub: DesiredStateHub
     let rollouts: RolloutController
     let store: ArtifactStore
     let readers: [ResolvedServerConfig.Reader]
@@ -208,16 +207,10 @@ struct RolloutAPI: Sendable {
         return try await body(name)
     }
 
-    private func json<T: Encodable>(_ value: T) throws -> Response {
-        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                 body: .init(byteBuffer: ByteBuffer(bytes: try StatusRecord.encoder.encode(value))))
-    }
+    private func json<T: Encodable>(_ value: T) throws -> Response { try APIResponse.json(value) }
 
     private func error(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) -> Response {
-        var fields = headers
-        fields[.contentType] = "application/json"
-        let data = (try? JSONSerialization.data(withJSONObject: ["error": message])) ?? Data()
-        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        APIResponse.error(status, message, headers: headers)
     }
 }
 

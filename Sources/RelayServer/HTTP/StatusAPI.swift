@@ -285,13 +285,21 @@ struct StatusAPI: Sendable {
         return request.uri.queryParameters["access_token"].map(String.init)
     }
 
-    private func json<T: Encodable>(_ value: T) throws -> Response {
-        let data = try StatusRecord.encoder.encode(value)
-        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
-    }
+    private func json<T: Encodable>(_ value: T) throws -> Response { try APIResponse.json(value) }
 
     private func error(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) -> Response {
+        APIResponse.error(status, message, headers: headers)
+    }
+}
+
+/// The API's JSON answers: a value (no-store), or `{"error": message}`.
+enum APIResponse {
+    static func json<T: Encodable>(_ value: T) throws -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: try StatusRecord.encoder.encode(value))))
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) -> Response {
         var fields = headers
         fields[.contentType] = "application/json"
         let data = (try? JSONSerialization.data(withJSONObject: ["error": message])) ?? Data()

@@ -204,14 +204,11 @@ public actor RolloutController {
 
     private func notifyHalt(source: String, record: RolloutRecord) async throws {
         let text = ":octagonal_sign: rollout of \(source) \(record.revision) halted: \(record.failedAgent) failed: \(record.message)"
-        var items = notifications.slack.enumerated().map { Notifier.Item(target: "slack:\($0.offset)", url: $0.element, body: Notifier.json(["text": text])) }
-        let event: [String: String] = [
+        let queued = Notifier.broadcast(notifications, text: text, event: [
             "type": "rollout-halted", "source": source, "revision": record.revision, "agent": record.failedAgent,
             "message": record.message, "at": StatusRecord.timestamp(record.updatedAt),
-        ]
-        items += notifications.webhooks.enumerated().map { Notifier.Item(target: "webhook:\($0.offset)", url: $0.element, body: Notifier.json(event)) }
-        guard !items.isEmpty else { return }
-        let queued = items
+        ])
+        guard !queued.isEmpty else { return }
         try await registry.store.write { db in for item in queued { try Notifier.enqueue(db, item) } }
     }
 
@@ -223,12 +220,11 @@ public actor RolloutController {
         let posted = try await registry.rolloutStatuses(source: source.name)
         var said: [String: String] = [:]
         var items: [Notifier.Item] = []
-        for (agent, given) in plan.given.merging(plan.holds.mapValues { _ in "" }, uniquingKeysWith: { a, _ in a }) {
-            let key = agent
+        for agent in Set(plan.given.keys).union(plan.holds.keys) {
             let state: String, description: String
-            if given == latest.digest {
+            if plan.given[agent] == latest.digest {
                 // Only where a hold was said before.
-                guard let before = posted[key], before.hasPrefix("\(sha)\u{0}pending") else { continue }
+                guard let before = posted[agent], before.hasPrefix("\(sha)\u{0}pending") else { continue }
                 state = "success"
                 description = releases[agent].map { "released to \(agent) during a freeze by \($0.by): \($0.reason)" } ?? "delivered to \(agent)"
             } else if let hold = plan.holds[agent] {
@@ -236,12 +232,10 @@ public actor RolloutController {
                 description = "held for \(agent): \(hold.reason)"
             } else { continue }
             let text = "\(sha)\u{0}\(state)\u{0}\(description)"
-            guard posted[key] != text else { continue }
-            said[key] = text
-            var body = ["state": state, "name": "relay/\(agent)/rollout", "description": String(description.prefix(255))]
-            if let ref = latest.revision.split(separator: "@").first, latest.revision.contains("@") { body["ref"] = String(ref) }
-            if let publicURL { body["target_url"] = String(publicURL.prefix(255)) }
-            items.append(.init(target: "gitlab:\(source.name)", url: "\(gitlab.projectAPI)/statuses/\(sha)", body: Notifier.json(body)))
+            guard posted[agent] != text else { continue }
+            said[agent] = text
+            items.append(Notifier.commitStatus(gitlab, source: source.name, sha: sha, revision: latest.revision, state: state,
+                                               name: "relay/\(agent)/rollout", description: description, targetURL: publicURL))
         }
         guard !items.isEmpty else { return }
         let queued = items, name = source.name, remembered = said

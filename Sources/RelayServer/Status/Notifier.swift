@@ -125,13 +125,10 @@ public final class Notifier: Sendable {
                     """, arguments: [delivery.agent, delivery.source])
                 for row in consumers where (row["gitlab_sha"] as String?) != sha {
                     let (kind, namespace, name): (String, String, String) = (row["kind"], row["namespace"], row["name"])
-                    var body: [String: String] = [
-                        "state": "pending", "name": "relay/\(delivery.agent)/\(namespace)/\(name)",
-                        "description": "delivered to \(delivery.agent); waiting for \(kind) to apply it",
-                    ]
-                    if let ref = delivery.revision.split(separator: "@").first, delivery.revision.contains("@") { body["ref"] = String(ref) }
-                    if let publicURL { body["target_url"] = String(publicURL.prefix(255)) }
-                    try enqueue(db, Item(target: "gitlab:\(delivery.source)", url: "\(gitlab.projectAPI)/statuses/\(sha)", body: Self.json(body)))
+                    try enqueue(db, Self.commitStatus(gitlab, source: delivery.source, sha: sha, revision: delivery.revision, state: "pending",
+                                                      name: "relay/\(delivery.agent)/\(namespace)/\(name)",
+                                                      description: "delivered to \(delivery.agent); waiting for \(kind) to apply it",
+                                                      targetURL: publicURL))
                     try db.execute(sql: """
                         INSERT INTO notify_state(agent, kind, namespace, name, gitlab_state, gitlab_sha) VALUES (?, ?, ?, ?, 'pending', ?)
                         ON CONFLICT(agent, kind, namespace, name) DO UPDATE SET gitlab_state = 'pending', gitlab_sha = excluded.gitlab_sha
@@ -232,14 +229,25 @@ public final class Notifier: Sendable {
 
     func commitStatusItem(_ gitlab: ResolvedServerConfig.GitLabTarget, source: String, state: String, sha: String,
                           record: StatusRecord, object: StatusRecord.Object) -> Item {
-        var body: [String: String] = [
-            "state": state,
-            "name": "relay/\(record.agent)/\(object.namespace)/\(object.name)",
-            "description": String("\(object.kind) \(object.state)\(object.message.isEmpty ? "" : ": \(object.message)")".prefix(255)),
-        ]
-        if let ref = object.revisionApplied.split(separator: "@").first, object.revisionApplied.contains("@") { body["ref"] = String(ref) }
-        if let publicURL { body["target_url"] = String(publicURL.prefix(255)) }
-        return Item(target: "gitlab:\(source)", url: "\(gitlab.projectAPI)/statuses/\(sha)", body: Self.json(body))
+        Self.commitStatus(gitlab, source: source, sha: sha, revision: object.revisionApplied, state: state,
+                          name: "relay/\(record.agent)/\(object.namespace)/\(object.name)",
+                          description: "\(object.kind) \(object.state)\(object.message.isEmpty ? "" : ": \(object.message)")", targetURL: publicURL)
+    }
+
+    /// A commit status (`POST /projects/:id/statuses/:sha`) on `source`'s GitLab project; `ref`
+    /// from the revision when it names one (`<ref>@sha1:…`); texts cut to GitLab's 255.
+    static func commitStatus(_ gitlab: ResolvedServerConfig.GitLabTarget, source: String, sha: String, revision: String, state: String,
+                             name: String, description: String, targetURL: String?) -> Item {
+        var body = ["state": state, "name": name, "description": String(description.prefix(255))]
+        if let ref = revision.split(separator: "@").first, revision.contains("@") { body["ref"] = String(ref) }
+        if let targetURL { body["target_url"] = String(targetURL.prefix(255)) }
+        return Item(target: "gitlab:\(source)", url: "\(gitlab.projectAPI)/statuses/\(sha)", body: json(body))
+    }
+
+    /// `text` to every Slack webhook and `event` to every JSON webhook.
+    static func broadcast(_ notifications: ResolvedServerConfig.Notifications, text: String, event: [String: String]) -> [Item] {
+        notifications.slack.enumerated().map { Item(target: "slack:\($0.offset)", url: $0.element, body: json(["text": text])) }
+            + notifications.webhooks.enumerated().map { Item(target: "webhook:\($0.offset)", url: $0.element, body: json(event)) }
     }
 
     func alerts(kind: String, record: StatusRecord, object: StatusRecord.Object) -> [Item] {
@@ -248,14 +256,11 @@ public final class Notifier: Sendable {
         let text = kind == "failure"
             ? ":x: \(where_) is \(object.state): \(object.message)\(revision.isEmpty ? "" : " — revision \(revision)")"
             : ":white_check_mark: \(where_) recovered: ready at \(object.revisionApplied)"
-        var items = notifications.slack.enumerated().map { Item(target: "slack:\($0.offset)", url: $0.element, body: Self.json(["text": text])) }
-        let event: [String: String] = [
+        return Self.broadcast(notifications, text: text, event: [
             "type": kind, "agent": record.agent, "kind": object.kind, "namespace": object.namespace, "name": object.name,
             "state": object.state, "reason": object.reason, "message": object.message, "revision": revision, "source": object.source,
             "feedID": String(record.id), "at": StatusRecord.timestamp(record.observedAt),
-        ]
-        items += notifications.webhooks.enumerated().map { Item(target: "webhook:\($0.offset)", url: $0.element, body: Self.json(event)) }
-        return items
+        ])
     }
 
     static func json(_ object: [String: String]) -> Data {
