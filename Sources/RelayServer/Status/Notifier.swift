@@ -304,7 +304,7 @@ public final class Notifier: Sendable {
             }
             guard remote != 0 else {
                 logger.error("deployment update dropped: GitLab did not create the deployment", metadata: ["target": "\(item.target)"])
-                try? await registry.store.write { [self] db in
+                _ = try? await registry.store.write { [self] db in
                     try db.execute(sql: "DELETE FROM outbox WHERE id = ? AND claimed_by = ?", arguments: [item.id, replica])
                 }
                 return
